@@ -1,0 +1,251 @@
+// Exact exponent grids: correctly rounded levels b^(k+δ) and the exact decision thresholds
+// between them, for every exponent a float or double can reach. Built once per
+// (scalar, base, rounding, scale step) in extended precision, then only compared against.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "base.hpp"
+#include "detail/xfloat.hpp"
+#include "options.hpp"
+
+namespace grphi {
+
+namespace detail {
+
+// The base as an extended-precision number: 106 bits when the tag provides them.
+template <class Base>
+xfloat base_xfloat() {
+    if constexpr (has_precise_value<Base>::value)
+        return x_from_dd(Base::precise_hi, Base::precise_lo);
+    else
+        return x_from(static_cast<long double>(Base::value));
+}
+
+// b^(1/16): four square roots.
+template <class Base>
+xfloat base_root16() {
+    xfloat r = base_xfloat<Base>();
+    for (int i = 0; i < 4; ++i) r = x_sqrt(r);
+    return r;
+}
+
+// Same-width integer view of a scalar (order of non-negative values is the order of their bits).
+template <class T>
+using bits_t = std::conditional_t<std::is_same_v<T, float>, std::int32_t, std::int64_t>;
+
+template <class T>
+bits_t<T> to_bits(T v) {
+    bits_t<T> b;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
+}
+template <class T>
+T from_bits(bits_t<T> b) {
+    T v;
+    std::memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+}  // namespace detail
+
+// One exponent grid: levels b^(k + step/16) for k in [k_lo, k_hi], the natural range where the
+// correctly rounded level is nonzero and finite, and the thresholds that decide between them.
+template <class T, class Base>
+struct grid {
+    rounding round = rounding::log;
+    int step = 0;                 // scale step j: levels are b^(k + j/16)
+    int k_lo = 0, k_hi = 0;
+    std::vector<T> level;         // [k - k_lo]: b^(k+δ) rounded to nearest
+    std::vector<T> threshold;     // [k - k_lo]: smallest value assigned exponent >= k (unused at k_lo)
+    std::vector<T> flush;         // [k - k_lo]: smallest value kept when k is the window bottom (b^(k+δ)/2 up)
+
+    T level_of(int k) const { return level[static_cast<std::size_t>(k - k_lo)]; }
+    T threshold_of(int k) const { return threshold[static_cast<std::size_t>(k - k_lo)]; }
+    T flush_of(int k) const { return flush[static_cast<std::size_t>(k - k_lo)]; }
+
+    // Exponent of a finite magnitude a >= 0, clamped into [k_lo, k_hi] (binary search).
+    int exponent(T a) const {
+        const auto first = threshold.begin() + 1;
+        return k_lo + static_cast<int>(std::upper_bound(first, threshold.end(), a) - first);
+    }
+    // Same, starting from a guess that is at most a few steps off.
+    int exponent_near(T a, int guess) const {
+        int k = std::clamp(guess, k_lo, k_hi);
+        while (k < k_hi && a >= threshold_of(k + 1)) ++k;
+        while (k > k_lo && a < threshold_of(k)) --k;
+        return k;
+    }
+};
+
+namespace detail {
+
+template <class T, class Base>
+std::unique_ptr<grid<T, Base>> build_grid(rounding round, int step) {
+    auto g = std::make_unique<grid<T, Base>>();
+    g->round = round;
+    g->step = step;
+    const xfloat b = base_xfloat<Base>();
+    const xfloat shift = x_pow(base_root16<Base>(), step);                 // b^δ
+    const xfloat half_step_down = x_div(shift, x_sqrt(b));                  // b^(δ - 1/2)
+    const xfloat one{1.0, 0.0, 0};
+    const xfloat mid_linear = x_scale2(x_mul(x_add(one, x_div(one, b)), shift), -1);  // (1 + 1/b)/2 * b^δ
+
+    auto level_real = [&](long k) { return x_mul(x_pow(b, k), shift); };
+    auto level_rounded = [&](long k) { return x_round<T>(level_real(k), false); };
+
+    // Bracket the natural range from a floating estimate, then settle it exactly.
+    const long double lb = std::log(static_cast<long double>(Base::value));
+    long k_hi = static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::max())) / lb)) + 3;
+    while (std::isinf(level_rounded(k_hi))) --k_hi;
+    long k_lo = static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::denorm_min())) / lb)) - 3;
+    while (level_rounded(k_lo) == T(0)) ++k_lo;
+    if (k_lo < -32767 || k_hi > 32767) throw std::logic_error("grphi: exponent range exceeds int16 for this base");
+    g->k_lo = static_cast<int>(k_lo);
+    g->k_hi = static_cast<int>(k_hi);
+
+    const auto n = static_cast<std::size_t>(k_hi - k_lo + 1);
+    g->level.resize(n);
+    g->threshold.resize(n);
+    g->flush.resize(n);
+    for (long k = k_lo; k <= k_hi; ++k) {
+        const auto i = static_cast<std::size_t>(k - k_lo);
+        const xfloat bk = x_pow(b, k);
+        const xfloat lv = x_mul(bk, shift);
+        g->level[i] = x_round<T>(lv, false);
+        g->flush[i] = x_round<T>(x_scale2(lv, -1), true);
+        const xfloat boundary = round == rounding::log ? x_mul(bk, half_step_down) : x_mul(bk, mid_linear);
+        g->threshold[i] = (k == k_lo) ? T(0) : x_round<T>(boundary, true);
+    }
+    return g;
+}
+
+template <class T, class Base>
+struct grid_cache {
+    static constexpr int steps = 2 * scale_step_max + 1;
+    std::array<std::array<std::once_flag, steps>, 2> once;
+    std::array<std::array<std::unique_ptr<grid<T, Base>>, steps>, 2> grids;
+
+    static grid_cache& instance() {
+        static grid_cache cache;
+        return cache;
+    }
+};
+
+}  // namespace detail
+
+// The grid for (T, Base, rounding, step); built on first use, thread-safe, lives for the program.
+template <class T, class Base>
+const grid<T, Base>& grid_for(rounding round = rounding::log, int step = 0) {
+    check_scalar<T>();
+    check_base<Base>();
+    if (step < -scale_step_max || step > scale_step_max)
+        throw std::invalid_argument("grphi::grid_for: scale step " + std::to_string(step) + " is outside [-8, 8]");
+    auto& cache = detail::grid_cache<T, Base>::instance();
+    const auto r = static_cast<std::size_t>(round == rounding::log ? 0 : 1);
+    const auto s = static_cast<std::size_t>(step + scale_step_max);
+    std::call_once(cache.once[r][s], [&] { cache.grids[r][s] = detail::build_grid<T, Base>(round, step); });
+    return *cache.grids[r][s];
+}
+
+// The exact exponent of one magnitude (a >= 0, finite), clamped to the natural range.
+template <class Base, class T>
+int exponent_of(T a, rounding round = rounding::log) {
+    return grid_for<T, Base>(round).exponent(a);
+}
+
+// The correctly rounded level b^k.
+template <class T, class Base>
+T level(int k, rounding round = rounding::log) {
+    const auto& g = grid_for<T, Base>(round);
+    if (k < g.k_lo || k > g.k_hi)
+        throw std::out_of_range("grphi::level: exponent " + std::to_string(k) + " is outside [" + std::to_string(g.k_lo) +
+                                ", " + std::to_string(g.k_hi) + "]");
+    return g.level_of(k);
+}
+
+namespace detail {
+
+// The fast route from bits to exponent for normal magnitudes: cells of 2^-cell_bits binade,
+// each holding at most one threshold. Denormals (rare in weights) go through the grid's search.
+template <class T, class Base>
+struct cell_table {
+    using I = bits_t<T>;
+    static constexpr int mantissa_bits = std::numeric_limits<T>::digits - 1;  // 23 or 52
+    static constexpr I min_normal_bits = I(1) << mantissa_bits;
+    static constexpr I inf_bits = I((std::uint64_t(1) << (sizeof(T) * 8 - 1)) - std::uint64_t(min_normal_bits));
+    const grid<T, Base>* source = nullptr;
+    int cell_bits = 0;
+    int shift = 0;                    // mantissa_bits - cell_bits
+    std::vector<I> base_k;            // exponent at the cell's start
+    std::vector<I> threshold_bits;    // bits of the one threshold inside the cell, or max
+
+    // Exponent of a finite magnitude given by its bits; equals source->exponent(a).
+    int exponent(I mag_bits) const {
+        if (mag_bits < min_normal_bits) return source->exponent(from_bits<T>(mag_bits));
+        const auto i = static_cast<std::size_t>(mag_bits >> shift);
+        return static_cast<int>(base_k[i] + (mag_bits >= threshold_bits[i] ? 1 : 0));
+    }
+};
+
+template <class T, class Base>
+std::unique_ptr<cell_table<T, Base>> build_cell_table(const grid<T, Base>& g) {
+    using table = cell_table<T, Base>;
+    using I = typename table::I;
+    constexpr int M = table::mantissa_bits;
+    constexpr int exponent_fields = 1 << (sizeof(T) * 8 - 1 - M);  // 256 or 2048, the inf/NaN field included
+    for (int m = 0; m <= 8; ++m) {
+        auto t = std::make_unique<table>();
+        t->source = &g;
+        t->cell_bits = m;
+        t->shift = M - m;
+        const std::size_t cells = static_cast<std::size_t>(exponent_fields) << m;
+        t->base_k.assign(cells, I(g.k_lo));
+        t->threshold_bits.assign(cells, std::numeric_limits<I>::max());
+        bool fits = true;
+        for (std::size_t i = std::size_t(1) << m; i < cells && fits; ++i) {
+            const I start = I(i) << t->shift;
+            const T v0 = from_bits<T>(start);
+            if (!std::isfinite(v0)) {
+                t->base_k[i] = I(g.k_hi);
+                continue;
+            }
+            const I end = I(start + (I(1) << t->shift));  // exclusive; at most the bits of +inf
+            const int k0 = g.exponent(v0);
+            t->base_k[i] = I(k0);
+            int inside = 0;
+            for (int k = k0 + 1; k <= g.k_hi; ++k) {
+                const I tb = to_bits(g.threshold_of(k));
+                if (tb >= end) break;
+                if (++inside == 1) t->threshold_bits[i] = tb;
+            }
+            fits = inside <= 1;
+        }
+        if (fits) return t;
+    }
+    throw std::logic_error(std::string("grphi: base ") + Base::name + " is too close to 1 for the exponent cell table");
+}
+
+template <class T, class Base>
+const cell_table<T, Base>& cell_table_for(rounding round) {
+    static std::once_flag once[2];
+    static std::unique_ptr<cell_table<T, Base>> tables[2];
+    const int r = round == rounding::log ? 0 : 1;
+    std::call_once(once[r], [&] { tables[r] = build_cell_table<T, Base>(grid_for<T, Base>(round)); });
+    return *tables[r];
+}
+
+}  // namespace detail
+
+}  // namespace grphi

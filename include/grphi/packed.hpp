@@ -1,0 +1,43 @@
+// The quantized tensor: signs, exponents and per-channel state, everything needed to rebuild it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "base.hpp"
+#include "options.hpp"
+
+namespace grphi {
+
+template <class T, class Base>
+struct packed {
+    using scalar_type = T;
+    using base_type = Base;
+
+    Eigen::Index rows = 0;                   // output channels
+    Eigen::Index cols = 0;                   // weights per channel
+    options opts;                            // the options it was quantized with
+    std::vector<std::int8_t> signs;          // rows*cols, row-major: -1, 0 (exact zero) or +1
+    std::vector<std::int16_t> exponents;     // rows*cols, or rows*blocks_per_row() when clustered
+    std::vector<std::int16_t> window_lo;     // per channel (one entry when per-tensor): lowest exponent
+    std::vector<std::int16_t> window_hi;     // per channel: highest exponent
+    std::vector<std::int8_t> scale_steps;    // per channel: scale = b^(step/16); all 0 unless fit_scale
+
+    Eigen::Index channels() const { return opts.per_channel ? rows : (rows > 0 ? 1 : 0); }
+    Eigen::Index channel_of_row(Eigen::Index r) const { return opts.per_channel ? r : 0; }
+    Eigen::Index block_size() const { return opts.clustered() ? opts.cluster_size : 1; }
+    Eigen::Index blocks_per_row() const {
+        const Eigen::Index b = block_size();
+        return (cols + b - 1) / b;
+    }
+    std::size_t size() const { return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols); }
+    // Exponent of weight (r, c): the block's exponent when clustered.
+    std::int16_t exponent(Eigen::Index r, Eigen::Index c) const {
+        return exponents[static_cast<std::size_t>(r * blocks_per_row() + c / block_size())];
+    }
+};
+
+}  // namespace grphi

@@ -1,0 +1,595 @@
+// weights -> exponents: quantize, dequantize and fake_quantize on Eigen matrices, maps and expressions.
+// fake_quantize(W) == dequantize(quantize(W)) bit for bit: both read the same level tables.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+#include <xsimd/xsimd.hpp>
+
+#include "base.hpp"
+#include "levels.hpp"
+#include "options.hpp"
+#include "packed.hpp"
+
+namespace grphi {
+
+template <class T>
+using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+namespace detail {
+
+// Read-only row-major view; column-major or expression inputs are evaluated once into it.
+template <class T>
+using row_view = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
+
+// What a channel decided before its rows are quantized.
+struct channel_state {
+    int lo = 0;     // window bottom exponent
+    int hi = 0;     // window top exponent
+    int step = 0;   // scale step j: levels b^(k + j/16)
+};
+
+// Per-row results before packing: exponent (clamped into the window), sign, clip flag.
+template <class T>
+struct row_scratch {
+    std::vector<bits_t<T>> k, s;
+    std::vector<std::uint8_t> clipped;
+    void resize(std::size_t n) {
+        k.resize(n);
+        s.resize(n);
+        clipped.resize(n);
+    }
+};
+
+// The absolute clip [e_min, e_max] intersected with the natural range (nearest end when disjoint).
+template <class T, class Base>
+std::pair<int, int> clip_bounds(const options& o, const grid<T, Base>& g) {
+    const int lo = o.e_min ? std::clamp(*o.e_min, g.k_lo, g.k_hi) : g.k_lo;
+    const int hi = o.e_max ? std::clamp(*o.e_max, g.k_lo, g.k_hi) : g.k_hi;
+    return {lo, hi};
+}
+
+// Window of a channel on grid g given its largest magnitude (0 for an all-zero channel).
+template <class T, class Base>
+channel_state window_for(const options& o, const grid<T, Base>& g, T max_magnitude) {
+    auto [lo, hi] = clip_bounds(o, g);
+    if (o.levels) {
+        const int top = std::clamp(max_magnitude > 0 ? g.exponent(max_magnitude) : 0, lo, hi);
+        lo = std::max(lo, top - (*o.levels - 1));
+        hi = top;
+    }
+    return {lo, hi, g.step};
+}
+
+template <class T, class Base>
+class quantizer {
+public:
+    using I = bits_t<T>;
+    using arch = xsimd::default_arch;
+    using ibatch = xsimd::batch<I, arch>;
+    static constexpr std::size_t lanes = ibatch::size;
+    static constexpr I magnitude_mask = std::numeric_limits<I>::max();
+    static constexpr I sign_mask = std::numeric_limits<I>::min();
+
+    quantizer(const options& o) : opts_(o), cells_(cell_table_for<T, Base>(o.round)) {
+        o.validate();
+        level_bits_.resize(cells_.source->level.size());
+        for (std::size_t i = 0; i < level_bits_.size(); ++i) level_bits_[i] = to_bits(cells_.source->level[i]);
+    }
+
+    const options& opts() const { return opts_; }
+    const grid<T, Base>& grid_of(const channel_state& c) const {
+        return c.step == 0 ? *cells_.source : grid_for<T, Base>(opts_.round, c.step);
+    }
+
+    // Exponents, signs and clip flags of one row (step 0: the SIMD table route; otherwise exact search).
+    void eval_row(const T* w, std::size_t n, const channel_state& c, row_scratch<T>& out) const {
+        if (c.step == 0)
+            eval_row_table(w, n, c, out.k.data(), out.s.data(), out.clipped.data());
+        else
+            eval_row_search(w, n, c, out.k.data(), out.s.data(), out.clipped.data());
+    }
+
+    // Shares one exponent per block of a row: round-half-even mean over the block's nonzero members.
+    void cluster_row(std::size_t n, const channel_state& c, const row_scratch<T>& in, I* block_k) const {
+        const auto size = static_cast<std::size_t>(opts_.cluster_size);
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t end = std::min(n, start + size);
+            long long sum = 0, count = 0;
+            for (std::size_t i = start; i < end; ++i)
+                if (in.s[i] != 0) {
+                    sum += in.k[i];
+                    ++count;
+                }
+            block_k[b] = count == 0 ? I(c.lo) : I(round_half_even_mean(sum, count));
+        }
+    }
+
+    // Reconstruction of a row from exponents (per weight, or per block with block_size > 1) and signs.
+    void compose_row(std::size_t n, const channel_state& c, const I* k, std::size_t block_size, const I* s,
+                     T* out) const {
+        const auto& g = grid_of(c);
+        for (std::size_t i = 0; i < n; ++i) {
+            const T v = g.level_of(static_cast<int>(k[i / block_size]));
+            out[i] = s[i] > 0 ? v : (s[i] < 0 ? -v : T(0));
+        }
+    }
+
+    // Fast fake quantization of an unclustered row with step 0: exponents never leave registers.
+    void fake_row_table(const T* w, std::size_t n, const channel_state& c, T* out) const {
+        const auto& g = *cells_.source;
+        const ibatch lo(I(c.lo)), hi(I(c.hi)), k_lo(I(g.k_lo));
+        const ibatch flush(flush_bits(c));
+        std::size_t i = 0;
+        auto one = [&](const ibatch& bits) {
+            const ibatch mag = bits & ibatch(magnitude_mask);
+            const ibatch k = xsimd::min(xsimd::max(raw_exponent(mag), lo), hi);
+            const ibatch level = ibatch::gather(level_bits_.data(), k - k_lo);
+            const auto keep = (mag != ibatch(I(0))) & (mag >= flush);
+            return xsimd::select(keep, level | (bits & ibatch(sign_mask)), ibatch(I(0)));
+        };
+        for (; i + lanes <= n; i += lanes) {
+            const ibatch r = one(load_bits(w + i));
+            store_bits(r, out + i);
+        }
+        if (i < n) {
+            alignas(64) T tail_in[lanes] = {};
+            alignas(64) T tail_out[lanes];
+            std::copy(w + i, w + n, tail_in);
+            store_bits(one(load_bits(tail_in)), tail_out);
+            std::copy(tail_out, tail_out + (n - i), out + i);
+        }
+    }
+
+    // Largest magnitude of a row as bits (>= inf_bits means the row holds NaN or Inf).
+    static I row_max_bits(const T* w, std::size_t n) {
+        ibatch m(I(0));
+        std::size_t i = 0;
+        for (; i + lanes <= n; i += lanes) m = xsimd::max(m, load_bits(w + i) & ibatch(magnitude_mask));
+        alignas(64) I lanes_max[lanes];
+        m.store_aligned(lanes_max);
+        I best = 0;
+        for (std::size_t j = 0; j < lanes; ++j) best = std::max(best, lanes_max[j]);
+        for (; i < n; ++i) best = std::max(best, I(to_bits(w[i]) & magnitude_mask));
+        return best;
+    }
+
+    static long long round_half_even_mean(long long sum, long long count) {
+        long long q = sum / count, r = sum % count;
+        if (r < 0) {  // floor division
+            q -= 1;
+            r += count;
+        }
+        if (2 * r > count || (2 * r == count && (q & 1))) ++q;
+        return q;
+    }
+
+private:
+    static ibatch load_bits(const T* p) { return ibatch::load_unaligned(reinterpret_cast<const I*>(p)); }
+    static void store_bits(const ibatch& b, T* p) { b.store_unaligned(reinterpret_cast<I*>(p)); }
+
+    I flush_bits(const channel_state& c) const {
+        return opts_.under == underflow::flush ? to_bits(grid_of(c).flush_of(c.lo)) : I(0);
+    }
+
+    // Unclamped exponent of magnitudes (bits); denormal lanes take the exact scalar search.
+    ibatch raw_exponent(const ibatch& mag) const {
+        const ibatch idx = mag >> cells_.shift;
+        const ibatch base = ibatch::gather(cells_.base_k.data(), idx);
+        const ibatch threshold = ibatch::gather(cells_.threshold_bits.data(), idx);
+        ibatch k = xsimd::select(mag >= threshold, base + ibatch(I(1)), base);
+        const auto denormal = (mag < ibatch(cell_table<T, Base>::min_normal_bits)) & (mag != ibatch(I(0)));
+        if (xsimd::any(denormal)) {
+            alignas(64) I m[lanes], kk[lanes];
+            mag.store_aligned(m);
+            k.store_aligned(kk);
+            for (std::size_t j = 0; j < lanes; ++j)
+                if (m[j] != 0 && m[j] < cell_table<T, Base>::min_normal_bits) kk[j] = I(cells_.exponent(m[j]));
+            k = ibatch::load_aligned(kk);
+        }
+        return k;
+    }
+
+    void eval_row_table(const T* w, std::size_t n, const channel_state& c, I* k_out, I* s_out,
+                        std::uint8_t* clipped_out) const {
+        const ibatch lo(I(c.lo)), hi(I(c.hi));
+        const ibatch flush(flush_bits(c));
+        auto one = [&](const ibatch& bits, I* k_dst, I* s_dst, std::uint8_t* clip_dst, std::size_t count) {
+            const ibatch mag = bits & ibatch(magnitude_mask);
+            const ibatch k = raw_exponent(mag);
+            const auto nonzero = mag != ibatch(I(0));
+            const auto keep = nonzero & (mag >= flush);
+            const ibatch sign = xsimd::select(keep, xsimd::select(bits < ibatch(I(0)), ibatch(I(-1)), ibatch(I(1))),
+                                              ibatch(I(0)));
+            const ibatch clipped = xsimd::select(nonzero & ((k < lo) | (k > hi)), ibatch(I(1)), ibatch(I(0)));
+            alignas(64) I clip_lanes[lanes];
+            if (count == lanes) {
+                xsimd::min(xsimd::max(k, lo), hi).store_unaligned(k_dst);
+                sign.store_unaligned(s_dst);
+            } else {
+                alignas(64) I kk[lanes], ss[lanes];
+                xsimd::min(xsimd::max(k, lo), hi).store_aligned(kk);
+                sign.store_aligned(ss);
+                std::copy(kk, kk + count, k_dst);
+                std::copy(ss, ss + count, s_dst);
+            }
+            clipped.store_aligned(clip_lanes);
+            for (std::size_t j = 0; j < count; ++j) clip_dst[j] = static_cast<std::uint8_t>(clip_lanes[j]);
+        };
+        std::size_t i = 0;
+        for (; i + lanes <= n; i += lanes) one(load_bits(w + i), k_out + i, s_out + i, clipped_out + i, lanes);
+        if (i < n) {
+            alignas(64) T tail[lanes] = {};
+            std::copy(w + i, w + n, tail);
+            one(load_bits(tail), k_out + i, s_out + i, clipped_out + i, n - i);
+        }
+    }
+
+    // Scaled grids (fit_scale): exact search seeded by the unscaled table, which is at most one step off.
+    void eval_row_search(const T* w, std::size_t n, const channel_state& c, I* k_out, I* s_out,
+                         std::uint8_t* clipped_out) const {
+        const auto& g = grid_of(c);
+        const T flush = opts_.under == underflow::flush ? g.flush_of(c.lo) : T(0);
+        for (std::size_t i = 0; i < n; ++i) {
+            const T a = std::fabs(w[i]);
+            const int k = g.exponent_near(a, cells_.exponent(to_bits(a)));
+            const bool nonzero = a != T(0);
+            k_out[i] = I(std::clamp(k, c.lo, c.hi));
+            s_out[i] = (nonzero && a >= flush) ? (w[i] < 0 ? I(-1) : I(1)) : I(0);
+            clipped_out[i] = nonzero && (k < c.lo || k > c.hi);
+        }
+    }
+
+    options opts_;
+    const cell_table<T, Base>& cells_;
+    std::vector<I> level_bits_;  // the step-0 levels as bits, for gathers
+};
+
+// Runs fn(row, scratch) over rows, optionally in parallel; each row's result depends on that row only.
+template <class T, class Fn>
+void for_each_row(Eigen::Index rows, Eigen::Index cols, Fn&& fn) {
+#if defined(_OPENMP)
+#pragma omp parallel if (rows * cols >= (Eigen::Index(1) << 18))
+    {
+        row_scratch<T> scratch;
+        scratch.resize(static_cast<std::size_t>(cols));
+#pragma omp for schedule(static)
+        for (Eigen::Index r = 0; r < rows; ++r) fn(r, scratch);
+    }
+#else
+    row_scratch<T> scratch;
+    scratch.resize(static_cast<std::size_t>(cols));
+    for (Eigen::Index r = 0; r < rows; ++r) fn(r, scratch);
+#endif
+}
+
+template <class T>
+const T* row_pointer(const row_view<T>& W, Eigen::Index r) {
+    return W.data() + r * W.outerStride();
+}
+
+// Checks every weight is finite (throws std::domain_error naming the first bad one) and returns
+// each row's largest magnitude.
+template <class T, class Base>
+std::vector<T> checked_row_maxima(const row_view<T>& W, const char* who) {
+    using Q = quantizer<T, Base>;
+    std::vector<T> maxima(static_cast<std::size_t>(W.rows()), T(0));
+    for (Eigen::Index r = 0; r < W.rows(); ++r) {
+        const auto bits = Q::row_max_bits(row_pointer(W, r), static_cast<std::size_t>(W.cols()));
+        if (bits >= cell_table<T, Base>::inf_bits) {
+            for (Eigen::Index c = 0; c < W.cols(); ++c) {
+                const T v = W(r, c);
+                if (!std::isfinite(v))
+                    throw std::domain_error(std::string(who) + ": weight at row " + std::to_string(r) + ", column " +
+                                            std::to_string(c) + " is " + (std::isnan(v) ? "NaN" : "infinite"));
+            }
+        }
+        maxima[static_cast<std::size_t>(r)] = from_bits<T>(bits);
+    }
+    return maxima;
+}
+
+// Squared error of reconstructing rows [r0, r1) on channel state c.
+template <class T, class Base>
+double channel_error(const quantizer<T, Base>& q, const row_view<T>& W, Eigen::Index r0, Eigen::Index r1,
+                     const channel_state& c, row_scratch<T>& scratch, std::vector<bits_t<T>>& blocks,
+                     std::vector<T>& values) {
+    const auto n = static_cast<std::size_t>(W.cols());
+    double error = 0;
+    for (Eigen::Index r = r0; r < r1; ++r) {
+        const T* w = row_pointer(W, r);
+        q.eval_row(w, n, c, scratch);
+        if (q.opts().clustered()) {
+            q.cluster_row(n, c, scratch, blocks.data());
+            q.compose_row(n, c, blocks.data(), static_cast<std::size_t>(q.opts().cluster_size), scratch.s.data(),
+                          values.data());
+        } else {
+            q.compose_row(n, c, scratch.k.data(), 1, scratch.s.data(), values.data());
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const double d = static_cast<double>(w[i]) - static_cast<double>(values[i]);
+            error += d * d;
+        }
+    }
+    return error;
+}
+
+// Window and scale of every channel: the per-channel state the seed lacks.
+template <class T, class Base>
+std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_view<T>& W,
+                                         const std::vector<T>& row_max) {
+    const options& o = q.opts();
+    const Eigen::Index rows = W.rows();
+    const Eigen::Index channels = o.per_channel ? rows : (rows > 0 ? 1 : 0);
+    std::vector<channel_state> plan(static_cast<std::size_t>(channels));
+    auto channel_max = [&](Eigen::Index ch) {
+        if (o.per_channel) return row_max[static_cast<std::size_t>(ch)];
+        return row_max.empty() ? T(0) : *std::max_element(row_max.begin(), row_max.end());
+    };
+    const auto cols = static_cast<std::size_t>(W.cols());
+    auto plan_one = [&](Eigen::Index ch, row_scratch<T>& scratch, std::vector<bits_t<T>>& blocks,
+                        std::vector<T>& values) {
+        const T m = channel_max(ch);
+        channel_state best = window_for<T, Base>(o, grid_for<T, Base>(o.round, 0), m);
+        if (o.fit_scale && m > 0) {
+            const Eigen::Index r0 = o.per_channel ? ch : 0, r1 = o.per_channel ? ch + 1 : rows;
+            double best_error = std::numeric_limits<double>::infinity();
+            // Candidates in order 0, -1, +1, -2, +2, ...: ties keep the smallest |step|.
+            for (int t = 0; t <= 2 * scale_step_max; ++t) {
+                const int step = (t % 2 == 0) ? t / 2 : -(t + 1) / 2;
+                const auto candidate = window_for<T, Base>(o, grid_for<T, Base>(o.round, step), m);
+                const double e = channel_error(q, W, r0, r1, candidate, scratch, blocks, values);
+                if (e < best_error) {
+                    best_error = e;
+                    best = candidate;
+                }
+            }
+        }
+        plan[static_cast<std::size_t>(ch)] = best;
+    };
+    if (o.fit_scale) {  // make every scaled grid before any parallel work
+        for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o.round, s);
+    }
+    const std::size_t blocks_per_row = o.clustered() ? (cols + o.cluster_size - 1) / o.cluster_size : cols;
+    if (o.per_channel && o.fit_scale) {
+        for_each_row<T>(channels, W.cols(), [&](Eigen::Index ch, row_scratch<T>& scratch) {
+            std::vector<bits_t<T>> blocks(blocks_per_row);
+            std::vector<T> values(cols);
+            plan_one(ch, scratch, blocks, values);
+        });
+    } else {
+        row_scratch<T> scratch;
+        scratch.resize(cols);
+        std::vector<bits_t<T>> blocks(blocks_per_row);
+        std::vector<T> values(cols);
+        for (Eigen::Index ch = 0; ch < channels; ++ch) plan_one(ch, scratch, blocks, values);
+    }
+    return plan;
+}
+
+template <class T, class Out>
+constexpr bool is_row_major_direct() {
+    using D = std::decay_t<Out>;
+    constexpr int flags = Eigen::internal::traits<D>::Flags;
+    return (flags & Eigen::RowMajorBit) && (flags & Eigen::DirectAccessBit) && std::is_same_v<typename D::Scalar, T>;
+}
+
+// Checks the output's shape, resizing plain matrices.
+template <class Out>
+void prepare_output(Out& out, Eigen::Index rows, Eigen::Index cols, const char* who, const char* what) {
+    using D = std::decay_t<Out>;
+    if (out.rows() == rows && out.cols() == cols) return;
+    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<D>, D>) {
+        out.resize(rows, cols);
+    } else {
+        throw std::invalid_argument(std::string(who) + ": " + what + " is " + std::to_string(out.rows()) + "x" +
+                                    std::to_string(out.cols()) + ", expected " + std::to_string(rows) + "x" +
+                                    std::to_string(cols));
+    }
+}
+
+// Writes a computed row into out (directly when out's rows are contiguous).
+template <class T, class Out, class Fill>
+void write_row(Out& out, Eigen::Index r, std::vector<T>& buffer, Fill&& fill) {
+    if constexpr (is_row_major_direct<T, Out>()) {
+        if (out.innerStride() == 1) {
+            fill(&out.coeffRef(r, 0));
+            return;
+        }
+    }
+    fill(buffer.data());
+    for (Eigen::Index c = 0; c < out.cols(); ++c)
+        out.coeffRef(r, c) = static_cast<typename std::decay_t<Out>::Scalar>(buffer[static_cast<std::size_t>(c)]);
+}
+
+template <class T, class Base, class Out, class Mask>
+void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mask* clipped) {
+    const char* who = "grphi::fake_quantize";
+    const quantizer<T, Base> q(opts);
+    prepare_output(out, W.rows(), W.cols(), who, "output");
+    if constexpr (!std::is_same_v<Mask, std::nullptr_t>) prepare_output(*clipped, W.rows(), W.cols(), who, "clip mask");
+    const auto row_max = checked_row_maxima<T, Base>(W, who);
+    const auto plan = plan_channels(q, W, row_max);
+    const auto n = static_cast<std::size_t>(W.cols());
+    const bool fast = !opts.clustered() && !opts.fit_scale && clipped == nullptr;
+    const std::size_t blocks_per_row = opts.clustered() ? (n + opts.cluster_size - 1) / opts.cluster_size : n;
+    for_each_row<T>(W.rows(), W.cols(), [&](Eigen::Index r, row_scratch<T>& scratch) {
+        const channel_state& c = plan[static_cast<std::size_t>(opts.per_channel ? r : 0)];
+        const T* w = row_pointer(W, r);
+        thread_local std::vector<T> buffer;
+        thread_local std::vector<bits_t<T>> blocks;
+        buffer.resize(n);
+        if (fast) {
+            write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_table(w, n, c, dst); });
+            return;
+        }
+        q.eval_row(w, n, c, scratch);
+        write_row<T>(out, r, buffer, [&](T* dst) {
+            if (opts.clustered()) {
+                blocks.resize(blocks_per_row);
+                q.cluster_row(n, c, scratch, blocks.data());
+                q.compose_row(n, c, blocks.data(), static_cast<std::size_t>(opts.cluster_size), scratch.s.data(), dst);
+            } else {
+                q.compose_row(n, c, scratch.k.data(), 1, scratch.s.data(), dst);
+            }
+        });
+        if constexpr (!std::is_same_v<Mask, std::nullptr_t>) {
+            for (Eigen::Index col = 0; col < W.cols(); ++col)
+                    clipped->coeffRef(r, col) = static_cast<typename Mask::Scalar>(scratch.clipped[static_cast<std::size_t>(col)]);
+        }
+    });
+}
+
+}  // namespace detail
+
+// Quantizes W (rows = output channels) to signs and exponents on the base-b grid.
+template <class Base, class Derived>
+packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>& W, const options& opts = {}) {
+    using T = typename Derived::Scalar;
+    check_scalar<T>();
+    check_base<Base>();
+    const detail::quantizer<T, Base> q(opts);
+    const detail::row_view<T> view(W.derived());
+    const auto row_max = detail::checked_row_maxima<T, Base>(view, "grphi::quantize");
+    const auto plan = detail::plan_channels(q, view, row_max);
+
+    packed<T, Base> p;
+    p.rows = view.rows();
+    p.cols = view.cols();
+    p.opts = opts;
+    const auto n = static_cast<std::size_t>(p.cols);
+    const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
+    p.signs.resize(p.size());
+    p.exponents.resize(static_cast<std::size_t>(p.rows) * per_row);
+    for (const auto& c : plan) {
+        p.window_lo.push_back(static_cast<std::int16_t>(c.lo));
+        p.window_hi.push_back(static_cast<std::int16_t>(c.hi));
+        p.scale_steps.push_back(static_cast<std::int8_t>(c.step));
+    }
+    detail::for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, detail::row_scratch<T>& scratch) {
+        const auto& c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
+        q.eval_row(detail::row_pointer(view, r), n, c, scratch);
+        std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
+        std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
+        for (std::size_t i = 0; i < n; ++i) signs[i] = static_cast<std::int8_t>(scratch.s[i]);
+        if (opts.clustered()) {
+            thread_local std::vector<detail::bits_t<T>> blocks;
+            blocks.resize(per_row);
+            q.cluster_row(n, c, scratch, blocks.data());
+            for (std::size_t b = 0; b < per_row; ++b) exps[b] = static_cast<std::int16_t>(blocks[b]);
+        } else {
+            // A zero weight's exponent is the window bottom, so equal tensors pack identically.
+            for (std::size_t i = 0; i < n; ++i)
+                exps[i] = static_cast<std::int16_t>(scratch.s[i] != 0 ? scratch.k[i] : c.lo);
+        }
+    });
+    return p;
+}
+
+// Checks a packed tensor's internal consistency; throws std::invalid_argument naming the problem.
+template <class T, class Base>
+void validate(const packed<T, Base>& p) {
+    check_scalar<T>();
+    check_base<Base>();
+    const char* who = "grphi::validate(packed)";
+    p.opts.validate();
+    auto fail = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+    if (p.rows < 0 || p.cols < 0) fail("negative shape");
+    if (p.signs.size() != p.size()) fail("signs has " + std::to_string(p.signs.size()) + " entries, expected " + std::to_string(p.size()));
+    const auto expected_exps = static_cast<std::size_t>(p.rows) * static_cast<std::size_t>(p.blocks_per_row());
+    if (p.exponents.size() != expected_exps)
+        fail("exponents has " + std::to_string(p.exponents.size()) + " entries, expected " + std::to_string(expected_exps));
+    const auto ch = static_cast<std::size_t>(p.channels());
+    if (p.window_lo.size() != ch || p.window_hi.size() != ch || p.scale_steps.size() != ch)
+        fail("per-channel state must have " + std::to_string(ch) + " entries");
+    for (std::size_t c = 0; c < ch; ++c) {
+        if (p.scale_steps[c] < -scale_step_max || p.scale_steps[c] > scale_step_max)
+            fail("channel " + std::to_string(c) + " has scale step " + std::to_string(p.scale_steps[c]) + " outside [-8, 8]");
+        const auto& g = grid_for<T, Base>(p.opts.round, p.scale_steps[c]);
+        if (p.window_lo[c] > p.window_hi[c] || p.window_lo[c] < g.k_lo || p.window_hi[c] > g.k_hi)
+            fail("channel " + std::to_string(c) + " has window [" + std::to_string(p.window_lo[c]) + ", " +
+                 std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(g.k_lo) + ", " +
+                 std::to_string(g.k_hi) + "]");
+    }
+    const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
+    for (Eigen::Index r = 0; r < p.rows; ++r) {
+        const auto c = static_cast<std::size_t>(p.channel_of_row(r));
+        for (std::size_t b = 0; b < per_row; ++b) {
+            const int k = p.exponents[static_cast<std::size_t>(r) * per_row + b];
+            if (k < p.window_lo[c] || k > p.window_hi[c])
+                fail("exponent " + std::to_string(k) + " at row " + std::to_string(r) + ", block " + std::to_string(b) +
+                     " is outside its channel window");
+        }
+    }
+    for (auto s : p.signs)
+        if (s < -1 || s > 1) fail("sign value " + std::to_string(s) + " is not -1, 0 or +1");
+}
+
+// Rebuilds the weights into out (any Eigen matrix of the right shape; plain matrices are resized).
+template <class T, class Base, class Out>
+void dequantize(const packed<T, Base>& p, Out&& out) {
+    validate(p);
+    detail::prepare_output(out, p.rows, p.cols, "grphi::dequantize", "output");
+    const detail::quantizer<T, Base> q(p.opts);
+    const auto n = static_cast<std::size_t>(p.cols);
+    const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
+    const auto block = static_cast<std::size_t>(p.block_size());
+    std::vector<T> buffer(n);
+    std::vector<detail::bits_t<T>> k(per_row), s(n);
+    for (Eigen::Index r = 0; r < p.rows; ++r) {
+        const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
+        const detail::channel_state c{p.window_lo[ch], p.window_hi[ch], p.scale_steps[ch]};
+        const auto* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
+        const auto* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
+        std::copy(exps, exps + per_row, k.begin());
+        std::copy(signs, signs + n, s.begin());
+        detail::write_row<T>(out, r, buffer, [&](T* dst) { q.compose_row(n, c, k.data(), block, s.data(), dst); });
+    }
+}
+
+template <class T, class Base>
+row_matrix<T> dequantize(const packed<T, Base>& p) {
+    row_matrix<T> out(p.rows, p.cols);
+    dequantize(p, out);
+    return out;
+}
+
+// The QAT forward: out = dequantize(quantize(W, opts)), bit for bit, without building the packed tensor.
+template <class Base, class Derived, class Out>
+void fake_quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, Out&& out) {
+    using T = typename Derived::Scalar;
+    check_scalar<T>();
+    check_base<Base>();
+    const detail::row_view<T> view(W.derived());
+    detail::fake_quantize_impl<T, Base, std::remove_reference_t<Out>, std::nullptr_t>(view, opts, out, nullptr);
+}
+
+// Same, and clipped(r, c) = 1 where the weight's exponent fell outside its channel window (the STE mask).
+template <class Base, class Derived, class Out, class Mask>
+void fake_quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, Out&& out, Mask&& clipped) {
+    using T = typename Derived::Scalar;
+    check_scalar<T>();
+    check_base<Base>();
+    const detail::row_view<T> view(W.derived());
+    auto* mask = &clipped;
+    detail::fake_quantize_impl<T, Base, std::remove_reference_t<Out>, std::remove_reference_t<Mask>>(view, opts, out, mask);
+}
+
+template <class Base, class Derived>
+row_matrix<typename Derived::Scalar> fake_quantize(const Eigen::MatrixBase<Derived>& W, const options& opts = {}) {
+    row_matrix<typename Derived::Scalar> out(W.rows(), W.cols());
+    fake_quantize<Base>(W, opts, out);
+    return out;
+}
+
+}  // namespace grphi
