@@ -302,7 +302,7 @@ std::vector<T> checked_row_maxima(const row_view<T>& W, const char* who) {
 // Squared error of reconstructing rows [r0, r1) on channel state c.
 template <class T, class Base>
 double channel_error(const quantizer<T, Base>& q, const row_view<T>& W, Eigen::Index r0, Eigen::Index r1,
-                     const channel_state& c, row_scratch<T>& scratch, std::vector<bits_t<T>>& blocks,
+                     const channel_state& c, int scale_exp, row_scratch<T>& scratch, std::vector<bits_t<T>>& blocks,
                      std::vector<T>& values) {
     const auto n = static_cast<std::size_t>(W.cols());
     double error = 0;
@@ -317,7 +317,8 @@ double channel_error(const quantizer<T, Base>& q, const row_view<T>& W, Eigen::I
             q.compose_row(n, c, scratch.k.data(), 1, scratch.s.data(), values.data());
         }
         for (std::size_t i = 0; i < n; ++i) {
-            const double d = static_cast<double>(w[i]) - static_cast<double>(values[i]);
+            // Scaled by an exact power of two so that errors near DBL_MAX do not overflow.
+            const double d = std::ldexp(static_cast<double>(w[i]) - static_cast<double>(values[i]), -scale_exp);
             error += d * d;
         }
     }
@@ -348,7 +349,7 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
             for (int t = 0; t <= 2 * scale_step_max; ++t) {
                 const int step = (t % 2 == 0) ? t / 2 : -(t + 1) / 2;
                 const auto candidate = window_for<T, Base>(o, grid_for<T, Base>(o.round, step), m);
-                const double e = channel_error(q, W, r0, r1, candidate, scratch, blocks, values);
+                const double e = channel_error(q, W, r0, r1, candidate, std::ilogb(m), scratch, blocks, values);
                 if (e < best_error) {
                     best_error = e;
                     best = candidate;
@@ -389,8 +390,12 @@ template <class Out>
 void prepare_output(Out& out, Eigen::Index rows, Eigen::Index cols, const char* who, const char* what) {
     using D = std::decay_t<Out>;
     if (out.rows() == rows && out.cols() == cols) return;
-    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<D>, D>) {
-        out.resize(rows, cols);
+    bool resizable = false;
+    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<D>, D>)
+        resizable = (D::RowsAtCompileTime == Eigen::Dynamic || D::RowsAtCompileTime == rows) &&
+                    (D::ColsAtCompileTime == Eigen::Dynamic || D::ColsAtCompileTime == cols);
+    if (resizable) {
+        if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<D>, D>) out.resize(rows, cols);
     } else {
         throw std::invalid_argument(std::string(who) + ": " + what + " is " + std::to_string(out.rows()) + "x" +
                                     std::to_string(out.cols()) + ", expected " + std::to_string(rows) + "x" +

@@ -1,0 +1,124 @@
+// How compressible a packed tensor is: the exponent histogram and its entropy (the seed's
+// number), plus an honest bits-per-weight estimate that also pays for signs, zeros and metadata.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "packed.hpp"
+
+namespace grphi {
+
+// Shannon entropy in bits per symbol of a histogram (0 for an empty or one-symbol histogram).
+template <class Count>
+double shannon_entropy(const std::vector<Count>& histogram) {
+    long double total = 0;
+    for (auto c : histogram) total += static_cast<long double>(c);
+    if (total <= 0) return 0.0;
+    long double bits = 0;
+    for (auto c : histogram)
+        if (c > 0) {
+            const long double p = static_cast<long double>(c) / total;
+            bits -= p * std::log2(p);
+        }
+    return static_cast<double>(bits);
+}
+
+struct entropy_report {
+    std::size_t weights = 0;            // rows * cols
+    std::size_t nonzero = 0;            // weights whose sign is -1 or +1
+    std::size_t exponent_symbols = 0;   // exponents a coder must store: nonzero weights, or blocks with one
+    std::size_t channels = 0;
+    int symbol_min = 0;                 // histogram[i] counts exponent symbol_min + i
+    std::vector<std::uint64_t> histogram;
+    std::array<std::uint64_t, 3> sign_counts{};  // -1, 0, +1
+    double exponent_entropy = 0;        // bits per stored exponent
+    double sign_entropy = 0;            // bits per weight for the ternary {-, 0, +} symbol
+    double metadata_bits = 0;           // per-channel window (2 x 16 bits) and scale step (5 bits if fitted)
+    double bits_per_weight = 0;         // (exponent_symbols * exponent_entropy + weights * sign_entropy + metadata) / weights
+};
+
+namespace detail {
+
+// Counts exponents[i] where keep[i] != 0 into hist (index exponent - offset); four tables break
+// the store-to-load dependency of repeated symbols.
+inline void masked_histogram(const std::int16_t* exponents, const std::int8_t* keep, std::size_t n, int offset,
+                             std::size_t bins, std::vector<std::uint64_t>& hist) {
+    std::vector<std::uint32_t> tables(4 * bins, 0);
+    std::uint32_t* t0 = tables.data();
+    std::uint32_t* t1 = t0 + bins;
+    std::uint32_t* t2 = t1 + bins;
+    std::uint32_t* t3 = t2 + bins;
+    auto flush = [&] {
+        for (std::size_t b = 0; b < bins; ++b) {
+            hist[b] += std::uint64_t(t0[b]) + t1[b] + t2[b] + t3[b];
+            t0[b] = t1[b] = t2[b] = t3[b] = 0;
+        }
+    };
+    constexpr std::size_t chunk = std::size_t(1) << 30;  // keeps the 32-bit counters from overflowing
+    for (std::size_t start = 0; start < n; start += chunk) {
+        const std::size_t end = std::min(n, start + chunk);
+        std::size_t i = start;
+        for (; i + 4 <= end; i += 4) {
+            t0[exponents[i] - offset] += keep[i] != 0;
+            t1[exponents[i + 1] - offset] += keep[i + 1] != 0;
+            t2[exponents[i + 2] - offset] += keep[i + 2] != 0;
+            t3[exponents[i + 3] - offset] += keep[i + 3] != 0;
+        }
+        for (; i < end; ++i) t0[exponents[i] - offset] += keep[i] != 0;
+        flush();
+    }
+}
+
+}  // namespace detail
+
+template <class T, class Base>
+entropy_report entropy(const packed<T, Base>& p) {
+    entropy_report rep;
+    rep.weights = p.size();
+    rep.channels = static_cast<std::size_t>(p.channels());
+    if (p.window_lo.empty() || p.size() == 0) return rep;
+    const int lo = *std::min_element(p.window_lo.begin(), p.window_lo.end());
+    const int hi = *std::max_element(p.window_hi.begin(), p.window_hi.end());
+    rep.symbol_min = lo;
+    const auto bins = static_cast<std::size_t>(hi - lo + 1);
+    rep.histogram.assign(bins, 0);
+
+    for (auto s : p.signs) rep.sign_counts[static_cast<std::size_t>(s + 1)]++;
+    rep.nonzero = rep.sign_counts[0] + rep.sign_counts[2];
+
+    const auto n = static_cast<std::size_t>(p.cols);
+    if (!p.opts.clustered()) {
+        detail::masked_histogram(p.exponents.data(), p.signs.data(), p.size(), lo, bins, rep.histogram);
+    } else {
+        // A block's exponent is stored when any member is nonzero.
+        const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
+        const auto size = static_cast<std::size_t>(p.block_size());
+        std::vector<std::int8_t> block_used(per_row);
+        for (Eigen::Index r = 0; r < p.rows; ++r) {
+            const std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
+            for (std::size_t b = 0; b < per_row; ++b) {
+                std::int8_t used = 0;
+                for (std::size_t i = b * size, e = std::min(n, i + size); i < e; ++i) used |= signs[i];
+                block_used[b] = used;
+            }
+            detail::masked_histogram(p.exponents.data() + static_cast<std::size_t>(r) * per_row, block_used.data(),
+                                     per_row, lo, bins, rep.histogram);
+        }
+    }
+    for (auto c : rep.histogram) rep.exponent_symbols += c;
+    rep.exponent_entropy = shannon_entropy(rep.histogram);
+    std::vector<std::uint64_t> signs(rep.sign_counts.begin(), rep.sign_counts.end());
+    rep.sign_entropy = shannon_entropy(signs);
+    rep.metadata_bits = static_cast<double>(rep.channels) * (32.0 + (p.opts.fit_scale ? 5.0 : 0.0));
+    rep.bits_per_weight = (static_cast<double>(rep.exponent_symbols) * rep.exponent_entropy +
+                           static_cast<double>(rep.weights) * rep.sign_entropy + rep.metadata_bits) /
+                          static_cast<double>(rep.weights);
+    return rep;
+}
+
+}  // namespace grphi

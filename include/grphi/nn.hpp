@@ -1,0 +1,263 @@
+// Layers that own latent weights and, optionally, a logarithmic weight quantizer.
+//
+// train(): the forward pass uses fake_quantize(W) and the STE sends the gradient to the latent W
+// (the seed's PhiWeightQuantizer semantics, with gradients that actually arrive).
+// eval(): the forward pass uses the same fixed rounding and records no gradient for W.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "autodiff.hpp"
+#include "base.hpp"
+#include "entropy.hpp"
+#include "options.hpp"
+#include "quantize.hpp"
+
+namespace grphi::nn {
+
+// A base chosen at run time: the quantizer keeps function pointers instantiated for its base.
+class weight_quantizer {
+public:
+    template <class Base>
+    static weight_quantizer make(const grphi::options& opts, float grad_scale = 1.0f, bool mask_clipped = false) {
+        grphi::check_base<Base>();
+        opts.validate();
+        weight_quantizer q;
+        q.base_name_ = Base::name;
+        q.opts_ = opts;
+        q.grad_scale_ = grad_scale;
+        q.mask_clipped_ = mask_clipped;
+        q.float_fn_ = &ad::detail::fake_quantize_into<Base, float>;
+        q.double_fn_ = &ad::detail::fake_quantize_into<Base, double>;
+        q.entropy_fn_ = &entropy_of<Base>;
+        return q;
+    }
+
+    // "phi", "two" or "sqrt2" (also "2" and "sqrt(2)").
+    static weight_quantizer by_name(std::string_view base, const grphi::options& opts, float grad_scale = 1.0f,
+                                    bool mask_clipped = false) {
+        if (base == "phi") return make<grphi::phi>(opts, grad_scale, mask_clipped);
+        if (base == "two" || base == "2") return make<grphi::two>(opts, grad_scale, mask_clipped);
+        if (base == "sqrt2" || base == "sqrt(2)") return make<grphi::sqrt2>(opts, grad_scale, mask_clipped);
+        throw std::invalid_argument("grphi::nn::weight_quantizer: unknown base '" + std::string(base) +
+                                    "' (expected phi, two or sqrt2)");
+    }
+
+    const char* base_name() const { return base_name_; }
+    const grphi::options& opts() const { return opts_; }
+    float grad_scale() const { return grad_scale_; }
+    bool mask_clipped() const { return mask_clipped_; }
+
+    template <class T>
+    ad::fake_quantize_fn<T> function() const {
+        if constexpr (std::is_same_v<T, float>)
+            return float_fn_;
+        else
+            return double_fn_;
+    }
+
+    // out = fake_quantize<base>(w, opts): the fixed rounding used by eval() and for export.
+    template <class T>
+    void fake_quantize(const ad::matrix<T>& w, ad::matrix<T>& out) const {
+        function<T>()(w, opts_, out, nullptr);
+    }
+
+    // Entropy estimate of quantize<base>(w, opts): bits per weight including signs and metadata.
+    grphi::entropy_report entropy(const ad::matrix<float>& w) const { return entropy_fn_(w, opts_); }
+
+    template <class T>
+    ad::var apply(ad::tape<T>& t, ad::var w) const {
+        return t.quantize_ste(w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
+    }
+
+private:
+    template <class Base>
+    static grphi::entropy_report entropy_of(const ad::matrix<float>& w, const grphi::options& opts) {
+        return grphi::entropy(grphi::quantize<Base>(w, opts));
+    }
+
+    weight_quantizer() = default;
+    const char* base_name_ = "";
+    grphi::options opts_;
+    float grad_scale_ = 1.0f;
+    bool mask_clipped_ = false;
+    ad::fake_quantize_fn<float> float_fn_ = nullptr;
+    ad::fake_quantize_fn<double> double_fn_ = nullptr;
+    grphi::entropy_report (*entropy_fn_)(const ad::matrix<float>&, const grphi::options&) = nullptr;
+};
+
+namespace detail {
+// PyTorch's default init: kaiming_uniform(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+// and the bias uses the same bound. A fixed-seed mt19937_64 with our own mapping to [0, 1) keeps
+// the numbers identical across standard libraries (std distributions are implementation-defined).
+template <class T>
+void uniform_fill(ad::matrix<T>& m, double bound, std::mt19937_64& gen) {
+    for (Eigen::Index i = 0; i < m.size(); ++i) {
+        const double unit = static_cast<double>(gen() >> 11) * 0x1.0p-53;
+        m.data()[i] = static_cast<T>(-bound + 2 * bound * unit);
+    }
+}
+
+inline void check_layer_dims(long a, long b, const char* what) {
+    if (a <= 0 || b <= 0) throw std::invalid_argument(std::string("grphi::nn::") + what + ": dimensions must be positive");
+}
+
+// The layer's weight as it enters the forward pass, per mode and quantizer.
+template <class T>
+ad::var weight_var(ad::tape<T>& t, ad::parameter<T>& weight, const std::optional<weight_quantizer>& quantizer,
+                   bool training, ad::matrix<T>& eval_cache) {
+    if (!quantizer) return t.param(weight);
+    if (training) return quantizer->apply(t, t.param(weight));
+    quantizer->fake_quantize(weight.value, eval_cache);
+    return t.constant_ref(eval_cache);
+}
+}  // namespace detail
+
+inline constexpr std::uint64_t default_seed = 0x67727068u;  // "grph"
+
+// y = x W^T (+ b), W stored out x in.
+template <class T>
+class basic_linear {
+public:
+    basic_linear(int in_features, int out_features, bool bias = true, std::uint64_t seed = default_seed)
+        : in_features_(in_features), out_features_(out_features), has_bias_(bias) {
+        detail::check_layer_dims(in_features, out_features, "linear");
+        std::mt19937_64 gen(seed);
+        const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+        weight.value.resize(out_features, in_features);
+        detail::uniform_fill(weight.value, bound, gen);
+        if (has_bias_) {
+            this->bias.value.resize(1, out_features);
+            detail::uniform_fill(this->bias.value, bound, gen);
+        }
+    }
+
+    ad::parameter<T> weight;
+    ad::parameter<T> bias;
+    std::optional<weight_quantizer> quantizer;
+
+    void train(bool on = true) { training_ = on; }
+    void eval() { training_ = false; }
+    bool training() const { return training_; }
+    bool has_bias() const { return has_bias_; }
+    int in_features() const { return in_features_; }
+    int out_features() const { return out_features_; }
+
+    // The weights the forward pass multiplies by: latent, or fake-quantized if a quantizer is set.
+    ad::matrix<T> effective_weight() const {
+        if (!quantizer) return weight.value;
+        ad::matrix<T> out;
+        quantizer->fake_quantize(weight.value, out);
+        return out;
+    }
+
+    ad::var forward(ad::tape<T>& t, ad::var x) {
+        if (x.features() != in_features_)
+            throw std::invalid_argument("grphi::nn::linear: input has " + std::to_string(x.features()) +
+                                        " features, expected " + std::to_string(in_features_));
+        const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
+        ad::var y = t.matmul(t.flatten(x), w);
+        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        return y;
+    }
+
+    std::vector<ad::parameter<T>*> parameters() {
+        std::vector<ad::parameter<T>*> out{&weight};
+        if (has_bias_) out.push_back(&bias);
+        return out;
+    }
+
+private:
+    int in_features_, out_features_;
+    bool has_bias_;
+    bool training_ = true;
+    ad::matrix<T> eval_weight_;  // fixed-rounded weights of eval(), reused across calls
+};
+
+// Conv2d on NCHW rows; weight O x (C*k*k), one output channel per row (grphi's channel axis).
+template <class T>
+class basic_conv2d {
+public:
+    basic_conv2d(int in_channels, int out_channels, int kernel, int stride = 1, int padding = 0, bool bias = true,
+                 std::uint64_t seed = default_seed)
+        : in_channels_(in_channels), out_channels_(out_channels), has_bias_(bias), geometry_{kernel, kernel, stride, padding} {
+        detail::check_layer_dims(in_channels, out_channels, "conv2d");
+        if (kernel <= 0 || stride <= 0 || padding < 0)
+            throw std::invalid_argument("grphi::nn::conv2d: kernel and stride must be positive, padding >= 0");
+        std::mt19937_64 gen(seed);
+        const int fan_in = in_channels * kernel * kernel;
+        const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+        weight.value.resize(out_channels, fan_in);
+        detail::uniform_fill(weight.value, bound, gen);
+        if (has_bias_) {
+            this->bias.value.resize(1, out_channels);
+            detail::uniform_fill(this->bias.value, bound, gen);
+        }
+    }
+
+    ad::parameter<T> weight;
+    ad::parameter<T> bias;
+    std::optional<weight_quantizer> quantizer;
+
+    void train(bool on = true) { training_ = on; }
+    void eval() { training_ = false; }
+    bool training() const { return training_; }
+    bool has_bias() const { return has_bias_; }
+    int in_channels() const { return in_channels_; }
+    int out_channels() const { return out_channels_; }
+    const ad::conv_geometry& geometry() const { return geometry_; }
+
+    ad::matrix<T> effective_weight() const {
+        if (!quantizer) return weight.value;
+        ad::matrix<T> out;
+        quantizer->fake_quantize(weight.value, out);
+        return out;
+    }
+
+    ad::var forward(ad::tape<T>& t, ad::var x) {
+        if (x.channels != in_channels_)
+            throw std::invalid_argument("grphi::nn::conv2d: input has " + std::to_string(x.channels) +
+                                        " channels, expected " + std::to_string(in_channels_));
+        const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
+        ad::var y = t.conv2d(x, w, geometry_);
+        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        return y;
+    }
+
+    std::vector<ad::parameter<T>*> parameters() {
+        std::vector<ad::parameter<T>*> out{&weight};
+        if (has_bias_) out.push_back(&bias);
+        return out;
+    }
+
+private:
+    int in_channels_, out_channels_;
+    bool has_bias_;
+    ad::conv_geometry geometry_;
+    bool training_ = true;
+    ad::matrix<T> eval_weight_;
+};
+
+using linear = basic_linear<float>;
+using conv2d = basic_conv2d<float>;
+
+// Number of rows whose largest logit sits at the label's column (first maximum wins).
+template <class T, class Labels>
+long count_correct(const ad::matrix<T>& logits, const Labels& labels) {
+    long correct = 0;
+    for (Eigen::Index r = 0; r < logits.rows(); ++r) {
+        Eigen::Index best = 0;
+        logits.row(r).maxCoeff(&best);
+        if (static_cast<long long>(best) == static_cast<long long>(labels[static_cast<std::size_t>(r)])) ++correct;
+    }
+    return correct;
+}
+
+}  // namespace grphi::nn

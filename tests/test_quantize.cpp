@@ -1,0 +1,463 @@
+// quantize / dequantize / fake_quantize against a brute-force reference built from the exact grid
+// (the grid itself is checked against 256-bit arithmetic in test_levels.cpp).
+#include <doctest/doctest.h>
+
+#include <grphi/quantize.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace {
+
+template <class T, class B>
+struct combo {
+    using scalar = T;
+    using base = B;
+};
+#define GRPHI_COMBOS                                                                                    \
+    combo<float, grphi::phi>, combo<double, grphi::phi>, combo<float, grphi::two>, combo<double, grphi::two>, \
+        combo<float, grphi::sqrt2>
+
+template <class T>
+bool same_bits(T a, T b) {
+    return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+// Gaussian weights with a sprinkling of special values: zeros, -0, denormals, tiny and huge magnitudes.
+template <class T>
+grphi::row_matrix<T> test_weights(Eigen::Index rows, Eigen::Index cols, unsigned seed, double sigma = 0.02,
+                                  bool specials_too = true) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> gauss(0.0, sigma);
+    grphi::row_matrix<T> W(rows, cols);
+    for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = static_cast<T>(gauss(rng));
+    const T specials[] = {T(0), -T(0), std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::min(),
+                          T(1e-30), T(-3.5), std::numeric_limits<T>::max(), -std::numeric_limits<T>::denorm_min() * 7};
+    std::uniform_int_distribution<Eigen::Index> pick(0, W.size() - 1);
+    if (specials_too && W.size() > 64)
+        for (int rep = 0; rep < 3; ++rep)
+            for (T s : specials) W.data()[pick(rng)] = s;
+    return W;
+}
+
+std::vector<grphi::options> all_option_sets() {
+    std::vector<grphi::options> sets;
+    for (bool per_channel : {true, false})
+        for (int levels : {0, 1, 6})
+            for (int clip : {0, 1})
+                for (int cluster : {0, 1, 5, 32})
+                    for (bool fit : {false, true})
+                        for (auto round : {grphi::rounding::log, grphi::rounding::linear})
+                            for (auto under : {grphi::underflow::clamp, grphi::underflow::flush}) {
+                                grphi::options o;
+                                o.per_channel = per_channel;
+                                if (levels) o.levels = levels;
+                                if (clip) {
+                                    o.e_min = -14;
+                                    o.e_max = -5;
+                                }
+                                o.cluster_size = cluster;
+                                o.fit_scale = fit;
+                                o.round = round;
+                                o.under = under;
+                                sets.push_back(o);
+                            }
+    return sets;
+}
+
+std::string describe(const grphi::options& o) {
+    return "per_channel=" + std::to_string(o.per_channel) + " levels=" + std::to_string(o.levels.value_or(0)) +
+           " clip=" + std::to_string(o.e_min.has_value()) + " cluster=" + std::to_string(o.cluster_size) +
+           " fit=" + std::to_string(o.fit_scale) + " linear=" + std::to_string(o.round == grphi::rounding::linear) +
+           " flush=" + std::to_string(o.under == grphi::underflow::flush);
+}
+
+// The reference: the spec of issue 2 written out plainly, one weight at a time.
+template <class T, class B>
+struct reference {
+    const grphi::options& o;
+
+    // Window of a channel whose largest magnitude is m, on the grid with the given scale step.
+    std::pair<int, int> window(T m, int step) const {
+        const auto& g = grphi::grid_for<T, B>(o.round, step);
+        int lo = g.k_lo, hi = g.k_hi;
+        if (o.e_min) lo = std::min(std::max(*o.e_min, g.k_lo), g.k_hi);
+        if (o.e_max) hi = std::min(std::max(*o.e_max, g.k_lo), g.k_hi);
+        if (o.levels) {
+            int top = m > 0 ? g.exponent(m) : 0;
+            top = std::min(std::max(top, lo), hi);
+            lo = std::max(lo, top - *o.levels + 1);
+            hi = top;
+        }
+        return {lo, hi};
+    }
+
+    // Reconstruction of rows [r0, r1) with a window and scale step; returns the squared error.
+    long double reconstruct(const grphi::row_matrix<T>& W, Eigen::Index r0, Eigen::Index r1, int lo, int hi, int step,
+                            grphi::row_matrix<T>& out, std::vector<int>& exps, std::vector<int>& signs) const {
+        const auto& g = grphi::grid_for<T, B>(o.round, step);
+        long double error = 0;
+        const Eigen::Index C = W.cols();
+        const Eigen::Index block = o.cluster_size > 1 ? o.cluster_size : 1;
+        for (Eigen::Index r = r0; r < r1; ++r) {
+            std::vector<int> k(static_cast<std::size_t>(C)), s(static_cast<std::size_t>(C));
+            for (Eigen::Index c = 0; c < C; ++c) {
+                const T w = W(r, c);
+                const T a = std::fabs(w);
+                int kk = std::min(std::max(g.exponent(a), lo), hi);
+                int ss = a == 0 ? 0 : (w < 0 ? -1 : 1);
+                if (o.under == grphi::underflow::flush && a < g.flush_of(lo)) ss = 0;
+                k[static_cast<std::size_t>(c)] = kk;
+                s[static_cast<std::size_t>(c)] = ss;
+            }
+            for (Eigen::Index b0 = 0; b0 < C; b0 += block) {
+                const Eigen::Index b1 = std::min(C, b0 + block);
+                int shared = -100000;
+                if (block > 1) {
+                    long double sum = 0;
+                    int count = 0;
+                    for (Eigen::Index c = b0; c < b1; ++c)
+                        if (s[static_cast<std::size_t>(c)]) {
+                            sum += k[static_cast<std::size_t>(c)];
+                            ++count;
+                        }
+                    shared = count ? static_cast<int>(std::nearbyint(sum / count)) : lo;  // half to even
+                    exps.push_back(shared);
+                }
+                for (Eigen::Index c = b0; c < b1; ++c) {
+                    const int kk = block > 1 ? shared : k[static_cast<std::size_t>(c)];
+                    const int ss = s[static_cast<std::size_t>(c)];
+                    if (block == 1) exps.push_back(ss ? kk : lo);
+                    signs.push_back(ss);
+                    const T level = g.level_of(kk);
+                    out(r, c) = ss > 0 ? level : (ss < 0 ? -level : T(0));
+                    const long double d = static_cast<long double>(W(r, c)) - out(r, c);
+                    error += d * d;
+                }
+            }
+        }
+        return error;
+    }
+
+    struct result {
+        grphi::row_matrix<T> values;
+        std::vector<int> exps, signs, lo, hi, steps;
+    };
+
+    result run(const grphi::row_matrix<T>& W) const {
+        result res;
+        res.values.resize(W.rows(), W.cols());
+        const Eigen::Index channels = o.per_channel ? W.rows() : (W.rows() > 0 ? 1 : 0);
+        for (Eigen::Index ch = 0; ch < channels; ++ch) {
+            const Eigen::Index r0 = o.per_channel ? ch : 0, r1 = o.per_channel ? ch + 1 : W.rows();
+            T m = 0;
+            for (Eigen::Index r = r0; r < r1; ++r) m = std::max(m, W.row(r).cwiseAbs().maxCoeff());
+            int best_step = 0;
+            if (o.fit_scale && m > 0) {
+                long double best = std::numeric_limits<long double>::infinity();
+                for (int step = -8; step <= 8; ++step) {
+                    auto [lo, hi] = window(m, step);
+                    grphi::row_matrix<T> tmp(W.rows(), W.cols());
+                    std::vector<int> e, s;
+                    const long double err = reconstruct(W, r0, r1, lo, hi, step, tmp, e, s);
+                    // Strictly better wins; ties keep the smaller |step|, then the negative one.
+                    if (err < best || (err == best && (std::abs(step) < std::abs(best_step)))) {
+                        best = err;
+                        best_step = step;
+                    }
+                }
+            }
+            auto [lo, hi] = window(m, best_step);
+            res.lo.push_back(lo);
+            res.hi.push_back(hi);
+            res.steps.push_back(best_step);
+            reconstruct(W, r0, r1, lo, hi, best_step, res.values, res.exps, res.signs);
+        }
+        return res;
+    }
+};
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("quantize, dequantize and fake_quantize agree with the reference for every option set", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = test_weights<T>(7, 45, 11);
+    for (const auto& o : all_option_sets()) {
+        CAPTURE(describe(o));
+        const reference<T, B> ref{o};
+        const auto expected = ref.run(W);
+        const auto p = grphi::quantize<B>(W, o);
+        grphi::validate(p);
+        const auto deq = grphi::dequantize(p);
+        const auto fake = grphi::fake_quantize<B>(W, o);
+        REQUIRE(p.window_lo.size() == expected.lo.size());
+        for (std::size_t c = 0; c < expected.lo.size(); ++c) {
+            CHECK(p.window_lo[c] == expected.lo[c]);
+            CHECK(p.window_hi[c] == expected.hi[c]);
+        }
+        // Scale steps: the chosen step must reach the reference's minimal error (ties may pick either).
+        grphi::row_matrix<T> diff_ref = W - expected.values, diff_got = W - deq;
+        if (!o.fit_scale) {
+            for (auto s : p.scale_steps) CHECK(s == 0);
+            REQUIRE(p.exponents.size() == expected.exps.size());
+            for (std::size_t i = 0; i < expected.exps.size(); ++i) CHECK(p.exponents[i] == expected.exps[i]);
+        }
+        CHECK(diff_got.template cast<long double>().squaredNorm() <=
+              diff_ref.template cast<long double>().squaredNorm() * (1 + 1e-12L));
+        bool identical = true, zeros_kept = true;
+        for (Eigen::Index i = 0; i < W.size(); ++i) {
+            identical = identical && same_bits(deq.data()[i], fake.data()[i]);
+            if (W.data()[i] == 0) zeros_kept = zeros_kept && same_bits(fake.data()[i], T(0));
+        }
+        CHECK(identical);
+        CHECK(zeros_kept);
+        if (!o.fit_scale) {
+            for (Eigen::Index i = 0; i < W.size(); ++i) {
+                if (!same_bits(fake.data()[i], expected.values.data()[i])) {
+                    FAIL("value differs from reference at " << i << ": " << fake.data()[i] << " vs "
+                                                          << expected.values.data()[i]);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE_TEMPLATE("fit_scale picks the error-minimising step", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    // Rows scaled by off-grid factors so that different channels want different steps.
+    grphi::row_matrix<T> W = test_weights<T>(6, 64, 5, 1.0, false);
+    for (Eigen::Index r = 0; r < W.rows(); ++r) W.row(r) *= static_cast<T>(std::pow(1.13, double(r)));
+    grphi::options o;
+    o.fit_scale = true;
+    const auto p = grphi::quantize<B>(W, o);
+    const reference<T, B> ref{o};
+    const auto expected = ref.run(W);
+    for (Eigen::Index r = 0; r < W.rows(); ++r) {
+        const auto got = (W.row(r) - grphi::dequantize(p).row(r)).template cast<long double>().squaredNorm();
+        const auto want = (W.row(r) - expected.values.row(r)).template cast<long double>().squaredNorm();
+        CHECK(got <= want * (1 + 1e-12L));
+    }
+    // Scaling never loses to no scaling.
+    grphi::options plain;
+    const auto err_plain = (W - grphi::fake_quantize<B>(W, plain)).template cast<long double>().squaredNorm();
+    const auto err_fit = (W - grphi::fake_quantize<B>(W, o)).template cast<long double>().squaredNorm();
+    CHECK(err_fit <= err_plain);
+}
+
+TEST_CASE_TEMPLATE("layouts: column-major, strided maps and expressions give the same result", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = test_weights<T>(9, 33, 3);
+    grphi::options o;
+    o.levels = 8;
+    const auto want = grphi::fake_quantize<B>(W, o);
+
+    const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> col_major = W;
+    CHECK(grphi::fake_quantize<B>(col_major, o) == want);
+
+    // A strided view: every other column of a wider buffer.
+    grphi::row_matrix<T> wide(9, 66);
+    for (Eigen::Index c = 0; c < 33; ++c) wide.col(2 * c) = W.col(c);
+    Eigen::Map<const grphi::row_matrix<T>, 0, Eigen::Stride<Eigen::Dynamic, 2>> strided(wide.data(), 9, 33,
+                                                                                       Eigen::Stride<Eigen::Dynamic, 2>(66, 2));
+    CHECK(grphi::fake_quantize<B>(strided, o) == want);
+
+    // An expression and a block.
+    const grphi::row_matrix<T> half = W * T(0.5);
+    CHECK(grphi::fake_quantize<B>(W * T(0.5), o) == grphi::fake_quantize<B>(half, o));
+    grphi::row_matrix<T> big = grphi::row_matrix<T>::Zero(12, 40);
+    big.block(2, 3, 9, 33) = W;
+    CHECK(grphi::fake_quantize<B>(big.block(2, 3, 9, 33), o) == want);
+
+    // Writing into a column-major output and into a block of a larger matrix.
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> out_cm(9, 33);
+    grphi::fake_quantize<B>(W, o, out_cm);
+    CHECK(out_cm == want);
+    grphi::row_matrix<T> host = grphi::row_matrix<T>::Constant(11, 35, T(7));
+    grphi::fake_quantize<B>(W, o, host.block(1, 1, 9, 33));
+    CHECK(host.block(1, 1, 9, 33) == want);
+    CHECK(host(0, 0) == T(7));
+
+    // quantize sees the same values through every layout.
+    CHECK(grphi::dequantize(grphi::quantize<B>(col_major, o)) == want);
+    CHECK(grphi::dequantize(grphi::quantize<B>(strided, o)) == want);
+}
+
+TEST_CASE_TEMPLATE("shapes: empty, 1x1, single row and column, odd sizes", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    for (auto shape : {std::pair<int, int>{0, 0}, {0, 5}, {5, 0}, {1, 1}, {1, 17}, {17, 1}, {3, 63}, {2, 65}}) {
+        CAPTURE(shape.first);
+        CAPTURE(shape.second);
+        grphi::row_matrix<T> W = test_weights<T>(shape.first, shape.second, 9);
+        for (int cluster : {0, 4}) {
+            grphi::options o;
+            o.cluster_size = cluster;
+            o.levels = 4;
+            const auto p = grphi::quantize<B>(W, o);
+            CHECK(p.rows == shape.first);
+            CHECK(p.cols == shape.second);
+            CHECK(p.signs.size() == std::size_t(shape.first) * std::size_t(shape.second));
+            const auto d = grphi::dequantize(p);
+            CHECK(d.rows() == shape.first);
+            CHECK(d.cols() == shape.second);
+            CHECK(d == grphi::fake_quantize<B>(W, o));
+        }
+    }
+    grphi::row_matrix<T> one(1, 1);
+    one(0, 0) = T(1);
+    CHECK(grphi::fake_quantize<B>(one)(0, 0) == T(1));  // b^0 is exactly 1
+    one(0, 0) = T(-1);
+    CHECK(grphi::fake_quantize<B>(one)(0, 0) == T(-1));
+}
+
+TEST_CASE_TEMPLATE("zeros, denormals and the natural range", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto& g = grphi::grid_for<T, B>();
+    grphi::row_matrix<T> W(1, 6);
+    W << T(0), -T(0), std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::min(), std::numeric_limits<T>::max(),
+        -std::numeric_limits<T>::max();
+    const auto p = grphi::quantize<B>(W);
+    CHECK(p.signs[0] == 0);
+    CHECK(p.signs[1] == 0);
+    CHECK(p.signs[2] == 1);
+    CHECK(p.signs[3] == -1);
+    CHECK(p.exponents[2] == g.exponent(std::numeric_limits<T>::denorm_min()));
+    CHECK(p.exponents[4] == g.k_hi);  // the largest finite value saturates at the top level
+    const auto d = grphi::dequantize(p);
+    CHECK(same_bits(d(0, 0), T(0)));
+    CHECK(same_bits(d(0, 1), T(0)));
+    CHECK(d(0, 2) > 0);
+    CHECK(std::isfinite(d(0, 4)));
+    CHECK(d(0, 5) == -d(0, 4));
+
+    // Flush: below half of the lowest level is zero, at or above it is kept.
+    grphi::options o;
+    o.e_min = -3;
+    o.e_max = 3;
+    o.under = grphi::underflow::flush;
+    const T half = g.flush_of(-3);
+    grphi::row_matrix<T> F(1, 4);
+    F << half, std::nextafter(half, T(0)), -half, T(0.5);
+    const auto f = grphi::fake_quantize<B>(F, o);
+    CHECK(f(0, 0) == g.level_of(-3));
+    CHECK(same_bits(f(0, 1), T(0)));
+    CHECK(f(0, 2) == -g.level_of(-3));
+    o.under = grphi::underflow::clamp;
+    CHECK(grphi::fake_quantize<B>(F, o)(0, 1) == g.level_of(-3));
+}
+
+TEST_CASE_TEMPLATE("NaN and Inf throw std::domain_error naming the position, and nothing is written", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    for (T bad : {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
+                  -std::numeric_limits<T>::infinity()}) {
+        grphi::row_matrix<T> W = test_weights<T>(4, 50, 2);
+        W(2, 37) = bad;
+        CHECK_THROWS_AS(grphi::quantize<B>(W), std::domain_error);
+        try {
+            grphi::quantize<B>(W);
+        } catch (const std::domain_error& e) {
+            CHECK(std::string(e.what()).find("row 2, column 37") != std::string::npos);
+        }
+        grphi::row_matrix<T> out = grphi::row_matrix<T>::Constant(4, 50, T(42));
+        CHECK_THROWS_AS(grphi::fake_quantize<B>(W, grphi::options{}, out), std::domain_error);
+        CHECK((out.array() == T(42)).all());
+    }
+}
+
+TEST_CASE_TEMPLATE("invalid options and shapes are rejected with a message", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = test_weights<T>(3, 8, 1);
+    grphi::options o;
+    o.e_min = 3;
+    o.e_max = 1;
+    CHECK_THROWS_WITH_AS(grphi::quantize<B>(W, o), doctest::Contains("e_min"), std::invalid_argument);
+    o = {};
+    o.levels = 0;
+    CHECK_THROWS_WITH_AS(grphi::fake_quantize<B>(W, o), doctest::Contains("levels"), std::invalid_argument);
+    o = {};
+    o.cluster_size = -2;
+    CHECK_THROWS_WITH_AS(grphi::quantize<B>(W, o), doctest::Contains("cluster_size"), std::invalid_argument);
+    // A fixed-size output of the wrong shape.
+    Eigen::Matrix<T, 2, 2> small;
+    CHECK_THROWS_AS(grphi::fake_quantize<B>(W, grphi::options{}, small), std::invalid_argument);
+    // A packed tensor tampered with is refused by dequantize.
+    auto p = grphi::quantize<B>(W);
+    p.exponents.pop_back();
+    CHECK_THROWS_WITH_AS(grphi::dequantize(p), doctest::Contains("exponents"), std::invalid_argument);
+    p = grphi::quantize<B>(W);
+    p.window_hi[0] = static_cast<std::int16_t>(p.window_lo[0] - 1);
+    CHECK_THROWS_AS(grphi::dequantize(p), std::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("clustering: the tail block averages only its real members", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto& g = grphi::grid_for<T, B>();
+    // Row of 5 with cluster 4: the tail block holds one weight at b^3; the seed's zero padding would give round(3/4)=1.
+    grphi::row_matrix<T> W(1, 5);
+    W << g.level_of(0), g.level_of(0), -g.level_of(2), T(0), g.level_of(3);
+    grphi::options o;
+    o.cluster_size = 4;
+    const auto p = grphi::quantize<B>(W, o);
+    REQUIRE(p.exponents.size() == 2);
+    CHECK(p.exponents[0] == 1);  // mean of {0, 0, 2} over nonzero members (the zero is not counted)
+    CHECK(p.exponents[1] == 3);
+    // Ties round half to even: mean of {0, 1} is 0.5 -> 0; of {1, 2} is 1.5 -> 2.
+    grphi::row_matrix<T> H(1, 4);
+    H << g.level_of(0), g.level_of(1), g.level_of(1), g.level_of(2);
+    o.cluster_size = 2;
+    const auto q = grphi::quantize<B>(H, o);
+    CHECK(q.exponents[0] == 0);
+    CHECK(q.exponents[1] == 2);
+    const auto d = grphi::dequantize(q);
+    CHECK(d(0, 1) == g.level_of(0));
+    CHECK(d(0, 2) == g.level_of(2));
+}
+
+TEST_CASE_TEMPLATE("the clip mask marks weights outside the window", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto& g = grphi::grid_for<T, B>();
+    grphi::row_matrix<T> W(1, 5);
+    W << g.level_of(-6), g.level_of(-2), g.level_of(0), -g.level_of(4), T(0);
+    grphi::options o;
+    o.e_min = -3;
+    o.e_max = 2;
+    grphi::row_matrix<T> out;
+    Eigen::Matrix<unsigned char, Eigen::Dynamic, Eigen::Dynamic> mask;
+    grphi::fake_quantize<B>(W, o, out, mask);
+    CHECK(mask(0, 0) == 1);
+    CHECK(mask(0, 1) == 0);
+    CHECK(mask(0, 2) == 0);
+    CHECK(mask(0, 3) == 1);
+    CHECK(mask(0, 4) == 0);
+    CHECK(out == grphi::fake_quantize<B>(W, o));
+    CHECK(out(0, 3) == -g.level_of(2));
+}
+
+TEST_CASE_TEMPLATE("per-tensor mode shares one window, per-channel gives each row its own", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    grphi::row_matrix<T> W = test_weights<T>(3, 40, 4, 1.0, false);
+    W.row(1) *= T(100);
+    grphi::options o;
+    o.levels = 5;
+    const auto pc = grphi::quantize<B>(W, o);
+    CHECK(pc.window_lo.size() == 3);
+    CHECK(pc.window_hi[1] > pc.window_hi[0]);
+    for (std::size_t c = 0; c < 3; ++c) CHECK(pc.window_hi[c] - pc.window_lo[c] == 4);
+    o.per_channel = false;
+    const auto pt = grphi::quantize<B>(W, o);
+    CHECK(pt.window_lo.size() == 1);
+    CHECK(pt.window_hi[0] == pc.window_hi[1]);
+}
