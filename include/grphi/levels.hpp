@@ -190,6 +190,8 @@ struct cell_table {
     int shift = 0;                    // mantissa_bits - cell_bits
     std::vector<I> base_k;            // exponent at the cell's start
     std::vector<I> threshold_bits;    // bits of the one threshold inside the cell, or max
+    // The same two tables as bit patterns in T storage: xsimd 8.1 gathers only float/double natively.
+    std::vector<T> base_k_as_t, threshold_as_t;
 
     // Exponent of a finite magnitude given by its bits; equals source->exponent(a).
     int exponent(I mag_bits) const {
@@ -232,7 +234,15 @@ std::unique_ptr<cell_table<T, Base>> build_cell_table(const grid<T, Base>& g) {
             }
             fits = inside <= 1;
         }
-        if (fits) return t;
+        if (fits) {
+            t->base_k_as_t.resize(cells);
+            t->threshold_as_t.resize(cells);
+            for (std::size_t i = 0; i < cells; ++i) {
+                t->base_k_as_t[i] = from_bits<T>(t->base_k[i]);
+                t->threshold_as_t[i] = from_bits<T>(t->threshold_bits[i]);
+            }
+            return t;
+        }
     }
     throw std::logic_error(std::string("grphi: base ") + Base::name + " is too close to 1 for the exponent cell table");
 }

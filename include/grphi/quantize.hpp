@@ -28,6 +28,33 @@ using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 
 namespace detail {
 
+// Table lookup of bit patterns: xsimd 8.1's own gathers fall back to scalar code on AVX-512,
+// so the native instructions are called here; other targets take a scalar loop.
+template <class T, class A>
+xsimd::batch<bits_t<T>, A> gather_bits(const T* table, const xsimd::batch<bits_t<T>, A>& index) {
+    using ibatch = xsimd::batch<bits_t<T>, A>;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of_v<xsimd::avx512f, A>) {
+        if constexpr (std::is_same_v<T, float>)
+            return ibatch(_mm512_castps_si512(_mm512_i32gather_ps(index, table, 4)));
+        else
+            return ibatch(_mm512_castpd_si512(_mm512_i64gather_pd(index, table, 8)));
+    }
+#endif
+#if XSIMD_WITH_AVX2
+    if constexpr (std::is_base_of_v<xsimd::avx2, A>) {
+        if constexpr (std::is_same_v<T, float>)
+            return ibatch(_mm256_castps_si256(_mm256_i32gather_ps(table, index, 4)));
+        else
+            return ibatch(_mm256_castpd_si256(_mm256_i64gather_pd(table, index, 8)));
+    }
+#endif
+    alignas(64) bits_t<T> lanes[ibatch::size];
+    index.store_aligned(lanes);
+    for (auto& lane : lanes) lane = to_bits(table[lane]);
+    return ibatch::load_aligned(lanes);
+}
+
 // Read-only row-major view; column-major or expression inputs are evaluated once into it.
 template <class T>
 using row_view = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
@@ -81,11 +108,7 @@ public:
     static constexpr I magnitude_mask = std::numeric_limits<I>::max();
     static constexpr I sign_mask = std::numeric_limits<I>::min();
 
-    quantizer(const options& o) : opts_(o), cells_(cell_table_for<T, Base>(o.round)) {
-        o.validate();
-        level_bits_.resize(cells_.source->level.size());
-        for (std::size_t i = 0; i < level_bits_.size(); ++i) level_bits_[i] = to_bits(cells_.source->level[i]);
-    }
+    explicit quantizer(const options& o) : opts_((o.validate(), o)), cells_(cell_table_for<T, Base>(o.round)) {}
 
     const options& opts() const { return opts_; }
     const grid<T, Base>& grid_of(const channel_state& c) const {
@@ -93,9 +116,9 @@ public:
     }
 
     // Exponents, signs and clip flags of one row (step 0: the SIMD table route; otherwise exact search).
-    void eval_row(const T* w, std::size_t n, const channel_state& c, row_scratch<T>& out) const {
+    void eval_row(const T* w, std::size_t n, const channel_state& c, row_scratch<T>& out, bool want_clipped = true) const {
         if (c.step == 0)
-            eval_row_table(w, n, c, out.k.data(), out.s.data(), out.clipped.data());
+            eval_row_table(w, n, c, out.k.data(), out.s.data(), want_clipped ? out.clipped.data() : nullptr);
         else
             eval_row_search(w, n, c, out.k.data(), out.s.data(), out.clipped.data());
     }
@@ -134,7 +157,7 @@ public:
         auto one = [&](const ibatch& bits) {
             const ibatch mag = bits & ibatch(magnitude_mask);
             const ibatch k = xsimd::min(xsimd::max(raw_exponent(mag), lo), hi);
-            const ibatch level = ibatch::gather(level_bits_.data(), k - k_lo);
+            const ibatch level = gather_bits(g.level.data(), k - k_lo);
             const auto keep = (mag != ibatch(I(0))) & (mag >= flush);
             return xsimd::select(keep, level | (bits & ibatch(sign_mask)), ibatch(I(0)));
         };
@@ -175,6 +198,11 @@ public:
     }
 
 private:
+    using tbatch = xsimd::batch<T, arch>;
+    static_assert(tbatch::size == ibatch::size, "grphi: scalar and integer batches must have the same lanes");
+    static_assert(std::is_same_v<I, std::conditional_t<std::is_same_v<T, float>, int, std::int64_t>>,
+                  "grphi: xsimd gathers float with int and double with int64_t indices");
+    static ibatch gather_bits(const T* table, const ibatch& index) { return detail::gather_bits<T, arch>(table, index); }
     static ibatch load_bits(const T* p) { return ibatch::load_unaligned(reinterpret_cast<const I*>(p)); }
     static void store_bits(const ibatch& b, T* p) { b.store_unaligned(reinterpret_cast<I*>(p)); }
 
@@ -185,8 +213,8 @@ private:
     // Unclamped exponent of magnitudes (bits); denormal lanes take the exact scalar search.
     ibatch raw_exponent(const ibatch& mag) const {
         const ibatch idx = mag >> cells_.shift;
-        const ibatch base = ibatch::gather(cells_.base_k.data(), idx);
-        const ibatch threshold = ibatch::gather(cells_.threshold_bits.data(), idx);
+        const ibatch base = gather_bits(cells_.base_k_as_t.data(), idx);
+        const ibatch threshold = gather_bits(cells_.threshold_as_t.data(), idx);
         ibatch k = xsimd::select(mag >= threshold, base + ibatch(I(1)), base);
         const auto denormal = (mag < ibatch(cell_table<T, Base>::min_normal_bits)) & (mag != ibatch(I(0)));
         if (xsimd::any(denormal)) {
@@ -223,15 +251,18 @@ private:
                 std::copy(kk, kk + count, k_dst);
                 std::copy(ss, ss + count, s_dst);
             }
-            clipped.store_aligned(clip_lanes);
-            for (std::size_t j = 0; j < count; ++j) clip_dst[j] = static_cast<std::uint8_t>(clip_lanes[j]);
+            if (clip_dst) {
+                clipped.store_aligned(clip_lanes);
+                for (std::size_t j = 0; j < count; ++j) clip_dst[j] = static_cast<std::uint8_t>(clip_lanes[j]);
+            }
         };
         std::size_t i = 0;
-        for (; i + lanes <= n; i += lanes) one(load_bits(w + i), k_out + i, s_out + i, clipped_out + i, lanes);
+        auto clip_at = [&](std::size_t i) { return clipped_out ? clipped_out + i : nullptr; };
+        for (; i + lanes <= n; i += lanes) one(load_bits(w + i), k_out + i, s_out + i, clip_at(i), lanes);
         if (i < n) {
             alignas(64) T tail[lanes] = {};
             std::copy(w + i, w + n, tail);
-            one(load_bits(tail), k_out + i, s_out + i, clipped_out + i, n - i);
+            one(load_bits(tail), k_out + i, s_out + i, clip_at(i), n - i);
         }
     }
 
@@ -252,7 +283,6 @@ private:
 
     options opts_;
     const cell_table<T, Base>& cells_;
-    std::vector<I> level_bits_;  // the step-0 levels as bits, for gathers
 };
 
 // Runs fn(row, scratch) over rows, optionally in parallel; each row's result depends on that row only.
@@ -457,9 +487,10 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
 
 }  // namespace detail
 
-// Quantizes W (rows = output channels) to signs and exponents on the base-b grid.
+// Quantizes W (rows = output channels) into p, reusing p's storage (no allocation in steady state).
+// On error p is left unchanged.
 template <class Base, class Derived>
-packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>& W, const options& opts = {}) {
+void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<typename Derived::Scalar, Base>& p) {
     using T = typename Derived::Scalar;
     check_scalar<T>();
     check_base<Base>();
@@ -468,7 +499,6 @@ packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>
     const auto row_max = detail::checked_row_maxima<T, Base>(view, "grphi::quantize");
     const auto plan = detail::plan_channels(q, view, row_max);
 
-    packed<T, Base> p;
     p.rows = view.rows();
     p.cols = view.cols();
     p.opts = opts;
@@ -476,6 +506,9 @@ packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     p.signs.resize(p.size());
     p.exponents.resize(static_cast<std::size_t>(p.rows) * per_row);
+    p.window_lo.clear();
+    p.window_hi.clear();
+    p.scale_steps.clear();
     for (const auto& c : plan) {
         p.window_lo.push_back(static_cast<std::int16_t>(c.lo));
         p.window_hi.push_back(static_cast<std::int16_t>(c.hi));
@@ -483,7 +516,7 @@ packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>
     }
     detail::for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, detail::row_scratch<T>& scratch) {
         const auto& c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
-        q.eval_row(detail::row_pointer(view, r), n, c, scratch);
+        q.eval_row(detail::row_pointer(view, r), n, c, scratch, false);
         std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
         std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
         for (std::size_t i = 0; i < n; ++i) signs[i] = static_cast<std::int8_t>(scratch.s[i]);
@@ -498,6 +531,13 @@ packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>
                 exps[i] = static_cast<std::int16_t>(scratch.s[i] != 0 ? scratch.k[i] : c.lo);
         }
     });
+}
+
+// Quantizes W (rows = output channels) to signs and exponents on the base-b grid.
+template <class Base, class Derived>
+packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>& W, const options& opts = {}) {
+    packed<typename Derived::Scalar, Base> p;
+    quantize<Base>(W, opts, p);
     return p;
 }
 

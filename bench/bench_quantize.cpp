@@ -1,0 +1,155 @@
+// The core's hot paths on a 4096x4096 weight, single thread, against memcpy of the same buffer and
+// a naive std::log/std::exp fake-quantizer (the seed's method) in the same run.
+// Counter `vs_memcpy` = this benchmark's elements/s divided by memcpy's elements/s.
+#include <benchmark/benchmark.h>
+
+#include <grphi/grphi.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+constexpr Eigen::Index rows = 4096, cols = 4096;
+double memcpy_rate = 0;  // elements/s, set by the memcpy benchmarks which run first
+
+template <class T>
+const grphi::row_matrix<T>& weights() {
+    static const grphi::row_matrix<T> W = [] {
+        std::mt19937_64 rng(42);
+        std::normal_distribution<double> gauss(0.0, 0.02);
+        grphi::row_matrix<T> w(rows, cols);
+        for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = static_cast<T>(gauss(rng));
+        return w;
+    }();
+    return W;
+}
+
+grphi::options windowed() {
+    grphi::options o;  // per-channel with a 16-exponent window
+    o.levels = 16;
+    return o;
+}
+
+// Times the loop body with a steady clock so that the ratio to memcpy can be reported as a counter.
+template <class F>
+void timed(benchmark::State& state, double elements, F&& body, bool is_baseline = false) {
+    double seconds = 0;
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        body();
+        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    const double rate = elements * static_cast<double>(state.iterations()) / seconds;
+    state.SetItemsProcessed(static_cast<int64_t>(elements) * state.iterations());
+    if (is_baseline) memcpy_rate = rate;
+    if (memcpy_rate > 0) state.counters["vs_memcpy"] = rate / memcpy_rate;
+}
+
+template <class T>
+void BM_memcpy(benchmark::State& state) {
+    const auto& W = weights<T>();
+    std::vector<T> dst(static_cast<std::size_t>(W.size()));
+    timed(state, double(W.size()), [&] {
+        std::memcpy(dst.data(), W.data(), sizeof(T) * static_cast<std::size_t>(W.size()));
+        benchmark::DoNotOptimize(dst.data());
+        benchmark::ClobberMemory();
+    }, std::is_same_v<T, float>);
+}
+
+template <class T, class B>
+void BM_quantize(benchmark::State& state) {
+    const auto& W = weights<T>();
+    const auto o = windowed();
+    grphi::packed<T, B> p;  // reused: the steady state of a training or export loop
+    timed(state, double(W.size()), [&] {
+        grphi::quantize<B>(W, o, p);
+        benchmark::DoNotOptimize(p.exponents.data());
+    });
+}
+
+template <class T, class B>
+void BM_quantize_allocating(benchmark::State& state) {
+    const auto& W = weights<T>();
+    const auto o = windowed();
+    timed(state, double(W.size()), [&] {
+        auto p = grphi::quantize<B>(W, o);
+        benchmark::DoNotOptimize(p.exponents.data());
+    });
+}
+
+template <class T, class B>
+void BM_fake_quantize(benchmark::State& state) {
+    const auto& W = weights<T>();
+    const auto o = windowed();
+    grphi::row_matrix<T> out(rows, cols);
+    timed(state, double(W.size()), [&] {
+        grphi::fake_quantize<B>(W, o, out);
+        benchmark::DoNotOptimize(out.data());
+    });
+}
+
+template <class T, class B>
+void BM_dequantize(benchmark::State& state) {
+    const auto p = grphi::quantize<B>(weights<T>(), windowed());
+    grphi::row_matrix<T> out(rows, cols);
+    timed(state, double(p.size()), [&] {
+        grphi::dequantize(p, out);
+        benchmark::DoNotOptimize(out.data());
+    });
+}
+
+template <class T, class B>
+void BM_entropy(benchmark::State& state) {
+    const auto p = grphi::quantize<B>(weights<T>(), windowed());
+    timed(state, double(p.size()), [&] {
+        auto rep = grphi::entropy(p);
+        benchmark::DoNotOptimize(rep.bits_per_weight);
+    });
+}
+
+// The seed's method in C++: e = round(log(|w|) / log b), per-channel window by max, w = sign * exp(e log b).
+template <class T, class B>
+void BM_naive_log_fake_quantize(benchmark::State& state) {
+    const auto& W = weights<T>();
+    grphi::row_matrix<T> out(rows, cols);
+    const T lb = static_cast<T>(std::log(static_cast<long double>(B::value)));
+    timed(state, double(W.size()), [&] {
+        for (Eigen::Index r = 0; r < rows; ++r) {
+            const T top = std::round(std::log(W.row(r).cwiseAbs().maxCoeff()) / lb);
+            for (Eigen::Index c = 0; c < cols; ++c) {
+                const T w = W(r, c);
+                T e = std::round(std::log(std::fabs(w) + T(1e-12)) / lb);
+                e = std::min(std::max(e, top - 15), top);
+                out(r, c) = w == 0 ? T(0) : std::copysign(std::exp(e * lb), w);
+            }
+        }
+        benchmark::DoNotOptimize(out.data());
+    });
+}
+
+}  // namespace
+
+BENCHMARK(BM_memcpy<float>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_memcpy<double>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize<float, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize<double, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize<double, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize_allocating<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_fake_quantize<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_fake_quantize<float, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_fake_quantize<double, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_fake_quantize<double, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_dequantize<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_dequantize<double, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_entropy<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_entropy<float, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_entropy<double, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_naive_log_fake_quantize<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_naive_log_fake_quantize<double, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();
