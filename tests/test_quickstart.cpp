@@ -22,7 +22,7 @@ std::string snippet_of_this_file() {
     const std::string self = read_file(std::string(GRPHI_SOURCE_DIR) + "/tests/test_quickstart.cpp");
     const std::string begin = "// [quickstart-begin]\n", end = "    // [quickstart-end]";
     const auto b = self.find(begin);
-    const auto e = self.find(end);
+    const auto e = self.find(end, b == std::string::npos ? 0 : b);
     REQUIRE(b != std::string::npos);
     REQUIRE(e != std::string::npos);
     std::stringstream lines(self.substr(b + begin.size(), e - b - begin.size()));
