@@ -461,3 +461,30 @@ TEST_CASE_TEMPLATE("per-tensor mode shares one window, per-channel gives each ro
     CHECK(pt.window_lo.size() == 1);
     CHECK(pt.window_hi[0] == pc.window_hi[1]);
 }
+
+#if defined(_OPENMP)
+#include <omp.h>
+TEST_CASE_TEMPLATE("OpenMP over channels changes nothing in the output", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = test_weights<T>(512, 600, 21);  // large enough to take the parallel path
+    for (int cluster : {0, 16}) {
+        grphi::options o;
+        o.levels = 12;
+        o.cluster_size = cluster;
+        o.fit_scale = cluster == 0;
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        const auto p1 = grphi::quantize<B>(W, o);
+        const auto f1 = grphi::fake_quantize<B>(W, o);
+        omp_set_num_threads(2);
+        const auto p2 = grphi::quantize<B>(W, o);
+        const auto f2 = grphi::fake_quantize<B>(W, o);
+        omp_set_num_threads(saved);
+        CHECK(p1.exponents == p2.exponents);
+        CHECK(p1.signs == p2.signs);
+        CHECK(p1.scale_steps == p2.scale_steps);
+        CHECK(f1 == f2);
+    }
+}
+#endif
