@@ -2,8 +2,9 @@
 //
 // For one weight matrix and a list of methods (log bases phi, 2, sqrt2 or a user base with option
 // sets; uniform int-N; k-means), each method runs its whole path:
-//   weights -> packed tensor -> rANS-coded streams -> decoded streams -> rebuilt weights,
-// and the row reports the real coded size (stream bytes, tables and per-channel metadata included),
+//   weights -> packed tensor -> coded bytes -> decoded -> rebuilt weights,
+// (log methods through the .grphi container, the baselines through the same rANS coder plus their raw
+// scales or codebook), and the row reports the real coded size (tables and metadata included),
 // the order-0 entropy estimate of the same streams, the main stream's symbol entropy, and the SQNR
 // of the weights rebuilt from the decoded streams. Writers render rows as markdown, CSV and SVG.
 #pragma once
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "base.hpp"
+#include "container.hpp"
 #include "entropy.hpp"
 #include "kmeans.hpp"
 #include "options.hpp"
@@ -43,7 +45,8 @@ struct comparison_row {
     std::string family;                  // one curve of the plot, e.g. "phi", "int-N per-channel"
     std::string method;                  // the row label, e.g. "phi levels=8"
     std::size_t weights = 0;
-    std::size_t coded_bytes = 0;         // rANS streams (with their tables) + per-channel metadata
+    std::size_t coded_bytes = 0;         // log: the one-tensor .grphi file; int-N, k-means: the rANS stream
+                                         // (count, table, payload) + raw scales or codebook
     double coded_bits_per_weight = 0;    // 8 * coded_bytes / weights
     double entropy_bits_per_weight = 0;  // order-0 entropy of the same streams + metadata, per weight
     double symbol_entropy = 0;           // bits per symbol of the main stream: H(e), H(code) or H(index)
@@ -90,52 +93,21 @@ inline coded_stream code_stream(const std::vector<rans::symbol>& symbols, const 
     return s;
 }
 
-inline std::size_t bytes_for_bits(double bits) { return static_cast<std::size_t>(std::ceil(bits / 8.0)); }
-
-// The log quantizer's streams: a ternary sign/zero symbol per weight, and one exponent symbol per
-// nonzero weight (per block with a nonzero member when clustered), offset by the lowest window bottom.
+// A log method's coded size is a real one-tensor .grphi file (header, directory entry, per-channel
+// window and scale, rANS sign and exponent streams, checksums); the rebuilt weights come from loading it.
 template <class Base, class T>
 method_output<T> run_log(const row_matrix<T>& W, const options& opts) {
     const packed<T, Base> p = quantize<Base>(W, opts);
     const entropy_report report = entropy(p);
+    const std::vector<std::uint8_t> file = serialize({named("weights", p)});
+    const std::vector<stored_tensor> loaded = deserialize(file, "grphi::compare");
+    const packed<T, Base> q = loaded.at(0).template as<T, Base>();
+    if (q.signs != p.signs || q.exponents != p.exponents || q.window_lo != p.window_lo ||
+        q.window_hi != p.window_hi || q.scale_steps != p.scale_steps)
+        throw std::logic_error("grphi::compare: the tensor loaded from the container differs from the quantized one");
     method_output<T> out;
-    const std::size_t n = static_cast<std::size_t>(p.cols);
-    const std::size_t per_row = static_cast<std::size_t>(p.blocks_per_row());
-    const std::size_t block = static_cast<std::size_t>(p.block_size());
-    const int offset = p.window_lo.empty() ? 0 : *std::min_element(p.window_lo.begin(), p.window_lo.end());
-
-    std::vector<rans::symbol> signs(p.size()), exponents;
-    std::vector<std::uint8_t> stored(p.exponents.size(), 0);  // which exponents the coder must carry
-    for (std::size_t i = 0; i < p.size(); ++i) {
-        signs[i] = static_cast<rans::symbol>(p.signs[i] + 1);
-        if (p.signs[i] != 0) stored[(i / n) * per_row + (i % n) / block] = 1;
-    }
-    for (std::size_t j = 0; j < p.exponents.size(); ++j)
-        if (stored[j]) exponents.push_back(static_cast<rans::symbol>(p.exponents[j] - offset));
-    const coded_stream sign_stream = code_stream(signs, "sign");
-    const coded_stream exponent_stream = code_stream(exponents, "exponent");
-
-    // Rebuild the packed tensor from the decoded streams and the metadata alone.
-    packed<T, Base> q;
-    q.rows = p.rows;
-    q.cols = p.cols;
-    q.opts = p.opts;
-    q.window_lo = p.window_lo;
-    q.window_hi = p.window_hi;
-    q.scale_steps = p.scale_steps;
-    q.signs.resize(p.size());
-    for (std::size_t i = 0; i < p.size(); ++i) q.signs[i] = static_cast<std::int8_t>(sign_stream.decoded[i] - 1);
-    q.exponents.resize(p.exponents.size());
-    std::size_t next = 0;
-    for (std::size_t j = 0; j < q.exponents.size(); ++j) {
-        // An unstored exponent is its channel's window bottom, as quantize writes it.
-        const std::size_t ch = static_cast<std::size_t>(q.channel_of_row(static_cast<Eigen::Index>(j / per_row)));
-        q.exponents[j] = stored[j] ? static_cast<std::int16_t>(exponent_stream.decoded[next++] + offset) : q.window_lo[ch];
-    }
-    if (q.signs != p.signs || q.exponents != p.exponents)
-        throw std::logic_error("grphi::compare: the decoded log tensor differs from the quantized one");
     out.rebuilt = dequantize(q);
-    out.coded_bytes = sign_stream.bytes + exponent_stream.bytes + bytes_for_bits(report.metadata_bits);
+    out.coded_bytes = file.size();
     out.entropy_bits = report.bits_per_weight * static_cast<double>(report.weights);
     out.symbol_entropy = report.exponent_entropy;
     out.symbols = report.exponent_symbols;
@@ -270,13 +242,13 @@ double sqnr_db(const Eigen::MatrixBase<A>& W, const Eigen::MatrixBase<B>& Q, dou
     return static_cast<double>(10.0L * std::log10(signal / noise));
 }
 
-// Runs every method on W; `rebuilt`, when given, receives each method's rebuilt weights (e.g. to
-// measure a network's accuracy with them).
+// Runs every method on W. `on_rebuilt`, when given, sees each row with its method's rebuilt weights
+// before the row is stored, e.g. to fill row.accuracy from a network using those weights.
 template <class Derived>
 std::vector<comparison_row> compare(
     const Eigen::MatrixBase<Derived>& W, const std::vector<comparison_method<typename Derived::Scalar>>& methods,
     const std::string& tensor_name,
-    const std::function<void(const comparison_row&, const row_matrix<typename Derived::Scalar>&)>& rebuilt = {}) {
+    const std::function<void(comparison_row&, const row_matrix<typename Derived::Scalar>&)>& on_rebuilt = {}) {
     using T = typename Derived::Scalar;
     check_scalar<T>();
     const row_matrix<T> weights = W;
@@ -297,7 +269,7 @@ std::vector<comparison_row> compare(
         row.symbol_entropy = out.symbol_entropy;
         row.symbols = out.symbols;
         row.sqnr_db = sqnr_db(weights, out.rebuilt, &row.mse);
-        if (rebuilt) rebuilt(row, out.rebuilt);
+        if (on_rebuilt) on_rebuilt(row, out.rebuilt);
         rows.push_back(std::move(row));
     }
     return rows;

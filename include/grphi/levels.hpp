@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base.hpp"
+#include "detail/exact_rounding.hpp"
 #include "detail/xfloat.hpp"
 #include "options.hpp"
 
@@ -96,39 +97,51 @@ std::unique_ptr<grid<T, Base>> build_grid(rounding round, int step) {
     auto g = std::make_unique<grid<T, Base>>();
     g->round = round;
     g->step = step;
+    // Double-double candidates; grid_rounder certifies each one exactly and moves it by an ulp if need be.
     const xfloat b = base_xfloat<Base>();
     const xfloat shift = x_pow(base_root16<Base>(), step);                 // b^δ
     const xfloat half_step_down = x_div(shift, x_sqrt(b));                  // b^(δ - 1/2)
     const xfloat one{1.0, 0.0, 0};
-    const xfloat mid_linear = x_scale2(x_mul(x_add(one, x_div(one, b)), shift), -1);  // (1 + 1/b)/2 * b^δ
+    const xfloat inverse_base = x_div(one, b);
+    const xfloat mid_linear = x_scale2(x_mul(x_add(one, inverse_base), shift), -1);  // (1 + 1/b)/2 * b^δ
 
-    auto level_real = [&](long k) { return x_mul(x_pow(b, k), shift); };
-    auto level_rounded = [&](long k) { return x_round<T>(level_real(k), false); };
-
-    // Bracket the natural range from a floating estimate, then settle it exactly.
+    // Bracket the natural range from a floating estimate; the certified levels at its ends must be 0 and inf.
     const long double lb = std::log(static_cast<long double>(Base::value));
-    long k_hi = static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::max())) / lb)) + 3;
-    while (std::isinf(level_rounded(k_hi))) --k_hi;
-    long k_lo = static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::denorm_min())) / lb)) - 3;
-    while (level_rounded(k_lo) == T(0)) ++k_lo;
-    if (k_lo < -32767 || k_hi > 32767) throw std::logic_error("grphi: exponent range exceeds int16 for this base");
-    g->k_lo = static_cast<int>(k_lo);
-    g->k_hi = static_cast<int>(k_hi);
-
-    const auto n = static_cast<std::size_t>(k_hi - k_lo + 1);
-    g->level.resize(n);
-    g->threshold.resize(n);
-    g->flush.resize(n);
-    for (long k = k_lo; k <= k_hi; ++k) {
-        const auto i = static_cast<std::size_t>(k - k_lo);
-        const xfloat bk = x_pow(b, k);
-        const xfloat lv = x_mul(bk, shift);
-        g->level[i] = x_round<T>(lv, false);
-        g->flush[i] = x_round<T>(x_scale2(lv, -1), true);
-        const xfloat boundary = round == rounding::log ? x_mul(bk, half_step_down) : x_mul(bk, mid_linear);
-        g->threshold[i] = (k == k_lo) ? T(0) : x_round<T>(boundary, true);
+    const long top = static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::max())) / lb));
+    const long bottom =
+        static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::denorm_min())) / lb));
+    for (long margin = 3;; margin *= 2) {
+        const long k_first = bottom - margin, k_last = top + margin;
+        if (k_first < -40000 || k_last > 40000) throw std::logic_error("grphi: exponent range exceeds int16 for this base");
+        const grid_rounder<T, Base> rounder(round, step, k_first, k_last, shift, half_step_down, mid_linear, inverse_base);
+        std::vector<T> level(static_cast<std::size_t>(k_last - k_first + 1));
+        std::vector<xfloat> power(level.size());  // b^k by repeated multiplication: candidates need no more precision
+        const xfloat start = x_pow(b, k_first);
+        for (long k = k_first; k <= k_last; ++k) {
+            const auto i = static_cast<std::size_t>(k - k_first);
+            power[i] = k == k_first ? start : x_mul(power[i - 1], b);
+            level[i] = rounder.level(k, x_round<T>(x_mul(power[i], shift), false));
+        }
+        if (level.front() != T(0) || !std::isinf(level.back())) continue;
+        const long k_lo = k_first + static_cast<long>(std::upper_bound(level.begin(), level.end(), T(0)) - level.begin());
+        const long k_hi = k_first + static_cast<long>(std::lower_bound(level.begin(), level.end(),
+                                                                        std::numeric_limits<T>::infinity()) - level.begin()) - 1;
+        if (k_lo < -32767 || k_hi > 32767) throw std::logic_error("grphi: exponent range exceeds int16 for this base");
+        g->k_lo = static_cast<int>(k_lo);
+        g->k_hi = static_cast<int>(k_hi);
+        const auto n = static_cast<std::size_t>(k_hi - k_lo + 1);
+        g->level.assign(level.begin() + (k_lo - k_first), level.begin() + (k_hi - k_first + 1));
+        g->threshold.resize(n);
+        g->flush.resize(n);
+        for (long k = k_lo; k <= k_hi; ++k) {
+            const auto i = static_cast<std::size_t>(k - k_lo);
+            const xfloat& bk = power[static_cast<std::size_t>(k - k_first)];
+            g->flush[i] = rounder.flush(k, x_round<T>(x_scale2(x_mul(bk, shift), -1), true));
+            const xfloat boundary = round == rounding::log ? x_mul(bk, half_step_down) : x_mul(bk, mid_linear);
+            g->threshold[i] = (k == k_lo) ? T(0) : rounder.threshold(k, x_round<T>(boundary, true));
+        }
+        return g;
     }
-    return g;
 }
 
 template <class T, class Base>

@@ -332,6 +332,15 @@ public:
         }
     }
 
+    // Raw little-endian elements of the array's own type (whole elements only).
+    void write_bytes(const void* data, std::size_t bytes) {
+        const std::size_t width = safetensors::dtype_size(type_);
+        if (bytes % width != 0 || bytes / width > total_ - done_)
+            throw std::logic_error(out_.path() + ": byte count does not fit the array");
+        out_.write(data, bytes);
+        done_ += bytes / width;
+    }
+
     void finish() {
         if (done_ != total_) throw std::logic_error(out_.path() + ": array incomplete");
         out_.commit();

@@ -21,6 +21,13 @@
 #include "options.hpp"
 #include "packed.hpp"
 
+// GCC 12's own AVX-512 intrinsics (their _mm512_undefined_* operands) raise a bogus
+// -Wmaybe-uninitialized once inlined here under -march=native; nothing in this file is uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace grphi {
 
 template <class T>
@@ -55,6 +62,86 @@ xsimd::batch<bits_t<T>, A> gather_bits(const T* table, const xsimd::batch<bits_t
     return ibatch::load_aligned(lanes);
 }
 
+#if XSIMD_WITH_AVX512F
+// AVX-512 operations on the bit patterns of float (16 x int32) or double (8 x int64), AVX-512F only.
+template <class T>
+struct zmm_bits;
+
+template <>
+struct zmm_bits<float> {
+    using mask = __mmask16;
+    static constexpr std::size_t lanes = 16;
+    static constexpr std::size_t table_registers = 2;  // 32 entries
+    static constexpr mask all = 0xFFFF;
+    static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
+    static __m512i set1(std::int64_t v) { return _mm512_set1_epi32(static_cast<std::int32_t>(v)); }
+    static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
+    static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi32(m, p); }
+    static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi32(p, m, v); }
+    static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi32(a, b); }
+    static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi32(a, b); }
+    static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi32(a, s); }
+    static __m512i sign_fill(__m512i a) { return _mm512_srai_epi32(a, 31); }  // -1 if negative, else 0
+    static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
+    static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi32(a, m, a, b); }
+    static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi32(m, a, b); }
+    static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi32(m, a); }
+    static __m512i blend(mask m, __m512i if_false, __m512i if_true) { return _mm512_mask_blend_epi32(m, if_false, if_true); }
+    static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi32_mask(a, b); }
+    static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi32_mask(a, b); }
+    static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi32_mask(a, b); }
+    static mask nonzero(__m512i a) { return _mm512_test_epi32_mask(a, a); }
+    // 32-entry table lookup by the index's low five bits.
+    static __m512i lookup(const __m512i* t, __m512i i) { return _mm512_permutex2var_epi32(t[0], i, t[1]); }
+    static __m512i gather(const void* table, __m512i i) { return _mm512_i32gather_epi32(i, table, 4); }
+    static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi16(p, m, v); }
+    static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
+    static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
+    static __m512i load_int16(const std::int16_t* p) { return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+    static __m512i load_int8(const std::int8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+};
+
+template <>
+struct zmm_bits<double> {
+    using mask = __mmask8;
+    static constexpr std::size_t lanes = 8;
+    static constexpr std::size_t table_registers = 4;  // 32 entries
+    static constexpr mask all = 0xFF;
+    static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
+    static __m512i set1(std::int64_t v) { return _mm512_set1_epi64(v); }
+    static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
+    static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi64(m, p); }
+    static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi64(p, m, v); }
+    static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi64(a, b); }
+    static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi64(a, b); }
+    static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi64(a, s); }
+    static __m512i sign_fill(__m512i a) { return _mm512_srai_epi64(a, 63); }
+    static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
+    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi64(a, b); }
+    static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi64(a, m, a, b); }
+    static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi64(m, a, b); }
+    static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi64(m, a); }
+    static __m512i blend(mask m, __m512i if_false, __m512i if_true) { return _mm512_mask_blend_epi64(m, if_false, if_true); }
+    static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi64_mask(a, b); }
+    static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi64_mask(a, b); }
+    static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi64_mask(a, b); }
+    static mask nonzero(__m512i a) { return _mm512_test_epi64_mask(a, a); }
+    // 32-entry table in four registers: two 16-entry permutes, bit 4 of the index picks one.
+    static __m512i lookup(const __m512i* t, __m512i i) {
+        const mask upper = _mm512_test_epi64_mask(i, _mm512_set1_epi64(16));
+        return _mm512_mask_blend_epi64(upper, _mm512_permutex2var_epi64(t[0], i, t[1]),
+                                       _mm512_permutex2var_epi64(t[2], i, t[3]));
+    }
+    static __m512i gather(const void* table, __m512i i) { return _mm512_i64gather_epi64(i, table, 8); }
+    static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi16(p, m, v); }
+    static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
+    static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
+    static __m512i load_int16(const std::int16_t* p) { return _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+    static __m512i load_int8(const std::int8_t* p) { return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+};
+#endif
+
 // Read-only row-major view; column-major or expression inputs are evaluated once into it.
 template <class T>
 using row_view = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
@@ -64,6 +151,33 @@ struct channel_state {
     int lo = 0;     // window bottom exponent
     int hi = 0;     // window top exponent
     int step = 0;   // scale step j: levels b^(k + j/16)
+};
+
+// A channel's tables small enough for registers. The magnitude is first clamped into [low, high],
+// the exact bounds of the window's exponents, so clamp(k, lo, hi) is the exponent of the clamped
+// magnitude and only the cells between low and high are read: when they are at most 32, register
+// permutes replace the gathers. Entries sit at cell & 31, so no index arithmetic is needed.
+template <class T>
+struct window_tables {
+    using I = bits_t<T>;
+    static constexpr std::size_t entries = 32;
+    I low = 0;        // smallest magnitude (bits) whose exponent is >= the window bottom
+    I high = 0;       // largest magnitude (bits) whose exponent is <= the window top
+    I keep_from = 1;  // smallest magnitude (bits) that keeps its sign: 1, or the flush point
+    I lo = 0;         // window bottom exponent
+    alignas(64) I threshold[entries] = {};    // bits of the cell's threshold (or max)
+    alignas(64) I base[entries] = {};         // exponent at the cell's start
+    alignas(64) I level_below[entries] = {};  // bits of the level of base
+    alignas(64) I level_above[entries] = {};  // bits of the level of base + 1
+};
+
+// Levels of a window for rebuilding from exponents: level of lo + j at entry j.
+template <class T>
+struct window_levels {
+    using I = bits_t<T>;
+    static constexpr std::size_t entries = 32;
+    I lo = 0;
+    alignas(64) I level[entries] = {};
 };
 
 // Per-row results before packing: exponent (clamped into the window), sign, clip flag.
@@ -115,10 +229,175 @@ public:
         return c.step == 0 ? *cells_.source : grid_for<T, Base>(opts_.round, c.step);
     }
 
+    // A channel's register tables on the unscaled grid; false when its window or cells are too wide,
+    // or its bounds are denormal (those take the gather route with the exact denormal search).
+    bool tables_for(const channel_state& c, window_tables<T>& t) const {
+        using table = cell_table<T, Base>;
+        const auto& g = *cells_.source;
+        if (c.step != 0 || c.lo <= g.k_lo || c.lo > c.hi) return false;
+        t.low = to_bits(g.threshold_of(c.lo));
+        t.high = c.hi < g.k_hi ? I(to_bits(g.threshold_of(c.hi + 1)) - 1) : I(table::inf_bits - 1);
+        if (t.low < table::min_normal_bits || t.high < t.low) return false;
+        const I first = t.low >> cells_.shift, last = t.high >> cells_.shift;
+        if (last - first >= I(window_tables<T>::entries)) return false;
+        t.keep_from = std::max(flush_bits(c), I(1));
+        t.lo = I(c.lo);
+        for (I cell = first; cell <= last; ++cell) {
+            const auto i = static_cast<std::size_t>(cell);
+            const auto at = static_cast<std::size_t>(cell & I(window_tables<T>::entries - 1));
+            const I k = cells_.base_k[i];
+            t.threshold[at] = cells_.threshold_bits[i];
+            t.base[at] = k;
+            t.level_below[at] = to_bits(g.level_of(static_cast<int>(k)));
+            t.level_above[at] = k < g.k_hi ? to_bits(g.level_of(static_cast<int>(k) + 1)) : I(0);
+        }
+        return true;
+    }
+
+#if XSIMD_WITH_AVX512F
+    using zmm = zmm_bits<T>;
+    using zmask = typename zmm::mask;
+
+    // A channel's register tables and constants, loaded once per row.
+    struct zmm_window {
+        __m512i low, high, keep_from, lo, shift, magnitude, one;
+        __m512i threshold[zmm::table_registers], base[zmm::table_registers], below[zmm::table_registers],
+            above[zmm::table_registers];
+        zmm_window(const window_tables<T>& t, int shift_bits)
+            : low(zmm::set1(t.low)), high(zmm::set1(t.high)), keep_from(zmm::set1(t.keep_from)), lo(zmm::set1(t.lo)),
+              shift(zmm::set1(shift_bits)), magnitude(zmm::set1(magnitude_mask)), one(zmm::set1(1)) {
+            constexpr std::size_t per_register = 64 / sizeof(I);
+            for (std::size_t j = 0; j < zmm::table_registers; ++j) {
+                threshold[j] = zmm::load(t.threshold + j * per_register);
+                base[j] = zmm::load(t.base + j * per_register);
+                below[j] = zmm::load(t.level_below + j * per_register);
+                above[j] = zmm::load(t.level_above + j * per_register);
+            }
+        }
+        __m512i magnitude_of(__m512i bits) const { return _mm512_and_si512(bits, magnitude); }
+        __m512i clamp(__m512i mag) const { return zmm::min(zmm::max(mag, low), high); }
+        __m512i cell(__m512i clamped) const { return zmm::shift_right(clamped, shift); }
+        // The exact exponent of a clamped magnitude: the cell's base, plus one at or past its threshold.
+        __m512i exponent(__m512i clamped, __m512i cell) const {
+            return zmm::add_where(zmm::ge(clamped, zmm::lookup(threshold, cell)), zmm::lookup(base, cell), one);
+        }
+        // Weights that keep their sign (nonzero and not flushed).
+        zmask keep(__m512i mag) const { return zmm::ge(mag, keep_from); }
+        __m512i sign(__m512i bits, zmask kept) const { return zmm::or_where(kept, zmm::sign_fill(bits), one); }
+    };
+
+    // Exponents and signs of a row straight into the packed int16/int8 arrays.
+    void quantize_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, std::int16_t* exps,
+                          std::int8_t* signs) const {
+        const zmm_window z(t, cells_.shift);
+        auto one = [&](__m512i bits, std::size_t i, zmask m) {
+            const __m512i mag = z.magnitude_of(bits);
+            const __m512i clamped = z.clamp(mag);
+            const __m512i k = z.exponent(clamped, z.cell(clamped));
+            const zmask kept = z.keep(mag);
+            // A zero or flushed weight's exponent is the window bottom, so equal tensors pack identically.
+            zmm::store_int16(exps + i, m, zmm::blend(kept, z.lo, k));
+            zmm::store_int8(signs + i, m, z.sign(bits, kept));
+        };
+        std::size_t i = 0;
+        for (; i + zmm::lanes <= n; i += zmm::lanes) one(zmm::load(w + i), i, zmm::all);
+        if (i < n) one(zmm::load(w + i, zmm::first(n - i)), i, zmm::first(n - i));
+    }
+
+    // Fake quantization of a row: the level comes from the cell's two candidate levels.
+    void fake_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, T* out) const {
+        const zmm_window z(t, cells_.shift);
+        auto one = [&](__m512i bits) {
+            const __m512i mag = z.magnitude_of(bits);
+            const __m512i clamped = z.clamp(mag);
+            const __m512i cell = z.cell(clamped);
+            const zmask up = zmm::ge(clamped, zmm::lookup(z.threshold, cell));
+            const __m512i level = zmm::blend(up, zmm::lookup(z.below, cell), zmm::lookup(z.above, cell));
+            return zmm::or_where(z.keep(mag), level, _mm512_andnot_si512(z.magnitude, bits));
+        };
+        std::size_t i = 0;
+        for (; i + zmm::lanes <= n; i += zmm::lanes) zmm::store(out + i, one(zmm::load(w + i)), zmm::all);
+        if (i < n) {
+            const zmask m = zmm::first(n - i);
+            zmm::store(out + i, one(zmm::load(w + i, m)), m);
+        }
+    }
+
+    // eval_row on register tables: clamped exponents, signs and clip flags as in eval_row_table.
+    void eval_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, I* k_out, I* s_out,
+                      std::uint8_t* clipped_out) const {
+        const zmm_window z(t, cells_.shift);
+        auto one = [&](__m512i bits, std::size_t i, zmask m) {
+            const __m512i mag = z.magnitude_of(bits);
+            const __m512i clamped = z.clamp(mag);
+            zmm::store(k_out + i, z.exponent(clamped, z.cell(clamped)), m);
+            zmm::store(s_out + i, z.sign(bits, z.keep(mag)), m);
+            if (clipped_out) {
+                const auto outside = static_cast<zmask>(zmm::lt(mag, z.low) | zmm::gt(mag, z.high));
+                zmm::store_uint8(clipped_out + i, m, zmm::keep_only(static_cast<zmask>(outside & zmm::nonzero(mag)), z.one));
+            }
+        };
+        std::size_t i = 0;
+        for (; i + zmm::lanes <= n; i += zmm::lanes) one(zmm::load(w + i), i, zmm::all);
+        if (i < n) one(zmm::load(w + i, zmm::first(n - i)), i, zmm::first(n - i));
+    }
+
+    // Rebuilds an unclustered row from packed exponents and signs: window levels in registers when
+    // the window has at most 32 exponents, else gathered from the grid.
+    void compose_row_zmm(std::size_t n, const channel_state& c, const std::int16_t* exps, const std::int8_t* signs,
+                         T* out) const {
+        const auto& g = grid_of(c);
+        const bool in_registers = c.hi - c.lo < int(window_levels<T>::entries);
+        window_levels<T> t;
+        if (in_registers)
+            for (int k = c.lo; k <= c.hi; ++k) t.level[k - c.lo] = to_bits(g.level_of(k));
+        constexpr std::size_t per_register = 64 / sizeof(I);
+        __m512i levels[zmm::table_registers];
+        for (std::size_t j = 0; j < zmm::table_registers; ++j) levels[j] = zmm::load(t.level + j * per_register);
+        const __m512i offset = zmm::set1(in_registers ? c.lo : g.k_lo);
+        const __m512i sign_bit = zmm::set1(sign_mask);
+        auto run = [&](auto registers) {
+            auto one = [&](const std::int16_t* e, const std::int8_t* s) {
+                const __m512i index = zmm::sub(zmm::load_int16(e), offset);
+                __m512i level;
+                if constexpr (decltype(registers)::value)
+                    level = zmm::lookup(levels, index);
+                else
+                    level = zmm::gather(g.level.data(), index);
+                const __m512i sv = zmm::load_int8(s);
+                return zmm::or_where(zmm::nonzero(sv), level, _mm512_and_si512(zmm::sign_fill(sv), sign_bit));
+            };
+            std::size_t i = 0;
+            for (; i + zmm::lanes <= n; i += zmm::lanes) zmm::store(out + i, one(exps + i, signs + i), zmm::all);
+            if (i < n) {
+                // The tail reads padded copies: exponents at the window bottom, signs zero.
+                std::int16_t e[zmm::lanes];
+                std::int8_t s[16] = {};
+                std::fill(e, e + zmm::lanes, static_cast<std::int16_t>(c.lo));
+                std::copy(exps + i, exps + n, e);
+                std::copy(signs + i, signs + n, s);
+                zmm::store(out + i, one(e, s), zmm::first(n - i));
+            }
+        };
+        if (in_registers)
+            run(std::true_type{});
+        else
+            run(std::false_type{});
+    }
+#endif
+
     // Exponents, signs and clip flags of one row (step 0: the SIMD table route; otherwise exact search).
     void eval_row(const T* w, std::size_t n, const channel_state& c, row_scratch<T>& out, bool want_clipped = true) const {
+        std::uint8_t* clipped = want_clipped ? out.clipped.data() : nullptr;
+#if XSIMD_WITH_AVX512F
+        window_tables<T> t;
+        if (tables_for(c, t)) {
+            eval_row_zmm(w, n, t, out.k.data(), out.s.data(), clipped);
+            return;
+        }
+#endif
         if (c.step == 0)
-            eval_row_table(w, n, c, out.k.data(), out.s.data(), want_clipped ? out.clipped.data() : nullptr);
+            eval_row_table(w, n, c, out.k.data(), out.s.data(), clipped);
         else
             eval_row_search(w, n, c, out.k.data(), out.s.data(), out.clipped.data());
     }
@@ -145,6 +424,21 @@ public:
         for (std::size_t i = 0; i < n; ++i) {
             const T v = g.level_of(static_cast<int>(k[i / block_size]));
             out[i] = s[i] > 0 ? v : (s[i] < 0 ? -v : T(0));
+        }
+    }
+
+    // The same from the packed int16 exponents and int8 signs (validated: inside the window, in {-1, 0, 1}).
+    void compose_row_packed(std::size_t n, const channel_state& c, const std::int16_t* k, std::size_t block_size,
+                            const std::int8_t* s, T* out) const {
+        const auto& g = grid_of(c);
+        auto value = [&](std::size_t i, int exponent) {
+            const T v = g.level[static_cast<std::size_t>(exponent - g.k_lo)];
+            return s[i] > 0 ? v : (s[i] < 0 ? -v : T(0));
+        };
+        if (block_size == 1) {
+            for (std::size_t i = 0; i < n; ++i) out[i] = value(i, k[i]);
+        } else {
+            for (std::size_t i = 0; i < n; ++i) out[i] = value(i, k[i / block_size]);
         }
     }
 
@@ -465,6 +759,13 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
         thread_local std::vector<bits_t<T>> blocks;
         buffer.resize(n);
         if (fast) {
+#if XSIMD_WITH_AVX512F
+            window_tables<T> t;
+            if (q.tables_for(c, t)) {
+                write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_zmm(w, n, t, dst); });
+                return;
+            }
+#endif
             write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_table(w, n, c, dst); });
             return;
         }
@@ -516,9 +817,19 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
     }
     detail::for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, detail::row_scratch<T>& scratch) {
         const auto& c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
-        q.eval_row(detail::row_pointer(view, r), n, c, scratch, false);
+        const T* w = detail::row_pointer(view, r);
         std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
         std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
+#if XSIMD_WITH_AVX512F
+        if (!opts.clustered()) {
+            detail::window_tables<T> t;
+            if (q.tables_for(c, t)) {
+                q.quantize_row_zmm(w, n, t, exps, signs);
+                return;
+            }
+        }
+#endif
+        q.eval_row(w, n, c, scratch, false);
         for (std::size_t i = 0; i < n; ++i) signs[i] = static_cast<std::int8_t>(scratch.s[i]);
         if (opts.clustered()) {
             thread_local std::vector<detail::bits_t<T>> blocks;
@@ -590,15 +901,20 @@ void dequantize(const packed<T, Base>& p, Out&& out) {
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     const auto block = static_cast<std::size_t>(p.block_size());
     std::vector<T> buffer(n);
-    std::vector<detail::bits_t<T>> k(per_row), s(n);
     for (Eigen::Index r = 0; r < p.rows; ++r) {
         const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
         const detail::channel_state c{p.window_lo[ch], p.window_hi[ch], p.scale_steps[ch]};
         const auto* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
         const auto* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
-        std::copy(exps, exps + per_row, k.begin());
-        std::copy(signs, signs + n, s.begin());
-        detail::write_row<T>(out, r, buffer, [&](T* dst) { q.compose_row(n, c, k.data(), block, s.data(), dst); });
+        detail::write_row<T>(out, r, buffer, [&](T* dst) {
+#if XSIMD_WITH_AVX512F
+            if (block == 1) {
+                q.compose_row_zmm(n, c, exps, signs, dst);
+                return;
+            }
+#endif
+            q.compose_row_packed(n, c, exps, block, signs, dst);
+        });
     }
 }
 
@@ -638,3 +954,7 @@ row_matrix<typename Derived::Scalar> fake_quantize(const Eigen::MatrixBase<Deriv
 }
 
 }  // namespace grphi
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

@@ -442,7 +442,7 @@ inline decoder_table build_decoder(const frequency_table& table) {
 // Lanes the one-call encoder uses: few for short streams (each lane costs ~2-4 flush bytes), many for speed.
 inline unsigned default_lanes_log2(std::size_t n) {
     if (n < 2048) return 0;
-    if (n < (std::size_t{1} << 16)) return 2;
+    if (n < (std::size_t{1} << 18)) return 2;
     return 4;
 }
 

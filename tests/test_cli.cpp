@@ -1,0 +1,415 @@
+// The grphi tool end to end: safetensors/npy -> .grphi -> safetensors/npy equals the library's fake_quantize
+// bit for bit, exact tensors pass through byte for byte, threads do not change the file, and malformed
+// inputs fail with a one-line message naming the file and tensor, exit status 1 and no output left behind.
+#include <doctest/doctest.h>
+
+#include "cli_test_support.hpp"
+
+#include <grphi/container.hpp>
+#include <grphi/npy.hpp>
+#include <grphi/quantize.hpp>
+#include <grphi/safetensors.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifdef GRPHI_CLI_PATH
+
+namespace st = grphi::safetensors;
+using cli_test::run_grphi;
+using cli_test::scratch_dir;
+
+namespace {
+
+struct source_tensor {
+    std::string name;
+    st::dtype type;
+    std::vector<std::uint64_t> shape;
+    std::vector<double> values;  // written rounded to `type`
+};
+
+std::vector<source_tensor> sample_tensors() {
+    std::vector<source_tensor> tensors = {
+        {"conv.weight", st::dtype::F32, {6, 3, 3, 3}, cli_test::weights(162, 1)},
+        {"fc.weight", st::dtype::F32, {37, 29}, cli_test::weights(37 * 29, 2)},
+        {"fc.bias", st::dtype::F32, {37}, cli_test::weights(37, 3)},
+        {"emb.weight", st::dtype::F16, {17, 8}, cli_test::weights(136, 4)},
+        {"proj.weight", st::dtype::BF16, {9, 11}, cli_test::weights(99, 5)},
+        {"head.weight", st::dtype::F64, {5, 13}, cli_test::weights(65, 6)},
+        {"steps", st::dtype::I64, {4}, {}},
+        {"empty.weight", st::dtype::F32, {0, 7}, {}},
+        {"scalar", st::dtype::F32, {}, {2.5}},
+        {"zeros.weight", st::dtype::F32, {3, 4}, std::vector<double>(12, 0.0)},
+    };
+    tensors[1].values[5] = 1e-41;  // a float denormal
+    tensors[3].values[9] = 60000.0;
+    return tensors;
+}
+
+void write_checkpoint(const std::string& path, const std::vector<source_tensor>& tensors) {
+    std::vector<st::tensor_entry> entries;
+    for (const auto& t : tensors) entries.push_back({t.name, t.type, t.shape});
+    st::writer writer(path, entries, {{"format", "pt"}});
+    for (const auto& t : tensors) {
+        if (t.type == st::dtype::I64) {
+            const std::int64_t steps[4] = {1, 2, -3, 1ll << 50};
+            writer.write_bytes(steps, sizeof steps);
+        } else {
+            writer.write_values(t.values.data(), t.values.size());
+        }
+    }
+    writer.finish();
+}
+
+std::string join(const std::vector<std::string>& parts) {
+    std::string text;
+    for (const auto& p : parts) text += p + " ";
+    return text;
+}
+
+grphi::options parse_options(const std::vector<std::string>& flags) {
+    grphi::options o;
+    for (std::size_t i = 0; i < flags.size(); ++i) {
+        const std::string& f = flags[i];
+        if (f == "--levels") o.levels = std::stoi(flags[++i]);
+        else if (f == "--e-min") o.e_min = std::stoi(flags[++i]);
+        else if (f == "--e-max") o.e_max = std::stoi(flags[++i]);
+        else if (f == "--per-tensor") o.per_channel = false;
+        else if (f == "--cluster") o.cluster_size = std::stoi(flags[++i]);
+        else if (f == "--rounding") o.round = flags[++i] == "linear" ? grphi::rounding::linear : grphi::rounding::log;
+        else if (f == "--underflow") o.under = flags[++i] == "flush" ? grphi::underflow::flush : grphi::underflow::clamp;
+        else if (f == "--fit-scale") o.fit_scale = true;
+        else ++i;  // --base X, --chunk-weights N, --threads N
+    }
+    return o;
+}
+
+std::string base_of(const std::vector<std::string>& flags) {
+    for (std::size_t i = 0; i + 1 < flags.size(); ++i)
+        if (flags[i] == "--base") return flags[i + 1] == "1.4142135623730951" ? "sqrt2" : flags[i + 1];
+    return "phi";
+}
+
+// What the library says the tool must produce for a tensor read as T.
+template <class T>
+grphi::row_matrix<T> expected_values(const st::reader& source, const st::tensor_info& info,
+                                     const std::vector<std::string>& flags) {
+    const auto rows = static_cast<Eigen::Index>(info.shape[0]);
+    const auto cols = rows ? static_cast<Eigen::Index>(info.elements() / info.shape[0]) : 0;
+    grphi::row_matrix<T> W(rows, cols);
+    source.read(info, 0, info.elements(), W.data());
+    const grphi::options o = parse_options(flags);
+    const std::string base = base_of(flags);
+    if (base == "two") return grphi::fake_quantize<grphi::two>(W, o);
+    if (base == "sqrt2") return grphi::fake_quantize<grphi::sqrt2>(W, o);
+    return grphi::fake_quantize<grphi::phi>(W, o);
+}
+
+template <class T>
+void check_bitwise(const st::reader& decoded, const st::tensor_info& info, const grphi::row_matrix<T>& expected) {
+    std::vector<T> got(info.elements());
+    decoded.read(info, 0, info.elements(), got.data());
+    REQUIRE(static_cast<Eigen::Index>(got.size()) == expected.size());
+    CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(T)) == 0);
+}
+
+// quantize + decode with `flags`; every tensor checked against fake_quantize or the source bytes.
+void check_round_trip(const scratch_dir& dir, const std::vector<std::string>& flags,
+                      const std::vector<std::string>& exact_names) {
+    CAPTURE(join(flags));
+    const std::string in = dir.file("in.safetensors"), coded = dir.file("out.grphi"), back = dir.file("back.safetensors");
+    std::vector<std::string> args = {"quantize", in, "-o", coded, "--quiet"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const auto quantized = run_grphi(dir, args);
+    INFO(quantized.err);
+    REQUIRE(quantized.status == 0);
+    const auto decoded = run_grphi(dir, {"decode", coded, "-o", back});
+    INFO(decoded.err);
+    REQUIRE(decoded.status == 0);
+
+    const st::reader source(in), result(back);
+    REQUIRE(result.tensors().size() == source.tensors().size());
+    for (const auto& info : source.tensors()) {
+        CAPTURE(info.name);
+        const st::tensor_info* out = result.find(info.name);
+        REQUIRE(out != nullptr);
+        CHECK(out->shape == info.shape);
+        const bool exact = std::find(exact_names.begin(), exact_names.end(), info.name) != exact_names.end();
+        if (exact) {
+            CHECK(out->type == info.type);
+            CHECK(out->bytes() == info.bytes());
+            CHECK(std::memcmp(result.bytes(*out), source.bytes(info), info.bytes()) == 0);
+        } else if (info.type == st::dtype::F64) {
+            CHECK(out->type == st::dtype::F64);
+            check_bitwise(result, *out, expected_values<double>(source, info, flags));
+        } else {
+            CHECK(out->type == st::dtype::F32);
+            check_bitwise(result, *out, expected_values<float>(source, info, flags));
+        }
+    }
+}
+
+
+// A failing run: exit 1, exactly one line on stderr containing `needle`, nothing at `output`.
+void check_failure(const scratch_dir& dir, const std::vector<std::string>& args, const std::string& needle,
+                   const std::string& output) {
+    CAPTURE(join(args));
+    const auto r = run_grphi(dir, args);
+    CHECK(r.status == 1);
+    CHECK(r.err.find(needle) != std::string::npos);
+    CHECK(r.err.rfind("grphi: ", 0) == 0);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    INFO(r.err);
+    if (!output.empty()) CHECK(!cli_test::exists(output));
+}
+
+}  // namespace
+
+TEST_CASE("cli: safetensors -> grphi -> safetensors equals fake_quantize; exact tensors byte for byte") {
+    scratch_dir dir;
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    const std::vector<std::string> exact = {"fc.bias", "steps", "scalar"};
+    check_round_trip(dir, {}, exact);
+    check_round_trip(dir, {"--levels", "4", "--fit-scale", "--chunk-weights", "50"}, exact);
+    check_round_trip(dir, {"--per-tensor", "--e-min", "-20", "--e-max", "2", "--threads", "2"}, exact);
+    check_round_trip(dir, {"--base", "two", "--cluster", "4", "--rounding", "linear", "--underflow", "flush",
+                           "--chunk-weights", "30", "--threads", "2"},
+                     exact);
+    check_round_trip(dir, {"--base", "1.4142135623730951", "--levels", "6", "--cluster", "3", "--per-tensor"}, exact);
+    check_round_trip(dir, {"--base", "sqrt2", "--levels", "3", "--underflow", "flush", "--fit-scale", "--rounding", "linear"},
+                     exact);
+    // Globs choose what is quantized; the rest passes through untouched.
+    check_round_trip(dir, {"--exclude", "fc.*", "--exclude", "emb.*"}, {"fc.bias", "steps", "scalar", "fc.weight", "emb.weight"});
+    check_round_trip(dir, {"--include", "conv.*"},
+                     {"fc.bias", "steps", "scalar", "fc.weight", "emb.weight", "proj.weight", "head.weight",
+                      "empty.weight", "zeros.weight"});
+    CHECK(dir.listing().size() == 3);  // in, out, back: no temporaries left
+}
+
+TEST_CASE("cli: the output is a valid container that grphi::load reads") {
+    scratch_dir dir;
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi"), "--levels", "6",
+                            "--chunk-weights", "300"}).status == 0);
+    const std::vector<grphi::stored_tensor> stored = grphi::load(dir.file("m.grphi"));
+    std::map<std::string, const grphi::stored_tensor*> by_name;
+    for (const auto& t : stored) by_name[t.name] = &t;
+    // Small tensors keep their own name; fc.weight (1073 weights) is split into row parts of ~300 weights.
+    REQUIRE(by_name.count("conv.weight") == 1);
+    CHECK(by_name.count("__grphi_tool__/manifest") == 1);
+    CHECK(by_name.count("__grphi_tool__/exact/fc.bias") == 1);
+    CHECK(by_name.count("fc.weight@0") == 1);
+    CHECK(by_name.count("fc.weight@10") == 1);
+    const auto conv = by_name["conv.weight"]->as<float, grphi::phi>();
+    CHECK(conv.rows == 6);
+    CHECK(conv.cols == 27);
+    CHECK(conv.opts.levels == 6);
+
+    // Writing the loaded tensors again with the library gives the tool's bytes: same layout.
+    grphi::save(dir.file("again.grphi"), stored);
+    CHECK(cli_test::slurp(dir.file("again.grphi")) == cli_test::slurp(dir.file("m.grphi")));
+}
+
+TEST_CASE("cli: one and two threads write identical files, whatever the chunking") {
+    scratch_dir dir;
+    const std::string in = dir.file("in.safetensors");
+    write_checkpoint(in, sample_tensors());
+    for (const char* chunk : {"20", "1000000"}) {
+        const auto one = run_grphi(dir, {"quantize", in, "-o", dir.file("1.grphi"), "--threads", "1", "--chunk-weights", chunk, "--levels", "5"});
+        const auto two = run_grphi(dir, {"quantize", in, "-o", dir.file("2.grphi"), "--threads", "2", "--chunk-weights", chunk, "--levels", "5"});
+        REQUIRE(one.status == 0);
+        REQUIRE(two.status == 0);
+        CHECK(cli_test::slurp(dir.file("1.grphi")) == cli_test::slurp(dir.file("2.grphi")));
+    }
+}
+
+TEST_CASE("cli: info lists every tensor with its shape and mode") {
+    scratch_dir dir;
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi"), "--levels", "7"}).status == 0);
+    const auto info = run_grphi(dir, {"info", dir.file("m.grphi")});
+    INFO(info.err);
+    REQUIRE(info.status == 0);
+    for (const auto& t : sample_tensors()) CHECK(info.out.find(t.name) != std::string::npos);
+    CHECK(info.out.find("[6, 3, 3, 3]") != std::string::npos);
+    CHECK(info.out.find("[37, 29]") != std::string::npos);
+    CHECK(info.out.find("exact") != std::string::npos);
+    CHECK(info.out.find("phi") != std::string::npos);
+}
+
+TEST_CASE("cli: .npy in (Fortran order) and .npy out") {
+    scratch_dir dir;
+    // A (4, 3, 2) Fortran-order float64 array, hand-built.
+    const std::vector<double> values = cli_test::weights(24, 9);
+    std::string dict = "{'descr': '<f8', 'fortran_order': True, 'shape': (4, 3, 2), }";
+    while ((10 + dict.size() + 1) % 64) dict += ' ';
+    dict += '\n';
+    std::string bytes = std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(dict.size()) + '\0' + dict;
+    std::vector<double> fortran(24);
+    grphi::row_matrix<double> c_order(4, 6);
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 3; ++j)
+            for (int k = 0; k < 2; ++k) {
+                fortran[static_cast<std::size_t>(i + 4 * (j + 3 * k))] = values[static_cast<std::size_t>((i * 3 + j) * 2 + k)];
+                c_order(i, j * 2 + k) = values[static_cast<std::size_t>((i * 3 + j) * 2 + k)];
+            }
+    bytes.append(reinterpret_cast<const char*>(fortran.data()), 24 * 8);
+    cli_test::spit(dir.file("w.npy"), bytes);
+
+    const auto q = run_grphi(dir, {"quantize", dir.file("w.npy"), "-o", dir.file("w.grphi"), "--levels", "6"});
+    INFO(q.err);
+    REQUIRE(q.status == 0);
+    const auto d = run_grphi(dir, {"decode", dir.file("w.grphi"), "-o", dir.file("back.npy")});
+    INFO(d.err);
+    REQUIRE(d.status == 0);
+    grphi::npy::reader back(dir.file("back.npy"));
+    CHECK(back.info().shape == std::vector<std::uint64_t>{4, 3, 2});
+    CHECK(back.info().type == grphi::npy::element_type::F64);
+    std::vector<double> got(24);
+    back.read_rows(0, 4, got.data());
+    grphi::options o;
+    o.levels = 6;
+    const grphi::row_matrix<double> expected = grphi::fake_quantize<grphi::phi>(c_order, o);
+    CHECK(std::memcmp(got.data(), expected.data(), 24 * 8) == 0);
+
+    // A multi-tensor file needs --tensor to go to .npy.
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi")}).status == 0);
+    check_failure(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("m.npy")}, "--tensor", dir.file("m.npy"));
+    const auto one = run_grphi(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("fc.npy"), "--tensor", "fc.bias"});
+    INFO(one.err);
+    REQUIRE(one.status == 0);
+    grphi::npy::reader bias(dir.file("fc.npy"));
+    CHECK(bias.info().shape == std::vector<std::uint64_t>{37});
+    std::vector<float> b(37);
+    bias.read_rows(0, 1, b.data());
+    CHECK(b[0] == static_cast<float>(sample_tensors()[2].values[0]));
+    check_failure(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("x.npy"), "--tensor", "nope"}, "'nope'",
+                  dir.file("x.npy"));
+}
+
+TEST_CASE("cli: report shows every tensor; SQNR agrees with fake_quantize") {
+    scratch_dir dir;
+    const auto tensors = sample_tensors();
+    write_checkpoint(dir.file("in.safetensors"), tensors);
+    const auto r = run_grphi(dir, {"report", dir.file("in.safetensors"), "--csv", "--levels", "5", "--chunk-weights", "40"});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    std::map<std::string, std::vector<std::string>> rows;
+    std::istringstream lines(r.out);
+    std::string line;
+    std::getline(lines, line);
+    CHECK(line.rfind("tensor,dtype,shape,mode,weights,levels_used", 0) == 0);
+    while (std::getline(lines, line)) {
+        std::vector<std::string> fields;
+        std::istringstream cells(line);
+        for (std::string cell; std::getline(cells, cell, ',');) fields.push_back(cell);
+        rows[fields[0]] = fields;
+    }
+    CHECK(rows.size() == tensors.size() + 2);
+    CHECK(rows["fc.bias"][3] == "exact");
+    REQUIRE(rows["fc.weight"].size() == 10);
+    CHECK(rows["fc.weight"][2] == "[37x29]");
+    CHECK(rows["fc.weight"][4] == "1073");
+    const int levels_used = std::stoi(rows["fc.weight"][5]);
+    CHECK(levels_used >= 5);  // windows of 5 per row, tops differ between rows
+    CHECK(levels_used <= 20);
+
+    // SQNR of fc.weight recomputed from the library.
+    const st::reader source(dir.file("in.safetensors"));
+    const st::tensor_info& info = *source.find("fc.weight");
+    grphi::row_matrix<float> W(37, 29);
+    source.read(info, 0, info.elements(), W.data());
+    grphi::options o;
+    o.levels = 5;
+    const grphi::row_matrix<float> Q = grphi::fake_quantize<grphi::phi>(W, o);
+    double signal = 0, noise = 0;
+    for (Eigen::Index i = 0; i < W.size(); ++i) {
+        signal += double(W.data()[i]) * W.data()[i];
+        noise += (double(W.data()[i]) - Q.data()[i]) * (double(W.data()[i]) - Q.data()[i]);
+    }
+    CHECK(std::stod(rows["fc.weight"][9]) == doctest::Approx(10 * std::log10(signal / noise)).epsilon(1e-3));
+    const double coded = std::stod(rows["fc.weight"][8]);
+    CHECK(coded > 1.0);
+    CHECK(coded < 8.0);
+
+    const auto text = run_grphi(dir, {"report", dir.file("in.safetensors")});
+    REQUIRE(text.status == 0);
+    CHECK(text.out.find("total quantized:") != std::string::npos);
+}
+
+TEST_CASE("cli: malformed inputs and bad outputs fail with one line, exit 1, and leave nothing behind") {
+    scratch_dir dir;
+    const std::string out = dir.file("out.grphi");
+    const std::string header = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
+    auto image = [](const std::string& h, std::size_t data_bytes) {
+        std::string bytes(8, '\0');
+        for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+        return bytes + h + std::string(data_bytes, '\0');
+    };
+    const std::string bad = dir.file("bad.safetensors");
+    cli_test::spit(bad, image(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]})", 16));
+    check_failure(dir, {"quantize", bad, "-o", out}, bad + ": header: JSON error", out);
+    cli_test::spit(bad, image(R"({"w":{"dtype":"Q8","shape":[2,2],"data_offsets":[0,16]}})", 16));
+    check_failure(dir, {"quantize", bad, "-o", out}, bad + ": tensor 'w': unknown dtype 'Q8'", out);
+    cli_test::spit(bad, image(header, 12));
+    check_failure(dir, {"quantize", bad, "-o", out}, "tensor 'w': data_offsets [0, 16] past the end of the data", out);
+    cli_test::spit(bad, image(R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", 16));
+    check_failure(dir, {"report", bad}, "tensor 'b': data_offsets [8, 16) overlap tensor 'a'", "");
+    cli_test::spit(bad, image(header, 16).substr(0, 5));
+    check_failure(dir, {"quantize", bad, "-o", out}, "truncated file", out);
+
+    const std::string be = dir.file("be.npy");
+    std::string dict = "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }";
+    while ((10 + dict.size() + 1) % 64) dict += ' ';
+    cli_test::spit(be, std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(dict.size() + 1) + '\0' + dict + "\n" +
+                           std::string(16, '\0'));
+    check_failure(dir, {"quantize", be, "-o", out}, be + ": big-endian dtype '>f4' is not supported", out);
+
+    // NaN inside a weight: named by tensor; an existing output file is left as it was.
+    auto tensors = sample_tensors();
+    tensors[1].values[40] = std::nan("");
+    const std::string nan_in = dir.file("nan.safetensors");
+    write_checkpoint(nan_in, tensors);
+    cli_test::spit(out, "previous contents");
+    check_failure(dir, {"quantize", nan_in, "-o", out, "--chunk-weights", "100"}, nan_in + ": tensor 'fc.weight'", "");
+    CHECK(cli_test::slurp(out) == "previous contents");
+    std::remove(out.c_str());
+
+    const std::string good = dir.file("good.safetensors");
+    write_checkpoint(good, sample_tensors());
+    check_failure(dir, {"quantize", good, "-o", dir.file("no/such/dir/x.grphi")}, dir.file("no/such/dir/x.grphi"), "");
+    check_failure(dir, {"quantize", dir.file("missing.safetensors"), "-o", out}, "missing.safetensors: cannot open", out);
+
+    // A damaged .grphi: decode and info refuse it, decode writes nothing.
+    REQUIRE(run_grphi(dir, {"quantize", good, "-o", out}).status == 0);
+    const std::string coded = cli_test::slurp(out);
+    cli_test::spit(dir.file("cut.grphi"), coded.substr(0, coded.size() / 2));
+    check_failure(dir, {"decode", dir.file("cut.grphi"), "-o", dir.file("cut.safetensors")}, dir.file("cut.grphi"),
+                  dir.file("cut.safetensors"));
+    check_failure(dir, {"info", dir.file("cut.grphi")}, dir.file("cut.grphi"), "");
+    check_failure(dir, {"decode", good, "-o", dir.file("x.safetensors")}, good, dir.file("x.safetensors"));
+
+    // Command-line mistakes: exit 2, one line.
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"quantize", good}, {"frobnicate", good}, {"quantize", good, "-o", out, "--levels", "0"},
+          {"quantize", good, "-o", out, "--base", "1.5"}, {"quantize", good, "-o", out, "--rounding", "up"},
+          {"report", good, "--e-min", "3", "--e-max", "1"}, {}}) {
+        const auto r = run_grphi(dir, args);
+        CHECK(r.status == 2);
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    }
+    const auto help = run_grphi(dir, {"--help"});
+    CHECK(help.status == 0);
+    CHECK(help.out.find("grphi quantize") != std::string::npos);
+
+    auto names = dir.listing();
+    std::sort(names.begin(), names.end());
+    CHECK(names == std::vector<std::string>{"bad.safetensors", "be.npy", "cut.grphi", "good.safetensors", "nan.safetensors", "out.grphi"});
+}
+
+#endif  // GRPHI_CLI_PATH

@@ -1,0 +1,409 @@
+// .grphi container: bit-for-bit round trips for every option set, scalar type and base; degenerate
+// tensors; hostile files (every single-byte corruption and truncation, forged sizes with valid
+// checksums); atomic save. Runs under ASan/UBSan in CI.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <zlib.h>
+
+#include <grphi/container.hpp>
+#include <grphi/quantize.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+template <class T, class B>
+struct combo {
+    using scalar = T;
+    using base = B;
+};
+#define GRPHI_CONTAINER_COMBOS                                                                                 \
+    combo<float, grphi::phi>, combo<double, grphi::phi>, combo<float, grphi::two>, combo<double, grphi::two>, \
+        combo<float, grphi::sqrt2>, combo<double, grphi::sqrt2>
+
+struct one_and_a_half {  // a user base, stored by name and value
+    static constexpr long double value = 1.5L;
+    static constexpr const char* name = "one_and_a_half";
+};
+
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Gaussian weights with exact zeros, denormals and extreme magnitudes sprinkled in.
+template <class T>
+matrix<T> weights(Eigen::Index rows, Eigen::Index cols, unsigned seed, double zero_fraction = 0.1) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> gauss(0.0, 0.05);
+    std::bernoulli_distribution zero(zero_fraction);
+    matrix<T> W(rows, cols);
+    for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = zero(rng) ? T(0) : static_cast<T>(gauss(rng));
+    if (W.size() > 8) {
+        W.data()[1] = std::numeric_limits<T>::denorm_min();
+        W.data()[5] = -std::numeric_limits<T>::max() / 4;
+        W.data()[7] = -T(0);
+    }
+    return W;
+}
+
+std::vector<grphi::options> all_option_sets() {
+    std::vector<grphi::options> sets;
+    for (bool per_channel : {true, false})
+        for (int levels : {0, 1, 6})
+            for (int clip : {0, 1})
+                for (int cluster : {0, 5, 32})
+                    for (bool fit : {false, true})
+                        for (auto round : {grphi::rounding::log, grphi::rounding::linear})
+                            for (auto under : {grphi::underflow::clamp, grphi::underflow::flush}) {
+                                grphi::options o;
+                                o.per_channel = per_channel;
+                                if (levels) o.levels = levels;
+                                if (clip) {
+                                    o.e_min = -14;
+                                    o.e_max = -3;
+                                }
+                                o.cluster_size = cluster;
+                                o.fit_scale = fit;
+                                o.round = round;
+                                o.under = under;
+                                sets.push_back(o);
+                            }
+    return sets;
+}
+
+bool same_options(const grphi::options& a, const grphi::options& b) {
+    return a.per_channel == b.per_channel && a.e_min == b.e_min && a.e_max == b.e_max && a.levels == b.levels &&
+           a.fit_scale == b.fit_scale && a.cluster_size == b.cluster_size && a.round == b.round && a.under == b.under;
+}
+
+template <class T, class B>
+void check_same(const grphi::packed<T, B>& a, const grphi::packed<T, B>& b) {
+    CHECK(a.rows == b.rows);
+    CHECK(a.cols == b.cols);
+    CHECK(same_options(a.opts, b.opts));
+    CHECK(a.signs == b.signs);
+    CHECK(a.exponents == b.exponents);
+    CHECK(a.window_lo == b.window_lo);
+    CHECK(a.window_hi == b.window_hi);
+    CHECK(a.scale_steps == b.scale_steps);
+}
+
+template <class T, class B>
+grphi::packed<T, B> round_trip(const grphi::packed<T, B>& p, const std::string& name = "w") {
+    const auto bytes = grphi::serialize({grphi::named(name, p)});
+    const auto back = grphi::deserialize(bytes);
+    REQUIRE(back.size() == 1);
+    CHECK(back[0].name == name);
+    CHECK(back[0].template holds<T, B>());
+    CHECK(back[0].coded_bytes + 25 == bytes.size());  // all but the header (20), tensor count (1), directory CRC (4)
+    return back[0].template as<T, B>();
+}
+
+// A unique path in the system temp directory, removed with its directory at scope exit.
+struct temp_dir {
+    fs::path path;
+    temp_dir() {
+        std::random_device rd;
+        path = fs::temp_directory_path() / ("grphi-test-" + std::to_string(rd()) + std::to_string(rd()));
+        fs::create_directories(path);
+    }
+    ~temp_dir() {
+        std::error_code ignored;
+        fs::remove_all(path, ignored);
+    }
+    std::size_t entries() const {
+        return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator{}));
+    }
+};
+
+std::vector<std::uint8_t> small_valid_file() {
+    grphi::options o;
+    o.levels = 4;
+    const auto a = grphi::quantize<grphi::phi>(weights<float>(3, 7, 1, 0.3), o);
+    grphi::options c;
+    c.cluster_size = 3;
+    c.per_channel = false;
+    const auto b = grphi::quantize<grphi::two>(weights<double>(2, 5, 2, 0.3), c);
+    return grphi::serialize({grphi::named("conv1", a), grphi::named("fc", b)});
+}
+
+void put_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+}
+
+// Builds a file from a raw directory and data sections with correct checksums, following
+// docs/container.md independently of grphi::serialize (to forge hostile content that passes the CRCs).
+std::vector<std::uint8_t> assemble(const std::vector<std::uint8_t>& directory, const std::vector<std::vector<std::uint8_t>>& data,
+                                   std::uint16_t major = 1) {
+    std::vector<std::uint8_t> out = {0x89, 'G', 'R', 'P', 'H', 'I', '\r', '\n',
+                                     static_cast<std::uint8_t>(major), static_cast<std::uint8_t>(major >> 8), 0, 0};
+    put_u32(out, static_cast<std::uint32_t>(directory.size()));
+    put_u32(out, static_cast<std::uint32_t>(::crc32(0, out.data(), 16)));
+    out.insert(out.end(), directory.begin(), directory.end());
+    put_u32(out, static_cast<std::uint32_t>(::crc32(0, directory.data(), static_cast<uInt>(directory.size()))));
+    for (const auto& d : data) {
+        out.insert(out.end(), d.begin(), d.end());
+        put_u32(out, static_cast<std::uint32_t>(::crc32(0, d.data(), static_cast<uInt>(d.size()))));
+    }
+    return out;
+}
+
+std::string load_error(const std::vector<std::uint8_t>& bytes, const grphi::load_options& limits = {}) {
+    try {
+        grphi::deserialize(bytes, "forged.grphi", limits);
+    } catch (const grphi::format_error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("container: bit-for-bit round trip for every option set", C, GRPHI_CONTAINER_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const matrix<T> W = weights<T>(7, 45, 3);
+    for (const auto& o : all_option_sets()) {
+        const auto p = grphi::quantize<B>(W, o);
+        const auto q = round_trip(p);
+        check_same(p, q);
+        const matrix<T> a = grphi::dequantize(p), b = grphi::dequantize(q);
+        CHECK(std::memcmp(a.data(), b.data(), sizeof(T) * static_cast<std::size_t>(a.size())) == 0);
+    }
+}
+
+TEST_CASE_TEMPLATE("container: degenerate tensors", C, GRPHI_CONTAINER_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    for (auto [rows, cols] : {std::pair<int, int>{0, 0}, {0, 5}, {5, 0}, {1, 1}, {1, 300}, {300, 1}}) {
+        CAPTURE(rows);
+        CAPTURE(cols);
+        for (int cluster : {0, 4}) {
+            grphi::options o;
+            o.cluster_size = cluster;
+            const auto p = grphi::quantize<B>(weights<T>(rows, cols, 9), o);
+            check_same(p, round_trip(p));
+            const auto z = grphi::quantize<B>(matrix<T>::Zero(rows, cols), o);  // all zeros: no exponent stream
+            check_same(z, round_trip(z));
+        }
+    }
+    // One weight, negative and tiny.
+    matrix<T> one(1, 1);
+    one(0, 0) = -std::numeric_limits<T>::min();
+    const auto p = grphi::quantize<B>(one);
+    check_same(p, round_trip(p));
+}
+
+TEST_CASE("container: exponents span wider than the coder's alphabet fall back to raw int16") {
+    matrix<double> W(2, 4);
+    W << 4.9e-324, 1e300, -1e-200, 3.0, 1e-310, -2e307, 0.0, 1e-5;
+    for (bool per_channel : {true, false}) {
+        grphi::options o;
+        o.per_channel = per_channel;
+        const auto p = grphi::quantize<grphi::sqrt2>(W, o);
+        check_same(p, round_trip(p));
+    }
+}
+
+TEST_CASE("container: a zero weight whose exponent is not window_lo still round-trips (all exponents stored)") {
+    grphi::options o;
+    o.levels = 5;
+    auto p = grphi::quantize<grphi::phi>(weights<float>(4, 9, 4, 0.4), o);
+    std::size_t changed = 0;
+    for (std::size_t i = 0; i < p.signs.size(); ++i)
+        if (p.signs[i] == 0) {
+            p.exponents[i] = p.window_hi[i / 9];
+            ++changed;
+        }
+    REQUIRE(changed > 0);
+    check_same(p, round_trip(p));
+}
+
+TEST_CASE("container: a user base is stored by name and value; type and base mismatches are refused") {
+    const auto p = grphi::quantize<one_and_a_half>(weights<double>(6, 10, 5));
+    const auto back = grphi::deserialize(grphi::serialize({grphi::named("custom", p)}));
+    REQUIRE(back.size() == 1);
+    CHECK(back[0].base_name == "one_and_a_half");
+    CHECK(back[0].base_value == 1.5);
+    check_same(p, back[0].as<double, one_and_a_half>());
+    CHECK_FALSE((back[0].holds<float, one_and_a_half>()));
+    CHECK_THROWS_WITH_AS((back[0].as<double, grphi::phi>()), doctest::Contains("not float64 with base phi"), std::invalid_argument);
+    CHECK_THROWS_AS((back[0].as<float, one_and_a_half>()), std::invalid_argument);
+}
+
+TEST_CASE("container: save/load through files and streams, several tensors of mixed types") {
+    temp_dir dir;
+    const std::string path = (dir.path / "model.grphi").string();
+    grphi::options o;
+    o.levels = 8;
+    const auto a = grphi::quantize<grphi::phi>(weights<float>(16, 33, 6), o);
+    const auto b = grphi::quantize<grphi::two>(weights<double>(3, 8, 7));
+    const auto c = grphi::quantize<grphi::sqrt2>(weights<float>(0, 4, 8));
+    const std::vector<grphi::stored_tensor> set = {grphi::named("layer.0.weight", a), grphi::named("layer.1.weight", b),
+                                                   grphi::named("empty", c)};
+    grphi::save(path, set);
+    CHECK(dir.entries() == 1);  // no temporary left behind
+    const auto loaded = grphi::load(path);
+    REQUIRE(loaded.size() == 3);
+    CHECK(loaded[0].name == "layer.0.weight");
+    check_same(a, loaded[0].as<float, grphi::phi>());
+    check_same(b, loaded[1].as<double, grphi::two>());
+    check_same(c, loaded[2].as<float, grphi::sqrt2>());
+    CHECK(loaded[0].coded_bits_per_weight() > 0);
+    CHECK(loaded[0].coded_bits_per_weight() == doctest::Approx(grphi::coded_bits_per_weight(a, "layer.0.weight")));
+
+    std::stringstream stream;
+    grphi::save(stream, set);
+    CHECK(stream.str().size() == fs::file_size(path));
+    const auto from_stream = grphi::load(stream);
+    REQUIRE(from_stream.size() == 3);
+    check_same(b, from_stream[1].as<double, grphi::two>());
+
+    CHECK(grphi::deserialize(grphi::serialize({})).empty());
+}
+
+TEST_CASE("container: a failed save leaves the old file untouched and no temporary") {
+    temp_dir dir;
+    const std::string path = (dir.path / "model.grphi").string();
+    const auto a = grphi::quantize<grphi::phi>(weights<float>(4, 4, 10));
+    grphi::save(path, {grphi::named("a", a)});
+    const auto before = fs::file_size(path);
+    CHECK_THROWS_WITH_AS(grphi::save(path, {grphi::named("a", a), grphi::named("a", a)}), doctest::Contains("duplicate"),
+                         std::invalid_argument);
+    auto broken = grphi::named("b", a);
+    broken.signs.pop_back();
+    CHECK_THROWS_WITH_AS(grphi::save(path, {broken}), doctest::Contains("signs"), std::invalid_argument);
+    CHECK(fs::file_size(path) == before);
+    CHECK(dir.entries() == 1);
+    CHECK(grphi::load(path).at(0).name == "a");
+    CHECK_THROWS_AS(grphi::save((dir.path / "missing" / "x.grphi").string(), {grphi::named("a", a)}), grphi::io_error);
+    CHECK_THROWS_AS(grphi::load((dir.path / "missing.grphi").string()), grphi::io_error);
+}
+
+TEST_CASE("container: the checksum is CRC-32 as zlib computes it") {
+    std::mt19937_64 rng(3);
+    for (std::size_t n : {0, 1, 3, 4, 5, 63, 1000, 4099}) {
+        std::vector<std::uint8_t> bytes(n);
+        for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
+        CHECK(grphi::detail::crc32(bytes.data(), n) == ::crc32(0, bytes.data(), static_cast<uInt>(n)));
+    }
+}
+
+TEST_CASE("container: coded size is close to the entropy of signs and stored exponents") {
+    grphi::options o;
+    o.levels = 8;
+    const auto p = grphi::quantize<grphi::phi>(weights<float>(256, 256, 11, 0.05), o);
+    // Independent order-0 entropies in long double: ternary signs per weight, exponents of nonzero weights.
+    std::vector<long double> sign_counts(3, 0), exp_counts(1 << 16, 0);
+    long double nonzero = 0;
+    for (std::size_t i = 0; i < p.signs.size(); ++i) {
+        sign_counts[static_cast<std::size_t>(p.signs[i] + 1)] += 1;
+        if (p.signs[i] != 0) {
+            exp_counts[static_cast<std::size_t>(p.exponents[i] + 32768)] += 1;
+            nonzero += 1;
+        }
+    }
+    auto bits = [](const std::vector<long double>& counts, long double n) {
+        long double b = 0;
+        for (long double c : counts)
+            if (c > 0) b -= c * std::log2(c / n);
+        return b;
+    };
+    const long double n = static_cast<long double>(p.signs.size());
+    const long double entropy_bits = bits(sign_counts, n) + bits(exp_counts, nonzero);
+    const long double metadata_bits = 40.0L * 256;  // per-channel window and scale step, stored raw
+    const long double coded_bits = static_cast<long double>(grphi::coded_bits_per_weight(p)) * n;
+    MESSAGE("coded " << static_cast<double>(coded_bits / n) << " bits/weight, entropy + metadata "
+                     << static_cast<double>((entropy_bits + metadata_bits) / n));
+    CHECK(coded_bits <= (entropy_bits + metadata_bits) * 1.003L + 8 * 96);
+    CHECK(coded_bits >= entropy_bits);
+}
+
+TEST_CASE("container: every single-byte corruption and every truncation of a small file is refused") {
+    const auto file = small_valid_file();
+    REQUIRE(grphi::deserialize(file).size() == 2);
+    MESSAGE("small file: " << file.size() << " bytes");
+    for (std::size_t length = 0; length < file.size(); ++length) {
+        const std::vector<std::uint8_t> prefix(file.begin(), file.begin() + static_cast<std::ptrdiff_t>(length));
+        const std::string error = load_error(prefix);
+        CHECK_MESSAGE(error != "no error", "truncated to ", length);
+    }
+    for (std::size_t at = 0; at < file.size(); ++at)
+        for (unsigned flip = 1; flip < 256; ++flip) {
+            auto bad = file;
+            bad[at] = static_cast<std::uint8_t>(bad[at] ^ flip);
+            const std::string error = load_error(bad);  // CRC-32 catches every single-byte change
+            if (error == "no error") FAIL_CHECK("corruption at byte " << at << " xor " << flip << " went unnoticed");
+        }
+    // Behind the checksums the parsers themselves must refuse or survive every corruption.
+    grphi::load_options unchecked;
+    unchecked.verify_checksums = false;
+    std::size_t accepted = 0;
+    for (std::size_t at = 0; at < file.size(); ++at)
+        for (unsigned flip = 1; flip < 256; ++flip) {
+            auto bad = file;
+            bad[at] = static_cast<std::uint8_t>(bad[at] ^ flip);
+            accepted += load_error(bad, unchecked) == "no error";
+        }
+    MESSAGE(accepted << " of " << 255 * file.size() << " corruptions parse without checksums (CRC bytes, names, ...)");
+    auto longer = file;
+    longer.push_back(0);
+    CHECK(load_error(longer).find("truncated or padded") != std::string::npos);
+}
+
+TEST_CASE("container: hostile content with valid checksums is refused with a message") {
+    const auto a = grphi::quantize<grphi::phi>(weights<float>(2, 3, 12));
+    auto t = grphi::named("t", a);
+    std::vector<std::uint8_t> data;
+    grphi::detail::write_tensor_data(t, data);
+    auto directory_for = [&](const grphi::stored_tensor& entry, std::uint64_t data_bytes, std::uint64_t count = 1) {
+        std::vector<std::uint8_t> d;
+        grphi::rans::detail::put_varint(d, count);
+        grphi::detail::write_directory_entry(entry, data_bytes, d);
+        return d;
+    };
+    // The honest file assembles to exactly what serialize writes.
+    CHECK(assemble(directory_for(t, data.size()), {data}) == grphi::serialize({t}));
+    CHECK(load_error(assemble(directory_for(t, data.size()), {data}, 2)).find("unsupported format version 2") != std::string::npos);
+
+    auto huge = t;
+    huge.rows = std::int64_t{1} << 40;
+    huge.cols = std::int64_t{1} << 40;
+    CHECK(load_error(assemble(directory_for(huge, data.size()), {data})).find("load limit") != std::string::npos);
+    huge.rows = std::int64_t{1} << 31;
+    huge.cols = 0;  // no weights, but 2^31 channels: the data section cannot hold their state
+    CHECK(load_error(assemble(directory_for(huge, data.size()), {data})).find("channel state") != std::string::npos);
+    auto wide = t;
+    wide.cols = 1 << 20;  // shape disagrees with the streams
+    CHECK(load_error(assemble(directory_for(wide, data.size()), {data})).find("sign stream") != std::string::npos);
+    CHECK(load_error(assemble(directory_for(t, data.size()), {data}), grphi::load_options{5, true}).find("load limit") != std::string::npos);
+    CHECK(load_error(assemble(directory_for(t, data.size() + 1), {data})).find("data sections take") != std::string::npos);
+    CHECK(load_error(assemble(directory_for(t, data.size(), 1000), {data})).find("tensor count") != std::string::npos);
+    auto bad_data = data;
+    bad_data[0] = 0xff;  // window_lo of channel 0 becomes > window_hi
+    bad_data[1] = 0x7f;
+    CHECK(load_error(assemble(directory_for(t, data.size()), {bad_data})).find("window") != std::string::npos);
+    auto renamed = t;
+    renamed.base_name = "phi";
+    renamed.base_value = 1.0;
+    CHECK(load_error(assemble(directory_for(renamed, data.size()), {data})).find("base value") != std::string::npos);
+    // A window outside the base's natural range passes the generic checks and is caught by as<T, Base>().
+    auto far = t;
+    std::vector<std::uint8_t> far_data;
+    far.window_hi.assign(far.window_hi.size(), 32000);
+    grphi::detail::write_tensor_data(far, far_data);
+    const auto loaded = grphi::deserialize(assemble(directory_for(far, far_data.size()), {far_data}));
+    CHECK_THROWS_WITH_AS((loaded.at(0).as<float, grphi::phi>()), doctest::Contains("natural range"), grphi::format_error);
+}

@@ -1,0 +1,198 @@
+// npy.hpp: writer -> reader round trips, hand-built v1/v2/v3 and Fortran-order files, and malformed or
+// unsupported files refused with a message naming the file.
+#include <doctest/doctest.h>
+
+#include <grphi/npy.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace npy = grphi::npy;
+
+namespace {
+
+struct scratch_dir {
+    std::string path;
+    scratch_dir() {
+        char name[] = "/tmp/grphi-test-npy-XXXXXX";
+        REQUIRE(::mkdtemp(name) != nullptr);
+        path = name;
+    }
+    ~scratch_dir() { std::system(("rm -rf '" + path + "'").c_str()); }
+    std::string file(const std::string& name) const { return path + "/" + name; }
+};
+
+void spit(const std::string& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// An .npy image: version, header dict (padded to 64 with '\n' unless raw), then data bytes.
+std::string image(int major, std::string dict, const std::string& data, bool pad = true) {
+    const std::size_t preamble = major == 1 ? 10 : 12;
+    if (pad) {
+        while ((preamble + dict.size() + 1) % 64) dict += ' ';
+        dict += '\n';
+    }
+    std::string bytes = "\x93NUMPY";
+    bytes += static_cast<char>(major);
+    bytes += '\0';
+    for (std::size_t i = 0; i < (major == 1 ? 2u : 4u); ++i) bytes += static_cast<char>((dict.size() >> (8 * i)) & 0xff);
+    return bytes + dict + data;
+}
+
+template <class T>
+std::string raw(const std::vector<T>& values) {
+    return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+}
+
+std::string open_error(const scratch_dir& dir, const std::string& bytes) {
+    const std::string path = dir.file("bad.npy");
+    spit(path, bytes);
+    try {
+        npy::reader reader(path);
+    } catch (const grphi::format_error& error) {
+        const std::string message = error.what();
+        CHECK(message.find('\n') == std::string::npos);
+        CHECK(message.rfind(path + ": ", 0) == 0);
+        return message;
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST_CASE("npy: header text is what NumPy writes") {
+    const std::string header = npy::make_header(npy::element_type::F32, {2, 3});
+    CHECK(header.size() % 64 == 0);
+    CHECK(header.substr(0, 10) == std::string("\x93NUMPY\x01\x00", 8) + std::string(1, static_cast<char>(header.size() - 10)) + '\0');
+    CHECK(header.substr(10, 59) == "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }");
+    CHECK(header.back() == '\n');
+    CHECK(npy::make_header(npy::element_type::F64, {5}).find("'shape': (5,), }") != std::string::npos);
+    CHECK(npy::make_header(npy::element_type::F64, {}).find("'shape': (), }") != std::string::npos);
+    std::vector<std::uint64_t> many(30000, 1);  // too long for a v1 header: v2
+    const std::string long_header = npy::make_header(npy::element_type::F32, many);
+    CHECK(long_header[6] == 2);
+    CHECK(long_header.size() % 64 == 0);
+}
+
+TEST_CASE_TEMPLATE("npy: round trip through the writer", T, float, double) {
+    scratch_dir dir;
+    const std::vector<std::uint64_t> shape = {3, 2, 2};
+    std::vector<T> values(12);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<T>(i) * T(0.1) - T(0.5);
+    values[3] = T(-0.0);
+    const auto type = sizeof(T) == 4 ? npy::element_type::F32 : npy::element_type::F64;
+    npy::save(dir.file("a.npy"), shape, values.data(), type);
+    npy::reader reader(dir.file("a.npy"));
+    CHECK(reader.info().shape == shape);
+    CHECK(reader.info().rows() == 3);
+    CHECK(reader.info().cols() == 4);
+    CHECK(!reader.info().fortran_order);
+    std::vector<T> back(12);
+    reader.read_rows(0, 3, back.data());
+    CHECK(std::memcmp(back.data(), values.data(), 12 * sizeof(T)) == 0);
+    std::vector<T> row(4);
+    reader.read_rows(2, 1, row.data());
+    CHECK(row[0] == values[8]);
+    CHECK_THROWS_AS(reader.read_rows(2, 2, back.data()), std::out_of_range);
+
+    // Narrowed to F16 on write, read back as the nearest halves.
+    npy::save(dir.file("h.npy"), {2}, values.data(), npy::element_type::F16);
+    npy::reader halves(dir.file("h.npy"));
+    CHECK(halves.info().type == npy::element_type::F16);
+    std::vector<float> h(2);
+    halves.read_rows(0, 1, h.data());
+    CHECK(h[0] == -0.5f);
+    CHECK(h[1] == grphi::half_to_float(grphi::float_to_half(static_cast<float>(values[1]))));
+
+    // Empty and scalar arrays.
+    npy::save<T>(dir.file("e.npy"), {0, 5}, nullptr, type);
+    CHECK(npy::reader(dir.file("e.npy")).info().elements() == 0);
+    const T scalar = T(3);
+    npy::save(dir.file("s.npy"), {}, &scalar, type);
+    CHECK(npy::reader(dir.file("s.npy")).info().elements() == 1);
+}
+
+TEST_CASE("npy: versions 2 and 3, Fortran order, old long literals") {
+    scratch_dir dir;
+    // Shape (2, 3, 4) in Fortran order: element (i, j, k) is stored at i + 2*(j + 3*k).
+    std::vector<float> fortran(24), c_order(24);
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 3; ++j)
+            for (int k = 0; k < 4; ++k) {
+                const float value = static_cast<float>(100 * i + 10 * j + k);
+                fortran[static_cast<std::size_t>(i + 2 * (j + 3 * k))] = value;
+                c_order[static_cast<std::size_t>((i * 3 + j) * 4 + k)] = value;
+            }
+    for (const int major : {1, 2, 3}) {
+        CAPTURE(major);
+        const std::string path = dir.file("f.npy");
+        spit(path, image(major, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3, 4), }", raw(fortran)));
+        npy::reader reader(path);
+        CHECK(reader.info().major_version == major);
+        CHECK(reader.info().fortran_order);
+        std::vector<float> rows(24);
+        reader.read_rows(0, 2, rows.data());
+        CHECK(rows == c_order);
+        std::vector<float> second(12);
+        reader.read_rows(1, 1, second.data());
+        CHECK(std::vector<float>(c_order.begin() + 12, c_order.end()) == second);
+    }
+    // A Fortran-order matrix is column-major.
+    spit(dir.file("m.npy"), image(1, "{'fortran_order': True, 'shape': (2, 3), 'descr': '<f8'}", raw(std::vector<double>{1, 4, 2, 5, 3, 6})));
+    std::vector<double> m(6);
+    npy::reader(dir.file("m.npy")).read_rows(0, 2, m.data());
+    CHECK(m == std::vector<double>{1, 2, 3, 4, 5, 6});
+    // Python 2 era files wrote (2L, 3L) and double quotes are valid Python too.
+    spit(dir.file("l.npy"), image(1, "{\"descr\": \"<f8\", \"fortran_order\": False, \"shape\": (2L, 3L), }", raw(std::vector<double>(6, 1.0))));
+    CHECK(npy::reader(dir.file("l.npy")).info().shape == std::vector<std::uint64_t>{2, 3});
+}
+
+TEST_CASE("npy: malformed and unsupported files are refused with the right message") {
+    scratch_dir dir;
+    const std::string four = raw(std::vector<float>{1, 2, 3, 4});
+    const std::string good = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }";
+    CHECK(open_error(dir, image(1, good, four)).empty());
+
+    CHECK(open_error(dir, "PK\x03\x04 not npy").find("not an .npy file (bad magic)") != std::string::npos);
+    std::string v4 = image(1, good, four);
+    v4[6] = 4;
+    CHECK(open_error(dir, v4).find("unsupported .npy version 4.0") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (4,), }", four))
+              .find("big-endian dtype '>f4' is not supported") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", four))
+              .find("object dtype is not supported") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", four))
+              .find("dtype '<i4' is not supported") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (4,), }", four))
+              .find("structured dtype is not supported") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<f4', 'shape': (4,), }", four)).find("header lacks 'fortran_order'") !=
+          std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'x': 1}", four))
+              .find("header has an unknown key 'x'") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (4,)}", four))
+              .find("header repeats 'descr'") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<f4', 'fortran_order': 0, 'shape': (4,), }", four))
+              .find("'fortran_order' is not True or False") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-4,), }", four))
+              .find("'shape' is not a tuple of non-negative integers") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<f4', 'fortran_order': False, 'shape': [4], }", four))
+              .find("malformed header: expected '('") != std::string::npos);
+    CHECK(open_error(dir, image(1, good + "     ", four, false)).find("does not end with spaces and a newline") !=
+          std::string::npos);
+    CHECK(open_error(dir, image(1, good, four.substr(0, 12))).find("truncated data: 12 bytes, shape needs 16") !=
+          std::string::npos);
+    CHECK(open_error(dir, image(1, good, four + "xx")).find("2 bytes of trailing data") != std::string::npos);
+    std::string long_length = image(1, good, four);
+    long_length[8] = '\xff';
+    long_length[9] = '\xff';
+    CHECK(open_error(dir, long_length).find("header length 65535 exceeds the file size") != std::string::npos);
+    CHECK(open_error(dir, image(2, good, four).substr(0, 11)).find("truncated header") != std::string::npos);
+}

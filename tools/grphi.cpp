@@ -1,0 +1,466 @@
+// grphi: quantize real checkpoints (.safetensors, .npy) to the coded .grphi container, inspect, decode, report.
+//
+// Data flow: mapped input -> row chunks (jobs) -> workers: convert, quantize, code -> in-order writer.
+// Every error is one line naming the file (and tensor), exit status 1 (2 for command-line mistakes).
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <set>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <grphi/base.hpp>
+#include <grphi/error.hpp>
+#include <grphi/quantize.hpp>
+
+#include "cli_args.hpp"
+#include "cli_container.hpp"
+#include "cli_input.hpp"
+#include "cli_pipeline.hpp"
+#include "cli_report.hpp"
+
+namespace grphi::cli {
+namespace {
+
+// One unit of work: rows [first_row, first_row + rows) of a quantized tensor, or bytes [first_row,
+// first_row + rows) of an exact one.
+struct job {
+    std::size_t tensor = 0;
+    std::uint64_t first_row = 0;
+    std::uint64_t rows = 0;
+    bool last_of_tensor = true;
+    bool exact = false;
+};
+
+// Exact tensors travel as byte carriers of at most this many bytes (3 bytes of memory per byte coded).
+inline constexpr std::uint64_t exact_part_bytes = std::uint64_t{1} << 22;
+
+// Whole rows, about `chunk_weights` weights per job; per-tensor options need the whole tensor at once
+// (its window and scale depend on every row).
+inline std::vector<job> plan_jobs(const input_checkpoint& in, const std::vector<bool>& quantized,
+                                  const arguments& args) {
+    std::vector<job> jobs;
+    for (std::size_t i = 0; i < in.tensors().size(); ++i) {
+        const input_tensor& t = in.tensors()[i];
+        if (!quantized[i]) {
+            for (std::uint64_t b = 0; b < t.bytes || b == 0; b += exact_part_bytes) {
+                const std::uint64_t n = std::min(exact_part_bytes, t.bytes - b);
+                jobs.push_back({i, b, n, b + n == t.bytes, true});
+            }
+            continue;
+        }
+        if (!args.opts.per_channel || t.rows == 0) {
+            jobs.push_back({i, 0, t.rows, true});
+            continue;
+        }
+        const std::uint64_t step = std::max<std::uint64_t>(1, args.chunk_weights / std::max<std::uint64_t>(1, t.cols));
+        for (std::uint64_t r = 0; r < t.rows; r += step) {
+            const std::uint64_t n = std::min(step, t.rows - r);
+            jobs.push_back({i, r, n, r + n == t.rows});
+        }
+    }
+    return jobs;
+}
+
+inline std::vector<bool> choose_quantized(const input_checkpoint& in, const arguments& args) {
+    std::vector<bool> quantized;
+    for (const auto& t : in.tensors()) quantized.push_back(t.weight_like() && args.selected(t.name));
+    return quantized;
+}
+
+// Calls fn(T{}, Base{}) with the scalar type for the tensor's dtype and the chosen base.
+template <class Fn>
+decltype(auto) dispatch(safetensors::dtype type, const std::string& base, Fn&& fn) {
+    auto with_base = [&](auto scalar) -> decltype(auto) {
+        if (base == "two") return fn(scalar, two{});
+        if (base == "sqrt2") return fn(scalar, sqrt2{});
+        return fn(scalar, phi{});
+    };
+    if (type == safetensors::dtype::F64) return with_base(double{});
+    return with_base(float{});
+}
+
+// The rows of a job as a row-major matrix; the consumed input pages are released.
+template <class T>
+row_matrix<T> load_rows(const input_checkpoint& in, const job& j) {
+    const input_tensor& t = in.tensors()[j.tensor];
+    row_matrix<T> W(static_cast<Eigen::Index>(j.rows), static_cast<Eigen::Index>(t.cols));
+    in.read_rows(j.tensor, j.first_row, j.rows, W.data());
+    in.release_rows(j.tensor, j.first_row, j.rows);
+    return W;
+}
+
+// Prefix a library error with where it happened.
+[[noreturn]] inline void rethrow_with_context(const input_checkpoint& in, const job& j, const std::exception& error) {
+    const input_tensor& t = in.tensors()[j.tensor];
+    std::string where = in.path() + ": tensor '" + t.name + "'";
+    if (j.first_row != 0 || j.rows != t.rows)
+        where += " (rows " + std::to_string(j.first_row) + ".." + std::to_string(j.first_row + j.rows - 1) + ")";
+    throw std::runtime_error(where + ": " + error.what());
+}
+
+int run_report(const arguments& args) {
+    const input_checkpoint in(args.input);
+    const std::vector<bool> quantized = choose_quantized(in, args);
+    const std::vector<job> jobs = plan_jobs(in, quantized, args);
+    std::uint64_t total_bytes = 0;
+    for (const auto& t : in.tensors()) total_bytes += t.bytes;
+    progress_line progress(!args.quiet, in.tensors().size(), total_bytes);
+
+    std::vector<tensor_stats> stats(in.tensors().size());
+    std::size_t tensors_done = 0;
+    std::uint64_t bytes_done = 0;
+    run_ordered<tensor_stats>(
+        jobs, args.thread_count(),
+        [&](const job& j) {
+            const input_tensor& t = in.tensors()[j.tensor];
+            if (j.exact) return tensor_stats{};
+            try {
+                return dispatch(t.type, args.base, [&](auto scalar, auto base) {
+                    using T = decltype(scalar);
+                    using Base = decltype(base);
+                    return analyse_rows<T, Base>(load_rows<T>(in, j), args.opts);
+                });
+            } catch (const std::exception& error) {
+                rethrow_with_context(in, j, error);
+            }
+        },
+        [&](const job& j, tensor_stats&& s) {
+            stats[j.tensor].merge(s);
+            const input_tensor& t = in.tensors()[j.tensor];
+            bytes_done += j.exact ? j.rows : (t.rows ? t.bytes / t.rows * j.rows : t.bytes);
+            if (j.last_of_tensor) ++tensors_done;
+            progress.update(tensors_done, bytes_done);
+        });
+    progress.finish();
+
+    tensor_stats total;
+    std::uint64_t exact_weights = 0;
+    double exact_bits = 0;
+    double coded_bits = 0;
+    if (args.csv)
+        std::printf("tensor,dtype,shape,mode,weights,levels_used,exponent_entropy_bits,entropy_bits_per_weight,"
+                    "coded_bits_per_weight,sqnr_db\n");
+    else
+        std::printf("%-40s %-5s %-20s %-6s %12s %6s %8s %8s %8s %8s\n", "tensor", "dtype", "shape", "mode", "weights",
+                    "levels", "H(exp)", "H b/w", "coded", "SQNR dB");
+    for (std::size_t i = 0; i < in.tensors().size(); ++i) {
+        const input_tensor& t = in.tensors()[i];
+        const tensor_stats& s = stats[i];
+        std::string shape = shape_text(t.shape);
+        if (args.csv) {
+            for (auto& c : shape)
+                if (c == ',') c = 'x';
+            shape.erase(std::remove(shape.begin(), shape.end(), ' '), shape.end());
+        }
+        if (!quantized[i]) {
+            const double bits = 8.0 * static_cast<double>(safetensors::dtype_size(t.type));
+            exact_weights += t.elements();
+            exact_bits += bits * static_cast<double>(t.elements());
+            if (args.csv)
+                std::printf("%s,%s,%s,exact,%llu,,,%.4f,%.4f,inf\n", t.name.c_str(), safetensors::dtype_name(t.type),
+                            shape.c_str(), static_cast<unsigned long long>(t.elements()), bits, bits);
+            else
+                std::printf("%-40s %-5s %-20s %-6s %12llu %6s %8s %8.3f %8.3f %8s\n", t.name.c_str(),
+                            safetensors::dtype_name(t.type), shape.c_str(), "exact",
+                            static_cast<unsigned long long>(t.elements()), "-", "-", bits, bits, "inf");
+            continue;
+        }
+        total.merge(s);
+        const double exponent_entropy = shannon_entropy(s.exponent_histogram());
+        const double entropy_bpw = entropy_bits_per_weight(s, args.opts);
+        const double coded_bpw = coded_bits_per_weight(s, args.opts);
+        coded_bits += coded_bpw * static_cast<double>(s.weights);
+        if (args.csv)
+            std::printf("%s,%s,%s,%s,%llu,%zu,%.4f,%.4f,%.4f,%s\n", t.name.c_str(), safetensors::dtype_name(t.type),
+                        shape.c_str(), args.base.c_str(), static_cast<unsigned long long>(s.weights),
+                        s.exponent_counts.size(), exponent_entropy, entropy_bpw, coded_bpw,
+                        format_db(s.sqnr_db()).c_str());
+        else
+            std::printf("%-40s %-5s %-20s %-6s %12llu %6zu %8.3f %8.3f %8.3f %8s\n", t.name.c_str(),
+                        safetensors::dtype_name(t.type), shape.c_str(), args.base.c_str(),
+                        static_cast<unsigned long long>(s.weights), s.exponent_counts.size(), exponent_entropy,
+                        entropy_bpw, coded_bpw, format_db(s.sqnr_db()).c_str());
+    }
+    const double all_weights = static_cast<double>(total.weights + exact_weights);
+    const double quantized_coded = total.weights ? coded_bits / static_cast<double>(total.weights) : 0.0;
+    const double overall = all_weights > 0 ? (coded_bits + exact_bits) / all_weights : 0.0;
+    if (args.csv) {
+        std::printf("TOTAL quantized,,,%s,%llu,%zu,%.4f,%.4f,%.4f,%s\n", args.base.c_str(),
+                    static_cast<unsigned long long>(total.weights), total.exponent_counts.size(),
+                    shannon_entropy(total.exponent_histogram()), entropy_bits_per_weight(total, args.opts),
+                    quantized_coded, format_db(total.sqnr_db()).c_str());
+        std::printf("TOTAL all,,,,%llu,,,,%.4f,\n", static_cast<unsigned long long>(total.weights + exact_weights),
+                    overall);
+    } else {
+        std::printf("total quantized: %llu weights, %.3f coded bits/weight, SQNR %s dB\n",
+                    static_cast<unsigned long long>(total.weights), quantized_coded, format_db(total.sqnr_db()).c_str());
+        std::printf("total with exact tensors: %llu weights, %.3f bits/weight\n",
+                    static_cast<unsigned long long>(total.weights + exact_weights), overall);
+    }
+    return 0;
+}
+
+// A packed tensor's arrays moved (not copied) into a container tensor.
+template <class T, class Base>
+stored_tensor to_stored(std::string name, packed<T, Base>&& p) {
+    stored_tensor s;
+    s.name = std::move(name);
+    s.scalar = scalar_kind_of<T>();
+    s.base_name = Base::name;
+    s.base_value = static_cast<double>(static_cast<long double>(Base::value));
+    s.rows = p.rows;
+    s.cols = p.cols;
+    s.opts = p.opts;
+    s.signs = std::move(p.signs);
+    s.exponents = std::move(p.exponents);
+    s.window_lo = std::move(p.window_lo);
+    s.window_hi = std::move(p.window_hi);
+    s.scale_steps = std::move(p.scale_steps);
+    return s;
+}
+
+// Container names of every job, and the manifest that ties them to the source tensors.
+manifest plan_manifest(const input_checkpoint& in, const std::vector<job>& jobs, std::vector<std::string>& part_names) {
+    manifest m;
+    m.metadata = in.metadata();
+    std::vector<std::size_t> parts_of(in.tensors().size(), 0);
+    for (const auto& j : jobs) ++parts_of[j.tensor];
+    for (const auto& t : in.tensors()) {
+        if (t.name.rfind(tool_prefix, 0) == 0)
+            throw format_error(in.path() + ": tensor '" + t.name + "': names starting with '" + tool_prefix +
+                               "' are reserved");
+        m.tensors.push_back({t.name, t.type, t.shape, true, {}});
+    }
+    std::set<std::string> used;
+    for (const auto& j : jobs) {
+        const input_tensor& t = in.tensors()[j.tensor];
+        std::string name = j.exact ? exact_prefix + t.name : t.name;
+        if (parts_of[j.tensor] > 1) name += "@" + std::to_string(j.first_row);
+        if (!used.insert(name).second)
+            throw format_error(in.path() + ": tensor '" + t.name + "': container name '" + name + "' is taken twice");
+        manifest_tensor& mt = m.tensors[j.tensor];
+        mt.quantized = !j.exact;
+        mt.parts.push_back({name, j.first_row, j.rows});
+        part_names.push_back(std::move(name));
+    }
+    return m;
+}
+
+int run_quantize(const arguments& args) {
+    const input_checkpoint in(args.input);
+    const std::vector<bool> quantized = choose_quantized(in, args);
+    const std::vector<job> jobs = plan_jobs(in, quantized, args);
+    std::vector<std::string> part_names;
+    const manifest plan = plan_manifest(in, jobs, part_names);
+    container_writer writer(args.output);
+
+    std::uint64_t total_bytes = 0;
+    for (const auto& t : in.tensors()) total_bytes += t.bytes;
+    progress_line progress(!args.quiet, in.tensors().size(), total_bytes);
+    std::size_t tensors_done = 0;
+    std::uint64_t bytes_done = 0;
+    run_ordered<coded_tensor>(
+        jobs, args.thread_count(),
+        [&](const job& j) -> coded_tensor {
+            const std::size_t index = static_cast<std::size_t>(&j - jobs.data());
+            const std::string& name = part_names[index];
+            try {
+                if (j.exact) {
+                    const auto* bytes = reinterpret_cast<const std::uint8_t*>(in.raw_bytes(j.tensor)) + j.first_row;
+                    if (!in.raw_is_c_order(j.tensor))  // decode writes C order: the raw bytes would be transposed
+                        throw format_error("a Fortran-order array can only be kept exact in C order; quantize it or "
+                                           "save it with np.ascontiguousarray");
+                    return code_tensor(make_carrier(name, bytes, static_cast<std::size_t>(j.rows)));
+                }
+                const input_tensor& t = in.tensors()[j.tensor];
+                return dispatch(t.type, args.base, [&](auto scalar, auto base) {
+                    using T = decltype(scalar);
+                    using Base = decltype(base);
+                    return code_tensor(to_stored(name, quantize<Base>(load_rows<T>(in, j), args.opts)));
+                });
+            } catch (const std::exception& error) {
+                rethrow_with_context(in, j, error);
+            }
+        },
+        [&](const job& j, coded_tensor&& coded) {
+            writer.add(coded);
+            const input_tensor& t = in.tensors()[j.tensor];
+            bytes_done += j.exact ? j.rows : (t.rows ? t.bytes / t.rows * j.rows : t.bytes);
+            if (j.last_of_tensor) ++tensors_done;
+            progress.update(tensors_done, bytes_done);
+        });
+    const std::string text = manifest_json(plan);
+    writer.add(code_tensor(make_carrier(manifest_name, reinterpret_cast<const std::uint8_t*>(text.data()), text.size())));
+    writer.finish();
+    progress.update(tensors_done, bytes_done, true);
+    progress.finish();
+    return 0;
+}
+
+std::string options_text(const options& o) {
+    std::string text = o.per_channel ? "per-channel" : "per-tensor";
+    if (o.levels) text += " levels=" + std::to_string(*o.levels);
+    if (o.e_min) text += " e-min=" + std::to_string(*o.e_min);
+    if (o.e_max) text += " e-max=" + std::to_string(*o.e_max);
+    if (o.clustered()) text += " cluster=" + std::to_string(o.cluster_size);
+    if (o.round == rounding::linear) text += " linear";
+    if (o.under == underflow::flush) text += " flush";
+    if (o.fit_scale) text += " fit-scale";
+    return text;
+}
+
+int run_info(const arguments& args) {
+    const container_reader in(args.input);
+    const manifest m = read_manifest(in);
+    std::uint64_t weights = 0, coded = 0, exact_bytes = 0, quantized_weights = 0;
+    std::printf("%s: %zu tensors\n", in.path().c_str(), m.tensors.size());
+    for (const auto& [key, value] : m.metadata) std::printf("metadata %s = %s\n", key.c_str(), value.c_str());
+    std::printf("%-40s %-9s %-5s %-20s %-6s %-28s %10s\n", "tensor", "kind", "dtype", "shape", "base", "options",
+                "bits/w");
+    for (const auto& t : m.tensors) {
+        std::uint64_t bytes = 0;
+        std::string base = "-", opts = "-";
+        for (const auto& p : t.parts) {
+            const auto* e = in.find(p.tensor);
+            bytes += e->coded_bytes();
+            if (t.quantized) {
+                base = e->meta.base_name;
+                opts = options_text(e->meta.opts);
+            }
+        }
+        const std::uint64_t n = t.elements();
+        weights += n;
+        coded += bytes;
+        if (t.quantized) quantized_weights += n;
+        else exact_bytes += bytes;
+        const double bits = n ? 8.0 * static_cast<double>(bytes) / static_cast<double>(n) : 0.0;
+        std::printf("%-40s %-9s %-5s %-20s %-6s %-28s %10.3f\n", t.name.c_str(), t.quantized ? "quantized" : "exact",
+                    safetensors::dtype_name(t.type), shape_text(t.shape).c_str(), base.c_str(), opts.c_str(), bits);
+    }
+    const double quantized_bits = quantized_weights ? 8.0 * static_cast<double>(coded - exact_bytes) /
+                                                          static_cast<double>(quantized_weights)
+                                                    : 0.0;
+    std::printf("total: %llu weights (%llu quantized at %.3f bits/weight), %llu bytes of tensors\n",
+                static_cast<unsigned long long>(weights), static_cast<unsigned long long>(quantized_weights),
+                quantized_bits, static_cast<unsigned long long>(coded));
+    return 0;
+}
+
+// Calls fn(T{}, Base{}) for a stored tensor's scalar type and base; other bases need a runtime-base path.
+template <class Fn>
+void dispatch_stored(const stored_tensor& t, const std::string& file, Fn&& fn) {
+    auto with_base = [&](auto scalar) {
+        using T = decltype(scalar);
+        if (t.holds<T, phi>()) return fn(scalar, phi{});
+        if (t.holds<T, two>()) return fn(scalar, two{});
+        if (t.holds<T, sqrt2>()) return fn(scalar, sqrt2{});
+        throw format_error(file + ": tensor '" + t.name + "': base '" + t.base_name + "' (" +
+                           std::to_string(t.base_value) + ") is not one this tool decodes (phi, two, sqrt2)");
+    };
+    if (t.scalar == scalar_kind::float64) with_base(double{});
+    else with_base(float{});
+}
+
+// Streams one manifest tensor into `write_values` (dequantized) or `write_bytes` (exact).
+template <class Values, class Bytes>
+void decode_tensor(const container_reader& in, const manifest_tensor& t, Values&& write_values, Bytes&& write_bytes) {
+    for (const auto& p : t.parts) {
+        const stored_tensor part = in.read(*in.find(p.tensor));
+        if (!t.quantized) {
+            const std::vector<std::uint8_t> bytes = carrier_bytes(part, in.path());
+            write_bytes(bytes.data(), bytes.size());
+            continue;
+        }
+        dispatch_stored(part, in.path(), [&](auto scalar, auto base) {
+            using T = decltype(scalar);
+            using Base = decltype(base);
+            const row_matrix<T> values = dequantize(part.as<T, Base>());
+            write_values(values.data(), static_cast<std::size_t>(values.size()));
+        });
+    }
+}
+
+// Decoded dtype: exact tensors keep theirs; quantized ones are float32 (float64 when stored as double).
+safetensors::dtype decoded_type(const container_reader& in, const manifest_tensor& t) {
+    if (!t.quantized) return t.type;
+    if (t.parts.empty()) return t.type == safetensors::dtype::F64 ? safetensors::dtype::F64 : safetensors::dtype::F32;
+    return in.find(t.parts[0].tensor)->meta.scalar == scalar_kind::float64 ? safetensors::dtype::F64
+                                                                         : safetensors::dtype::F32;
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+    return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+int run_decode(const arguments& args) {
+    const container_reader in(args.input);
+    const manifest m = read_manifest(in);
+    std::vector<const manifest_tensor*> chosen;
+    for (const auto& t : m.tensors)
+        if (args.tensor.empty() || t.name == args.tensor) chosen.push_back(&t);
+    if (!args.tensor.empty() && chosen.empty())
+        throw std::runtime_error(in.path() + ": no tensor named '" + args.tensor + "'");
+
+    if (ends_with(args.output, ".npy")) {
+        if (chosen.size() != 1)
+            throw std::runtime_error(in.path() + ": holds " + std::to_string(chosen.size()) +
+                                     " tensors; an .npy file takes one: choose it with --tensor NAME");
+        const manifest_tensor& t = *chosen[0];
+        const safetensors::dtype type = decoded_type(in, t);
+        if (type != safetensors::dtype::F32 && type != safetensors::dtype::F64 && type != safetensors::dtype::F16)
+            throw std::runtime_error(in.path() + ": tensor '" + t.name + "': dtype " + safetensors::dtype_name(type) +
+                                     " cannot be written to .npy");
+        npy::writer out(args.output, type, t.shape);
+        decode_tensor(in, t, [&](const auto* v, std::size_t n) { out.write_values(v, n); },
+                      [&](const std::uint8_t* b, std::size_t n) { out.write_bytes(b, n); });
+        out.finish();
+        return 0;
+    }
+    std::vector<safetensors::tensor_entry> entries;
+    for (const auto* t : chosen) entries.push_back({t->name, decoded_type(in, *t), t->shape});
+    safetensors::writer out(args.output, entries, m.metadata);
+    progress_line progress(!args.quiet, chosen.size(), 0);
+    std::size_t done = 0;
+    for (const auto* t : chosen) {
+        decode_tensor(in, *t, [&](const auto* v, std::size_t n) { out.write_values(v, n); },
+                      [&](const std::uint8_t* b, std::size_t n) { out.write_bytes(b, n); });
+        progress.update(++done, 0);
+    }
+    out.finish();
+    progress.finish();
+    return 0;
+}
+
+}  // namespace
+}  // namespace grphi::cli
+
+int main(int argc, char** argv) {
+    using namespace grphi::cli;
+    arguments args;
+    try {
+        args = parse_arguments(argc, argv);
+    } catch (const usage_error& error) {
+        std::fprintf(stderr, "grphi: %s (see grphi --help)\n", error.what());
+        return 2;
+    }
+    try {
+        if (args.command == "help") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        }
+        if (args.command == "report") return run_report(args);
+        if (args.command == "quantize") return run_quantize(args);
+        if (args.command == "info") return run_info(args);
+        if (args.command == "decode") return run_decode(args);
+    } catch (const std::exception& error) {
+        std::string message = error.what();
+        for (auto& c : message)
+            if (c == '\n') c = ' ';
+        std::fprintf(stderr, "grphi: %s\n", message.c_str());
+        return 1;
+    }
+    return 2;
+}
