@@ -107,15 +107,19 @@ std::unique_ptr<grid<T, Base>> build_grid(rounding round, int step) {
 
     // Bracket the natural range from a floating estimate; the certified levels at its ends must be 0 and inf.
     const long double lb = std::log(static_cast<long double>(Base::value));
-    const long top = static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::max())) / lb));
-    const long bottom =
-        static_cast<long>(std::floor(std::log(static_cast<long double>(std::numeric_limits<T>::denorm_min())) / lb));
+    auto exponent_estimate = [lb](T v) {
+        return static_cast<long>(std::floor(std::log(static_cast<long double>(v)) / lb));
+    };
+    const long top = exponent_estimate(std::numeric_limits<T>::max());
+    const long bottom = exponent_estimate(std::numeric_limits<T>::denorm_min());
     for (long margin = 3;; margin *= 2) {
         const long k_first = bottom - margin, k_last = top + margin;
-        if (k_first < -40000 || k_last > 40000) throw std::logic_error("grphi: exponent range exceeds int16 for this base");
-        const grid_rounder<T, Base> rounder(round, step, k_first, k_last, shift, half_step_down, mid_linear, inverse_base);
+        if (k_first < -40000 || k_last > 40000)
+            throw std::logic_error("grphi: exponent range exceeds int16 for this base");
+        const grid_rounder<T, Base> rounder(round, step, k_first, k_last, shift, half_step_down, mid_linear,
+                                            inverse_base);
         std::vector<T> level(static_cast<std::size_t>(k_last - k_first + 1));
-        std::vector<xfloat> power(level.size());  // b^k by repeated multiplication: candidates need no more precision
+        std::vector<xfloat> power(level.size());  // b^k, multiplied up: candidates need no more precision
         const xfloat start = x_pow(b, k_first);
         for (long k = k_first; k <= k_last; ++k) {
             const auto i = static_cast<std::size_t>(k - k_first);
@@ -123,14 +127,15 @@ std::unique_ptr<grid<T, Base>> build_grid(rounding round, int step) {
             level[i] = rounder.level(k, x_round<T>(x_mul(power[i], shift), false));
         }
         if (level.front() != T(0) || !std::isinf(level.back())) continue;
-        const long k_lo = k_first + static_cast<long>(std::upper_bound(level.begin(), level.end(), T(0)) - level.begin());
-        const long k_hi = k_first + static_cast<long>(std::lower_bound(level.begin(), level.end(),
-                                                                        std::numeric_limits<T>::infinity()) - level.begin()) - 1;
+        const auto nonzero = std::upper_bound(level.begin(), level.end(), T(0));
+        const auto infinite = std::lower_bound(level.begin(), level.end(), std::numeric_limits<T>::infinity());
+        const long k_lo = k_first + static_cast<long>(nonzero - level.begin());
+        const long k_hi = k_first + static_cast<long>(infinite - level.begin()) - 1;
         if (k_lo < -32767 || k_hi > 32767) throw std::logic_error("grphi: exponent range exceeds int16 for this base");
         g->k_lo = static_cast<int>(k_lo);
         g->k_hi = static_cast<int>(k_hi);
         const auto n = static_cast<std::size_t>(k_hi - k_lo + 1);
-        g->level.assign(level.begin() + (k_lo - k_first), level.begin() + (k_hi - k_first + 1));
+        g->level.assign(nonzero, infinite);
         g->threshold.resize(n);
         g->flush.resize(n);
         for (long k = k_lo; k <= k_hi; ++k) {

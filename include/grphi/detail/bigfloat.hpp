@@ -149,7 +149,8 @@ bigfloat<N> multiply(const bigfloat<N>& a, const bigfloat<N>& b, toward dir) {
         std::uint64_t carry = 0;
         for (int j = N - 1; j >= 0; --j) {
             auto& slot = p[static_cast<std::size_t>(i + j + 1)];
-            const u128 t = static_cast<u128>(a.m[static_cast<std::size_t>(i)]) * b.m[static_cast<std::size_t>(j)] + slot + carry;
+            const u128 t =
+                static_cast<u128>(a.m[static_cast<std::size_t>(i)]) * b.m[static_cast<std::size_t>(j)] + slot + carry;
             slot = static_cast<std::uint64_t>(t);
             carry = static_cast<std::uint64_t>(t >> 64);
         }
@@ -247,7 +248,8 @@ interval<N> power(interval<N> x, unsigned long e) {
 
 // ---------------------------------------------------------------------------------------------
 // Irrational constants, truncated to 384 bits: the value lies in (c, c + 2^-383) for c in [1, 2).
-// Regenerate: python3 -c "from math import isqrt; N=383; print(hex((2**N + isqrt(5 << 2*N)) >> 1)); print(hex(isqrt(2 << 2*N)))"
+// Regenerate (φ, then √2; split the hex digits into 64-bit limbs):
+//   python3 -c "from math import isqrt; N=383; print(hex((2**N + isqrt(5<<2*N)) >> 1), hex(isqrt(2<<2*N)))"
 inline constexpr int constant_limbs = 6;
 inline constexpr std::array<std::uint64_t, constant_limbs> golden_ratio_limbs = {
     0xcf1bbcdcbfa53e0aULL, 0xf9ce60302e76e41aULL, 0x084113b5f9d13928ULL,

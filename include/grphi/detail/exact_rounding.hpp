@@ -4,6 +4,7 @@
 // a Lucas number) the decision becomes an exact comparison of integer powers: x^e against b^m.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,8 +28,8 @@ namespace grphi::detail {
 
 template <class Base, class = void>
 struct exact_base {
-    static constexpr bool dyadic = true;             // b^m is rational: more limbs can settle any tie
-    static constexpr int one_plus_base_power = 0;    // 0: 1 + b is no power of b
+    static constexpr bool dyadic = true;           // b^m is rational: more limbs can settle any tie
+    static constexpr int one_plus_base_power = 0;  // 0: 1 + b is no power of b
 
     template <int N>
     static interval<N> value() {
@@ -54,15 +55,22 @@ private:
     template <int N>
     static bigfloat<N> pair_sum(double hi, double lo) {
         if (lo == 0) return from_scalar<N>(hi);
-        int e_lo = 0;
-        std::frexp(lo, &e_lo);
-        const int unit = e_lo - 53;  // both parts are integers times 2^unit
+        const int unit = std::min(lowest_bit(hi), lowest_bit(lo));  // both parts are integers times 2^unit
         const double hi_units = std::ldexp(hi, -unit);
         if (!(std::fabs(hi_units) < std::ldexp(1.0, 125)))
-            throw std::logic_error(std::string("grphi: base ") + Base::name + ": precise_hi + precise_lo spans more than 126 bits");
+            throw std::logic_error(std::string("grphi: base ") + Base::name +
+                                   ": precise_hi + precise_lo spans more than 126 bits");
         const i128 sum = static_cast<i128>(hi_units) + static_cast<i128>(std::ldexp(lo, -unit));
-        if (sum <= 0) throw std::logic_error(std::string("grphi: base ") + Base::name + ": precise_hi + precise_lo is not positive");
+        if (sum <= 0)
+            throw std::logic_error(std::string("grphi: base ") + Base::name +
+                                   ": precise_hi + precise_lo is not positive");
         return from_u128<N>(static_cast<u128>(sum), unit);
+    }
+    // The exponent of the lowest set bit of a nonzero double.
+    static int lowest_bit(double v) {
+        int e = 0;
+        const auto significand = static_cast<std::int64_t>(std::ldexp(std::frexp(std::fabs(v), &e), 53));
+        return e - 53 + __builtin_ctzll(static_cast<unsigned long long>(significand));
     }
 };
 
@@ -121,7 +129,7 @@ enum class order { below, equal, above, undecided };
 template <class Base, int N>
 order exact_order(const bigfloat<N>& x, power_relation r) {
     if (x.is_zero()) return order::below;  // every quantity here is positive
-    if (!r.one_plus_base) {  // x^e vs b^m  <=>  x^(e/g) vs b^(m/g): smaller powers, exact ties stay exact
+    if (!r.one_plus_base) {                // x^e vs b^m  <=>  x^(e/g) vs b^(m/g): smaller powers, exact ties stay exact
         const long g = std::gcd(static_cast<long>(r.root), r.base_power);
         r.root = static_cast<int>(r.root / g);
         r.base_power /= g;
@@ -273,8 +281,8 @@ public:
     // The smallest T >= the boundary between exponents k-1 and k.
     T threshold(long k, T candidate) const {
         const fast_interval q = powers_[index(k)] * boundary_factor_;  // b^k times b^(δ - 1/2) or (1 + 1/b)/2 b^δ
-        const power_relation r = round_ == rounding::log ? power_relation{32, 32 * k - 16 + 2L * step_, false, 0}
-                                                         : linear_relation(k);
+        const power_relation r =
+            round_ == rounding::log ? power_relation{32, 32 * k - 16 + 2L * step_, false, 0} : linear_relation(k);
         return certified_ceil(candidate, orderer(q, r, "threshold", k));
     }
 
@@ -301,8 +309,8 @@ private:
     }
 
     [[noreturn]] void undecided(const std::string& what) const {
-        throw std::logic_error("grphi: cannot certify " + what +
-                               " for base " + Base::name + (std::is_same_v<T, float> ? ", float, " : ", double, ") +
+        throw std::logic_error("grphi: cannot certify " + what + " for base " + Base::name +
+                               (std::is_same_v<T, float> ? ", float, " : ", double, ") +
                                (round_ == rounding::log ? "log" : "linear") + " rounding, step " +
                                std::to_string(step_) + ": the exact comparison stayed undecided");
     }
@@ -321,9 +329,10 @@ private:
     }
 
     // A certified interval around a double-double estimate y of the quantity r describes: y itself
-    // when it is exact, else y widened by 2^-88 relative (then more), checked exactly at both ends.
+    // when it is exact, else y widened by 2^-100 relative (then more), checked exactly at both ends.
     fast_interval certified_constant(const xfloat& y, power_relation r, const char* what) const {
-        const i128 signed_mantissa = static_cast<i128>(std::ldexp(y.hi, 116)) + static_cast<i128>(std::ldexp(y.lo, 116));
+        const i128 signed_mantissa =
+            static_cast<i128>(std::ldexp(y.hi, 116)) + static_cast<i128>(std::ldexp(y.lo, 116));
         const u128 m = static_cast<u128>(signed_mantissa);  // y = m 2^(exp - 116), m in [2^115, 2^118)
         const long e = y.exp - 116;
         if (exact_order<Base>(from_u128<2>(m, e), r) == order::equal) return point(from_u128<fast_limbs>(m, e));
@@ -331,7 +340,8 @@ private:
             const u128 lo = m - (m >> width), hi = m + (m >> width) + 1;
             const order below = exact_order<Base>(from_u128<2>(lo, e), r);
             const order above = exact_order<Base>(from_u128<2>(hi, e), r);
-            if (below == order::below && above == order::above) return {from_u128<fast_limbs>(lo, e), from_u128<fast_limbs>(hi, e)};
+            if (below == order::below && above == order::above)
+                return {from_u128<fast_limbs>(lo, e), from_u128<fast_limbs>(hi, e)};
         }
         undecided(std::string("the constant ") + what);
     }
