@@ -1,7 +1,7 @@
 // The core's hot paths on a 4096x4096 weight, single thread, against memcpy of the same buffer and
 // a naive std::log/std::exp fake-quantizer (the seed's method) in the same run.
 // Counters `vs_memcpy` (wall clock) and `vs_memcpy_cpu` (thread CPU time) = this benchmark's elements/s divided by
-// memcpy<float>'s elements/s.
+// the elements/s of memcpy<T> of the same buffer (same scalar type) in the same run.
 #include <benchmark/benchmark.h>
 
 #include <grphi/grphi.hpp>
@@ -16,8 +16,10 @@
 namespace {
 
 constexpr Eigen::Index rows = 4096, cols = 4096;
-double memcpy_rate = 0;      // elements/s by wall clock, set by BM_memcpy<float> which runs first
-double memcpy_cpu_rate = 0;  // elements/s by thread CPU time
+// memcpy's elements/s of the same buffer, per scalar type (index 0 float, 1 double): by wall clock and by
+// thread CPU time; set by the memcpy benchmarks, which run first.
+double memcpy_rate[2] = {0, 0};
+double memcpy_cpu_rate[2] = {0, 0};
 
 template <class T>
 const grphi::row_matrix<T>& weights() {
@@ -45,8 +47,9 @@ double thread_seconds() {
 
 // Times the loop body by wall clock and by this thread's CPU time, so that the ratios to memcpy can be
 // reported as counters: vs_memcpy (wall) and vs_memcpy_cpu (CPU time: robust on a shared, loaded machine).
-template <class F>
+template <class T, class F>
 void timed(benchmark::State& state, double elements, F&& body, bool is_baseline = false) {
+    const int type = std::is_same_v<T, float> ? 0 : 1;
     double seconds = 0, cpu_seconds = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -59,22 +62,22 @@ void timed(benchmark::State& state, double elements, F&& body, bool is_baseline 
     const double cpu_rate = elements * static_cast<double>(state.iterations()) / cpu_seconds;
     state.SetItemsProcessed(static_cast<int64_t>(elements) * state.iterations());
     if (is_baseline) {
-        memcpy_rate = rate;
-        memcpy_cpu_rate = cpu_rate;
+        memcpy_rate[type] = rate;
+        memcpy_cpu_rate[type] = cpu_rate;
     }
-    if (memcpy_rate > 0) state.counters["vs_memcpy"] = rate / memcpy_rate;
-    if (memcpy_cpu_rate > 0) state.counters["vs_memcpy_cpu"] = cpu_rate / memcpy_cpu_rate;
+    if (memcpy_rate[type] > 0) state.counters["vs_memcpy"] = rate / memcpy_rate[type];
+    if (memcpy_cpu_rate[type] > 0) state.counters["vs_memcpy_cpu"] = cpu_rate / memcpy_cpu_rate[type];
 }
 
 template <class T>
 void BM_memcpy(benchmark::State& state) {
     const auto& W = weights<T>();
     std::vector<T> dst(static_cast<std::size_t>(W.size()));
-    timed(state, double(W.size()), [&] {
+    timed<T>(state, double(W.size()), [&] {
         std::memcpy(dst.data(), W.data(), sizeof(T) * static_cast<std::size_t>(W.size()));
         benchmark::DoNotOptimize(dst.data());
         benchmark::ClobberMemory();
-    }, std::is_same_v<T, float>);
+    }, true);
 }
 
 template <class T, class B>
@@ -82,7 +85,7 @@ void BM_quantize(benchmark::State& state) {
     const auto& W = weights<T>();
     const auto o = windowed();
     grphi::packed<T, B> p;  // reused: the steady state of a training or export loop
-    timed(state, double(W.size()), [&] {
+    timed<T>(state, double(W.size()), [&] {
         grphi::quantize<B>(W, o, p);
         benchmark::DoNotOptimize(p.exponents.data());
     });
@@ -92,7 +95,7 @@ template <class T, class B>
 void BM_quantize_allocating(benchmark::State& state) {
     const auto& W = weights<T>();
     const auto o = windowed();
-    timed(state, double(W.size()), [&] {
+    timed<T>(state, double(W.size()), [&] {
         auto p = grphi::quantize<B>(W, o);
         benchmark::DoNotOptimize(p.exponents.data());
     });
@@ -103,7 +106,7 @@ void BM_fake_quantize(benchmark::State& state) {
     const auto& W = weights<T>();
     const auto o = windowed();
     grphi::row_matrix<T> out(rows, cols);
-    timed(state, double(W.size()), [&] {
+    timed<T>(state, double(W.size()), [&] {
         grphi::fake_quantize<B>(W, o, out);
         benchmark::DoNotOptimize(out.data());
     });
@@ -113,7 +116,7 @@ template <class T, class B>
 void BM_dequantize(benchmark::State& state) {
     const auto p = grphi::quantize<B>(weights<T>(), windowed());
     grphi::row_matrix<T> out(rows, cols);
-    timed(state, double(p.size()), [&] {
+    timed<T>(state, double(p.size()), [&] {
         grphi::dequantize(p, out);
         benchmark::DoNotOptimize(out.data());
     });
@@ -122,7 +125,7 @@ void BM_dequantize(benchmark::State& state) {
 template <class T, class B>
 void BM_entropy(benchmark::State& state) {
     const auto p = grphi::quantize<B>(weights<T>(), windowed());
-    timed(state, double(p.size()), [&] {
+    timed<T>(state, double(p.size()), [&] {
         auto rep = grphi::entropy(p);
         benchmark::DoNotOptimize(rep.bits_per_weight);
     });
@@ -134,7 +137,7 @@ void BM_naive_log_fake_quantize(benchmark::State& state) {
     const auto& W = weights<T>();
     grphi::row_matrix<T> out(rows, cols);
     const T lb = static_cast<T>(std::log(static_cast<long double>(B::value)));
-    timed(state, double(W.size()), [&] {
+    timed<T>(state, double(W.size()), [&] {
         for (Eigen::Index r = 0; r < rows; ++r) {
             const T top = std::round(std::log(W.row(r).cwiseAbs().maxCoeff()) / lb);
             for (Eigen::Index c = 0; c < cols; ++c) {

@@ -266,6 +266,27 @@ TEST_CASE("gradients are skipped for constants and accumulate across backward ca
     CHECK(w.grad_or_zero().isZero());
 }
 
+TEST_CASE("a second backward() over every op doubles every gradient") {
+    parameter<double> x(away_from_zero(2, 1 * 6 * 6, 85));
+    parameter<double> k(random_matrix<double>(2, 9, 86));
+    parameter<double> kb(random_matrix<double>(1, 2, 87));
+    parameter<double> w(random_matrix<double>(3, 2 * 3 * 3, 88));
+    tape<double> t;
+    var h = t.conv2d(t.param(x, 1, 6, 6), t.param(k), {3, 3, 1, 1});
+    h = t.flatten(t.max_pool2x2(t.relu(t.add_bias(h, t.param(kb)))));
+    const var loss = t.softmax_cross_entropy(t.matmul(h, t.quantize_ste<grphi::two>(t.param(w), grphi::options{})), std::vector<int>{1, 2});
+    t.backward(loss);
+    std::vector<matrix<double>> once;
+    for (auto* p : {&x, &k, &kb, &w}) once.push_back(p->grad);
+    t.backward(loss);
+    std::size_t i = 0;
+    for (auto* p : {&x, &k, &kb, &w}) {
+        CHECK((p->grad - 2 * once[i]).cwiseAbs().maxCoeff() < 1e-12);
+        CHECK(once[i].cwiseAbs().maxCoeff() > 0);
+        ++i;
+    }
+}
+
 TEST_CASE("the tape reuses its storage across steps") {
     parameter<float> w(random_matrix<float>(8, 6, 90));
     const matrix<float> x = random_matrix<float>(5, 6, 91);

@@ -187,7 +187,8 @@ TEST_CASE_TEMPLATE("container: bit-for-bit round trip for every option set", C, 
 TEST_CASE_TEMPLATE("container: degenerate tensors", C, GRPHI_CONTAINER_COMBOS) {
     using T = typename C::scalar;
     using B = typename C::base;
-    for (auto [rows, cols] : {std::pair<int, int>{0, 0}, {0, 5}, {5, 0}, {1, 1}, {1, 300}, {300, 1}}) {
+    for (const auto& shape : {std::pair<int, int>{0, 0}, {0, 5}, {5, 0}, {1, 1}, {1, 300}, {300, 1}}) {
+        const int rows = shape.first, cols = shape.second;  // not a structured binding: CAPTURE needs a variable
         CAPTURE(rows);
         CAPTURE(cols);
         for (int cluster : {0, 4}) {

@@ -6,6 +6,7 @@
 #endif
 #include <doctest/doctest.h>
 
+#include <grphi/container.hpp>
 #include <grphi/nn.hpp>
 #include <grphi/optim.hpp>
 #include <grphi/quantize.hpp>
@@ -197,6 +198,18 @@ TEST_CASE("a quantized layer trained with AdamW moves its latent weights and low
     }
     CHECK(last < 0.6f * first);
     CHECK((layer.weight.value - initial).cwiseAbs().maxCoeff() > 0.05f);
+}
+
+TEST_CASE("a run-time quantizer stores its tensor in the container; it decodes to the forward's weights") {
+    const auto q = grphi::nn::weight_quantizer::by_name("phi", window_options());
+    const matrix<float> w = random_matrix<float>(5, 40, 13);
+    const auto bytes = grphi::serialize({q.stored("layer.weight", w)});
+    const auto tensors = grphi::deserialize(bytes.data(), bytes.size());
+    REQUIRE(tensors.size() == 1);
+    CHECK(tensors[0].name == "layer.weight");
+    matrix<float> forward;
+    q.fake_quantize(w, forward);
+    CHECK(grphi::dequantize(tensors[0].as<float, grphi::phi>()) == forward);
 }
 
 TEST_CASE("count_correct takes the first maximum of each row") {

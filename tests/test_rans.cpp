@@ -108,6 +108,78 @@ TEST_CASE("rans: layered API round trips for every lane count and scale") {
     }
 }
 
+namespace {
+
+// The payload as docs/container.md describes it, with plain division: an independent reference for
+// the optimised (scalar and AVX2) coders, which must produce exactly these bytes.
+std::vector<std::uint8_t> reference_payload(const rans::frequency_table& t, const std::vector<symbol>& s, unsigned lanes_log2) {
+    const std::size_t lanes = std::size_t{1} << lanes_log2;
+    const std::uint64_t total = std::uint64_t{1} << t.scale_bits;
+    std::vector<std::uint64_t> start(t.alphabet() + 1, 0);
+    for (std::size_t i = 0; i < t.alphabet(); ++i) start[i + 1] = start[i] + t.freq[i];
+    std::vector<std::uint64_t> state(lanes, 1u << 16);
+    std::vector<std::uint16_t> words;  // in reverse read order
+    for (std::size_t i = s.size(); i-- > 0;) {
+        std::uint64_t& x = state[i % lanes];
+        const std::uint64_t f = t.freq[s[i]];
+        if (x >= (f << (32 - t.scale_bits))) {
+            words.push_back(static_cast<std::uint16_t>(x & 0xffff));
+            x >>= 16;
+        }
+        x = (x / f) * total + x % f + start[s[i]];
+        REQUIRE(x < (std::uint64_t{1} << 32));
+    }
+    std::vector<std::uint8_t> out{static_cast<std::uint8_t>(lanes_log2)};
+    for (std::uint64_t x : state)
+        for (int b = 0; b < 4; ++b) out.push_back(static_cast<std::uint8_t>(x >> (8 * b)));
+    for (std::size_t i = words.size(); i-- > 0;) {
+        out.push_back(static_cast<std::uint8_t>(words[i]));
+        out.push_back(static_cast<std::uint8_t>(words[i] >> 8));
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("rans: the coders produce exactly the documented stream (independent reference)") {
+    for (std::size_t n : {2, 31, 32, 33, 1000, 4099, 20000})
+        for (unsigned scale : {9u, 12u, 16u}) {
+            const auto s = laplacian(n, 0.3, 40, 80, n + scale);
+            const auto table = rans::normalize(rans::histogram(s), std::max(scale, rans::detail::ceil_log2(80)));
+            if (table.single_symbol()) continue;  // no payload to compare
+            const auto enc = rans::build_encoder(table);
+            for (unsigned lanes_log2 = 0; lanes_log2 <= rans::max_lanes_log2; ++lanes_log2) {
+                CAPTURE(n);
+                CAPTURE(scale);
+                CAPTURE(lanes_log2);
+                std::vector<std::uint8_t> payload;
+                rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
+                CHECK(payload == reference_payload(table, s, lanes_log2));
+            }
+        }
+}
+
+TEST_CASE("rans: the vector encoder's division magic is exact for every frequency") {
+    std::mt19937_64 rng(99);
+    for (std::uint32_t f = 1; f < 65536; ++f) {
+        // A two-symbol table whose symbol 0 has frequency f.
+        rans::frequency_table table;
+        table.scale_bits = 16;
+        table.freq = {f, 65536 - f};
+        const auto enc = rans::build_encoder(table);
+        const std::uint64_t entry = enc.vector_entries[0];
+        const auto magic = static_cast<std::uint32_t>(entry);
+        REQUIRE((entry >> 48) == f);
+        const unsigned l = rans::detail::ceil_log2(f);
+        for (int trial = 0; trial < 64; ++trial) {
+            const auto x = static_cast<std::uint32_t>(trial < 4 ? 0xffffffffu - static_cast<unsigned>(trial) : rng());
+            const auto hi = static_cast<std::uint32_t>((std::uint64_t{x} * magic) >> 32);
+            const std::uint32_t q = (hi + ((x - hi) >> std::min(l, 1u))) >> (l == 0 ? 0 : l - 1);
+            if (q != x / f) FAIL_CHECK("f=" << f << " x=" << x << ": " << q << " != " << x / f);
+        }
+    }
+}
+
 TEST_CASE("rans: one distinct symbol costs no payload") {
     for (symbol v : {symbol{0}, symbol{5}, symbol{4095}}) {
         const std::vector<symbol> s(1'000'000, v);

@@ -12,9 +12,9 @@
 
 #include <grphi/entropy.hpp>
 #include <grphi/quantize.hpp>
-#include <grphi/rans.hpp>
 
 #include "cli_args.hpp"
+#include "cli_container.hpp"
 #include "cli_input.hpp"
 
 namespace grphi::cli {
@@ -27,6 +27,7 @@ struct tensor_stats {
     std::uint64_t channels = 0;
     double signal = 0;  // sum of w^2
     double noise = 0;   // sum of (w - q)^2
+    std::uint64_t coded_bytes = 0;  // as the container stores it
 
     void merge(const tensor_stats& other) {
         for (const auto& [k, n] : other.exponent_counts) exponent_counts[k] += n;
@@ -35,6 +36,7 @@ struct tensor_stats {
         channels += other.channels;
         signal += other.signal;
         noise += other.noise;
+        coded_bytes += other.coded_bytes;
     }
     std::uint64_t exponent_symbols() const {
         std::uint64_t total = 0;
@@ -53,16 +55,6 @@ struct tensor_stats {
     }
 };
 
-// Bits a static rANS stream of these counts costs: coded payload plus its frequency table.
-inline double rans_stream_bits(const std::vector<std::uint64_t>& counts) {
-    std::vector<std::uint64_t> used;
-    for (const auto c : counts)
-        if (c) used.push_back(c);
-    if (used.empty()) return 0.0;
-    const rans::frequency_table table = rans::normalize(used, rans::choose_scale_bits(used));
-    return rans::coded_bits(used, table) + 8.0 * static_cast<double>(rans::table_bytes(table));
-}
-
 // Per-channel metadata as the entropy report counts it: window (2 x 16 bits) and scale step (5 bits if fitted).
 inline double metadata_bits(const tensor_stats& s, const options& o) {
     return static_cast<double>(s.channels) * (32.0 + (o.fit_scale ? 5.0 : 0.0));
@@ -76,17 +68,15 @@ inline double entropy_bits_per_weight(const tensor_stats& s, const options& o) {
            static_cast<double>(s.weights);
 }
 
-inline double coded_bits_per_weight(const tensor_stats& s, const options& o) {
-    if (s.weights == 0) return 0.0;
-    const std::vector<std::uint64_t> signs(s.sign_counts.begin(), s.sign_counts.end());
-    return (rans_stream_bits(s.exponent_histogram()) + rans_stream_bits(signs) + metadata_bits(s, o)) /
-           static_cast<double>(s.weights);
+// What `quantize` stores for the tensor (all its row parts: directory entries, data, checksums) per weight.
+inline double coded_bits_per_weight(const tensor_stats& s) {
+    return s.weights == 0 ? 0.0 : 8.0 * static_cast<double>(s.coded_bytes) / static_cast<double>(s.weights);
 }
 
-// Quantize rows [r0, r0+count) of W-like data and measure what happened.
+// Quantize rows of a tensor (or all of it), code them as `quantize` would, and measure what happened.
 template <class T, class Base>
-tensor_stats analyse_rows(const row_matrix<T>& W, const options& o) {
-    const packed<T, Base> p = quantize<Base>(W, o);
+tensor_stats analyse_rows(const std::string& part_name, const row_matrix<T>& W, const options& o) {
+    packed<T, Base> p = quantize<Base>(W, o);
     const entropy_report rep = entropy(p);
     tensor_stats s;
     for (std::size_t i = 0; i < rep.histogram.size(); ++i)
@@ -106,6 +96,8 @@ tensor_stats analyse_rows(const row_matrix<T>& W, const options& o) {
         s.signal += signal;
         s.noise += noise;
     }
+    const coded_tensor coded = code_tensor(to_stored(part_name, std::move(p)));
+    s.coded_bytes = coded.section.size() + coded.entry.size();
     return s;
 }
 

@@ -3,6 +3,7 @@
 // Data flow: mapped input -> row chunks (jobs) -> workers: convert, quantize, code -> in-order writer.
 // Every error is one line naming the file (and tensor), exit status 1 (2 for command-line mistakes).
 #include <cstdint>
+#include <malloc.h>
 #include <cstdio>
 #include <exception>
 #include <set>
@@ -121,7 +122,7 @@ int run_report(const arguments& args) {
                 return dispatch(t.type, args.base, [&](auto scalar, auto base) {
                     using T = decltype(scalar);
                     using Base = decltype(base);
-                    return analyse_rows<T, Base>(load_rows<T>(in, j), args.opts);
+                    return analyse_rows<T, Base>(t.name, load_rows<T>(in, j), args.opts);
                 });
             } catch (const std::exception& error) {
                 rethrow_with_context(in, j, error);
@@ -171,7 +172,7 @@ int run_report(const arguments& args) {
         total.merge(s);
         const double exponent_entropy = shannon_entropy(s.exponent_histogram());
         const double entropy_bpw = entropy_bits_per_weight(s, args.opts);
-        const double coded_bpw = coded_bits_per_weight(s, args.opts);
+        const double coded_bpw = coded_bits_per_weight(s);
         coded_bits += coded_bpw * static_cast<double>(s.weights);
         if (args.csv)
             std::printf("%s,%s,%s,%s,%llu,%zu,%.4f,%.4f,%.4f,%s\n", t.name.c_str(), safetensors::dtype_name(t.type),
@@ -201,25 +202,6 @@ int run_report(const arguments& args) {
                     static_cast<unsigned long long>(total.weights + exact_weights), overall);
     }
     return 0;
-}
-
-// A packed tensor's arrays moved (not copied) into a container tensor.
-template <class T, class Base>
-stored_tensor to_stored(std::string name, packed<T, Base>&& p) {
-    stored_tensor s;
-    s.name = std::move(name);
-    s.scalar = scalar_kind_of<T>();
-    s.base_name = Base::name;
-    s.base_value = static_cast<double>(static_cast<long double>(Base::value));
-    s.rows = p.rows;
-    s.cols = p.cols;
-    s.opts = p.opts;
-    s.signs = std::move(p.signs);
-    s.exponents = std::move(p.exponents);
-    s.window_lo = std::move(p.window_lo);
-    s.window_hi = std::move(p.window_hi);
-    s.scale_steps = std::move(p.scale_steps);
-    return s;
 }
 
 // Container names of every job, and the manifest that ties them to the source tensors.
@@ -439,6 +421,10 @@ int run_decode(const arguments& args) {
 
 int main(int argc, char** argv) {
     using namespace grphi::cli;
+    // Row chunks allocate and free the same large buffers over and over: keep them in the heap instead of
+    // fresh mmaps whose pages fault in anew each time (the peak is unchanged).
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     arguments args;
     try {
         args = parse_arguments(argc, argv);

@@ -345,6 +345,7 @@ private:
         matrix_type grad;
         matrix_type scratch;   // op-specific: im2col columns, softmax probabilities, clip mask
         matrix_type scratch2;  // op-specific: GEMM output/gradient in channel-major layout
+        matrix_type scratch3;  // op-specific: im2col column gradient
         std::vector<int> indices;  // op-specific: max-pool argmax, labels
         const matrix_type* external_value = nullptr;  // parameter leaves read the parameter in place
         parameter<T>* param = nullptr;
@@ -523,9 +524,9 @@ private:
                 n.scratch2.row(o).segment(s * positions, positions) = n.grad.row(s).segment(o * positions, positions);
         if (t.nodes_[n.in1].needs_grad) t.accumulate(n.in1, n.scratch2 * n.scratch.transpose());
         if (t.nodes_[n.in0].needs_grad) {
-            // Reuse the im2col buffer for the column gradient: the forward columns are no longer needed.
-            n.scratch.noalias() = t.value_of(n.in1).transpose() * n.scratch2;
-            col2im_add(n.scratch, n.geometry, t.gradient_for_scatter(n.in0));
+            // Own buffer for the column gradient: the columns stay valid for a second backward().
+            n.scratch3.noalias() = t.value_of(n.in1).transpose() * n.scratch2;
+            col2im_add(n.scratch3, n.geometry, t.gradient_for_scatter(n.in0));
         }
     }
 

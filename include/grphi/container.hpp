@@ -217,6 +217,10 @@ void for_each_exponent(const stored_tensor& t, const tensor_geometry& g, Visit&&
     for (std::uint64_t r = 0; r < g.rows; ++r) {
         const std::uint64_t ch = g.channel_of_row(r);
         const std::int8_t* row_signs = t.signs.data() + r * g.cols;
+        if (g.block == 1) {  // one exponent per weight: the common case, kept branch-light
+            for (std::uint64_t i = 0; i < g.cols; ++i) visit(r * g.cols + i, ch, row_signs[i] != 0);
+            continue;
+        }
         for (std::uint64_t b = 0; b < g.blocks_per_row; ++b) {
             const std::uint64_t begin = b * g.block;
             const std::uint64_t end = std::min(g.cols, begin + g.block);
@@ -256,6 +260,8 @@ inline void write_tensor_data(const stored_tensor& t, std::vector<std::uint8_t>&
     });
     std::vector<std::int16_t> stored_exponents;
     std::vector<std::int16_t> stored_tops;
+    stored_exponents.reserve(t.exponents.size());
+    stored_tops.reserve(t.exponents.size());
     for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
         if (nonzero || !skip_zeros) {
             stored_exponents.push_back(t.exponents[i]);

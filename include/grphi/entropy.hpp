@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#endif
+
 #include "packed.hpp"
 
 namespace grphi {
@@ -74,6 +78,82 @@ inline void masked_histogram(const std::int16_t* exponents, const std::int8_t* k
     }
 }
 
+
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// One row's kept exponents equal to first + j, j < width <= 32: a channel's alphabet is its window,
+// so one compare per symbol and 32 weights counts them in 16-bit lanes (flushed before they can
+// overflow). Also counts the row's nonzero and negative signs.
+inline void count_window_symbols(const std::int16_t* exponents, const std::int8_t* signs, std::size_t n, int first,
+                                 int width, std::uint64_t* counts, std::uint64_t& nonzero, std::uint64_t& negative) {
+    constexpr std::size_t lanes = 32;
+    constexpr std::size_t chunk = lanes * 32767;  // a lane gains at most one per vector
+    const __m512i one = _mm512_set1_epi16(1);
+    for (int pass = 0; pass < width; pass += 16) {
+        __m512i symbol[16], count[16];
+        for (int j = 0; j < 16; ++j) {
+            symbol[j] = _mm512_set1_epi16(static_cast<std::int16_t>(first + pass + j));
+            count[j] = _mm512_setzero_si512();
+        }
+        auto step = [&](__m256i s, __m512i e) {
+            const __mmask32 keep = _mm256_test_epi8_mask(s, s);
+            for (int j = 0; j < 16; ++j)
+                count[j] = _mm512_mask_add_epi16(count[j], _mm512_mask_cmpeq_epi16_mask(keep, e, symbol[j]), count[j], one);
+            if (pass == 0) {
+                nonzero += static_cast<std::uint64_t>(__builtin_popcount(keep));
+                negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s)));
+            }
+        };
+        for (std::size_t start = 0; start < n; start += chunk) {
+            const std::size_t end = std::min(n, start + chunk);
+            std::size_t i = start;
+            for (; i + lanes <= end; i += lanes)
+                step(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(signs + i)), _mm512_loadu_si512(exponents + i));
+            if (i < end) {
+                const auto m = static_cast<__mmask32>((std::uint64_t(1) << (end - i)) - 1);
+                step(_mm256_maskz_loadu_epi8(m, signs + i), _mm512_maskz_loadu_epi16(m, exponents + i));
+            }
+            for (int j = 0; j < 16 && pass + j < width; ++j) {
+                counts[pass + j] += static_cast<std::uint64_t>(_mm512_reduce_add_epi32(_mm512_madd_epi16(count[j], one)));
+                count[j] = _mm512_setzero_si512();
+            }
+        }
+    }
+}
+#endif
+
+// Unclustered tensors whose channel windows are all narrow: per-row SIMD counts of each channel's
+// alphabet, signs counted on the way. False (nothing counted) when this route does not apply.
+template <class T, class Base>
+bool count_narrow_windows(const packed<T, Base>& p, int lo, std::vector<std::uint64_t>& hist,
+                          std::array<std::uint64_t, 3>& sign_counts) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (p.opts.clustered()) return false;
+    for (std::size_t c = 0; c < p.window_lo.size(); ++c)
+        if (p.window_hi[c] - p.window_lo[c] >= 32) return false;
+    const auto n = static_cast<std::size_t>(p.cols);
+    for (Eigen::Index r = 0; r < p.rows; ++r) {
+        const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
+        const int first = p.window_lo[ch], width = p.window_hi[ch] - first + 1;
+        const std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * n;
+        const std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
+        std::uint64_t counts[32] = {}, nonzero = 0, negative = 0, total = 0;
+        count_window_symbols(exps, signs, n, first, width, counts, nonzero, negative);
+        sign_counts[0] += negative;
+        sign_counts[1] += n - nonzero;
+        sign_counts[2] += nonzero - negative;
+        for (int j = 0; j < width; ++j) total += counts[j];
+        if (total == nonzero) {
+            for (int j = 0; j < width; ++j) hist[static_cast<std::size_t>(first - lo + j)] += counts[j];
+        } else {  // some exponents lie outside their channel window: the general count
+            masked_histogram(exps, signs, n, lo, hist.size(), hist);
+        }
+    }
+    return true;
+#else
+    (void)p, (void)lo, (void)hist, (void)sign_counts;
+    return false;
+#endif
+}
 }  // namespace detail
 
 template <class T, class Base>
@@ -88,28 +168,29 @@ entropy_report entropy(const packed<T, Base>& p) {
     const auto bins = static_cast<std::size_t>(hi - lo + 1);
     rep.histogram.assign(bins, 0);
 
-    for (auto s : p.signs) rep.sign_counts[static_cast<std::size_t>(s + 1)]++;
-    rep.nonzero = rep.sign_counts[0] + rep.sign_counts[2];
-
-    const auto n = static_cast<std::size_t>(p.cols);
-    if (!p.opts.clustered()) {
-        detail::masked_histogram(p.exponents.data(), p.signs.data(), p.size(), lo, bins, rep.histogram);
-    } else {
-        // A block's exponent is stored when any member is nonzero.
-        const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
-        const auto size = static_cast<std::size_t>(p.block_size());
-        std::vector<std::int8_t> block_used(per_row);
-        for (Eigen::Index r = 0; r < p.rows; ++r) {
-            const std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
-            for (std::size_t b = 0; b < per_row; ++b) {
-                std::int8_t used = 0;
-                for (std::size_t i = b * size, e = std::min(n, i + size); i < e; ++i) used |= signs[i];
-                block_used[b] = used;
+    if (!detail::count_narrow_windows(p, lo, rep.histogram, rep.sign_counts)) {
+        for (auto s : p.signs) rep.sign_counts[static_cast<std::size_t>(s + 1)]++;
+        if (!p.opts.clustered()) {
+            detail::masked_histogram(p.exponents.data(), p.signs.data(), p.size(), lo, bins, rep.histogram);
+        } else {
+            // A block's exponent is stored when any member is nonzero.
+            const auto n = static_cast<std::size_t>(p.cols);
+            const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
+            const auto size = static_cast<std::size_t>(p.block_size());
+            std::vector<std::int8_t> block_used(per_row);
+            for (Eigen::Index r = 0; r < p.rows; ++r) {
+                const std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
+                for (std::size_t b = 0; b < per_row; ++b) {
+                    std::int8_t used = 0;
+                    for (std::size_t i = b * size, e = std::min(n, i + size); i < e; ++i) used |= signs[i];
+                    block_used[b] = used;
+                }
+                detail::masked_histogram(p.exponents.data() + static_cast<std::size_t>(r) * per_row, block_used.data(),
+                                         per_row, lo, bins, rep.histogram);
             }
-            detail::masked_histogram(p.exponents.data() + static_cast<std::size_t>(r) * per_row, block_used.data(),
-                                     per_row, lo, bins, rep.histogram);
         }
     }
+    rep.nonzero = rep.sign_counts[0] + rep.sign_counts[2];
     for (auto c : rep.histogram) rep.exponent_symbols += c;
     rep.exponent_entropy = shannon_entropy(rep.histogram);
     std::vector<std::uint64_t> signs(rep.sign_counts.begin(), rep.sign_counts.end());

@@ -16,6 +16,7 @@
 
 #include "autodiff.hpp"
 #include "base.hpp"
+#include "container.hpp"
 #include "entropy.hpp"
 #include "options.hpp"
 #include "quantize.hpp"
@@ -37,6 +38,7 @@ public:
         q.float_fn_ = &ad::detail::fake_quantize_into<Base, float>;
         q.double_fn_ = &ad::detail::fake_quantize_into<Base, double>;
         q.entropy_fn_ = &entropy_of<Base>;
+        q.store_fn_ = &store_as<Base>;
         return q;
     }
 
@@ -72,6 +74,9 @@ public:
     // Entropy estimate of quantize<base>(w, opts): bits per weight including signs and metadata.
     grphi::entropy_report entropy(const ad::matrix<float>& w) const { return entropy_fn_(w, opts_); }
 
+    // quantize<base>(w, opts) as a named tensor for the .grphi container (grphi::serialize / save).
+    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const { return store_fn_(std::move(name), w, opts_); }
+
     template <class T>
     ad::var apply(ad::tape<T>& t, ad::var w) const {
         return t.quantize_ste(w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
@@ -83,6 +88,11 @@ private:
         return grphi::entropy(grphi::quantize<Base>(w, opts));
     }
 
+    template <class Base>
+    static grphi::stored_tensor store_as(std::string name, const ad::matrix<float>& w, const grphi::options& opts) {
+        return grphi::named(std::move(name), grphi::quantize<Base>(w, opts));
+    }
+
     weight_quantizer() = default;
     const char* base_name_ = "";
     grphi::options opts_;
@@ -91,6 +101,7 @@ private:
     ad::fake_quantize_fn<float> float_fn_ = nullptr;
     ad::fake_quantize_fn<double> double_fn_ = nullptr;
     grphi::entropy_report (*entropy_fn_)(const ad::matrix<float>&, const grphi::options&) = nullptr;
+    grphi::stored_tensor (*store_fn_)(std::string, const ad::matrix<float>&, const grphi::options&) = nullptr;
 };
 
 namespace detail {

@@ -21,11 +21,12 @@
 #include "options.hpp"
 #include "packed.hpp"
 
-// GCC 12's own AVX-512 intrinsics (their _mm512_undefined_* operands) raise a bogus
-// -Wmaybe-uninitialized once inlined here under -march=native; nothing in this file is uninitialized.
+// GCC 12's own AVX-512 intrinsics (their self-initialized _mm512_undefined_* operands) raise bogus
+// -W(maybe-)uninitialized once inlined here under -march=native; nothing in this file is uninitialized.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace grphi {
@@ -470,9 +471,18 @@ public:
 
     // Largest magnitude of a row as bits (>= inf_bits means the row holds NaN or Inf).
     static I row_max_bits(const T* w, std::size_t n) {
-        ibatch m(I(0));
+        // Four independent maxima keep several loads in flight; the max of magnitude bits is order-free.
+        ibatch m(I(0)), m1(I(0)), m2(I(0)), m3(I(0));
+        const ibatch magnitude(magnitude_mask);
         std::size_t i = 0;
-        for (; i + lanes <= n; i += lanes) m = xsimd::max(m, load_bits(w + i) & ibatch(magnitude_mask));
+        for (; i + 4 * lanes <= n; i += 4 * lanes) {
+            m = xsimd::max(m, load_bits(w + i) & magnitude);
+            m1 = xsimd::max(m1, load_bits(w + i + lanes) & magnitude);
+            m2 = xsimd::max(m2, load_bits(w + i + 2 * lanes) & magnitude);
+            m3 = xsimd::max(m3, load_bits(w + i + 3 * lanes) & magnitude);
+        }
+        for (; i + lanes <= n; i += lanes) m = xsimd::max(m, load_bits(w + i) & magnitude);
+        m = xsimd::max(xsimd::max(m, m1), xsimd::max(m2, m3));
         alignas(64) I lanes_max[lanes];
         m.store_aligned(lanes_max);
         I best = 0;
@@ -877,18 +887,32 @@ void validate(const packed<T, Base>& p) {
                  std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(g.k_lo) + ", " +
                  std::to_string(g.k_hi) + "]");
     }
+    // Branch-free min/max scans (they vectorize); the first offender is searched only on failure.
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     for (Eigen::Index r = 0; r < p.rows; ++r) {
         const auto c = static_cast<std::size_t>(p.channel_of_row(r));
+        const std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
+        std::int16_t low = std::numeric_limits<std::int16_t>::max(), high = std::numeric_limits<std::int16_t>::min();
         for (std::size_t b = 0; b < per_row; ++b) {
-            const int k = p.exponents[static_cast<std::size_t>(r) * per_row + b];
+            low = std::min(low, exps[b]);
+            high = std::max(high, exps[b]);
+        }
+        if (per_row == 0 || (low >= p.window_lo[c] && high <= p.window_hi[c])) continue;
+        for (std::size_t b = 0; b < per_row; ++b) {
+            const int k = exps[b];
             if (k < p.window_lo[c] || k > p.window_hi[c])
                 fail("exponent " + std::to_string(k) + " at row " + std::to_string(r) + ", block " + std::to_string(b) +
                      " is outside its channel window");
         }
     }
-    for (auto s : p.signs)
-        if (s < -1 || s > 1) fail("sign value " + std::to_string(s) + " is not -1, 0 or +1");
+    std::int8_t low = 0, high = 0;
+    for (auto s : p.signs) {
+        low = std::min(low, s);
+        high = std::max(high, s);
+    }
+    if (low < -1 || high > 1)
+        for (auto s : p.signs)
+            if (s < -1 || s > 1) fail("sign value " + std::to_string(s) + " is not -1, 0 or +1");
 }
 
 // Rebuilds the weights into out (any Eigen matrix of the right shape; plain matrices are resized).

@@ -22,6 +22,15 @@
 
 #include "error.hpp"
 
+// x86-64 with GCC/Clang: an AVX2 decoder for 16 and 32 lanes, chosen at run time (target attributes,
+// so no -mavx2 is needed); it reads and writes exactly what the scalar decoder does.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define GRPHI_RANS_AVX2 1
+#include <immintrin.h>
+#else
+#define GRPHI_RANS_AVX2 0
+#endif
+
 namespace grphi::rans {
 
 using symbol = std::uint16_t;
@@ -64,15 +73,27 @@ inline unsigned ceil_log2(std::uint64_t v) {
     return bits;
 }
 
+// Little-endian 16-bit access; one plain load/store on little-endian hosts.
 inline std::uint32_t load_u16(const std::uint8_t* p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::uint16_t v;
+    std::memcpy(&v, p, 2);
+    return v;
+#else
     return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8);
+#endif
 }
 inline std::uint32_t load_u32(const std::uint8_t* p) {
     return load_u16(p) | (load_u16(p + 2) << 16);
 }
 inline void store_u16(std::uint8_t* p, std::uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const auto w = static_cast<std::uint16_t>(v);
+    std::memcpy(p, &w, 2);
+#else
     p[0] = static_cast<std::uint8_t>(v);
     p[1] = static_cast<std::uint8_t>(v >> 8);
+#endif
 }
 
 // Calls f(0), f(1), ..., f(N-1) with compile-time indices: the lane loop unrolled on every compiler,
@@ -379,7 +400,11 @@ struct encoder_symbol {
 
 struct encoder_table {
     unsigned scale_bits = 0;
-    std::vector<encoder_symbol> symbols;
+    std::vector<encoder_symbol> symbols;  // alphabet + 1 entries; the last (freq 0) catches invalid symbols
+    // For the vector encoder, per symbol: division magic | (start | freq << 16) << 32, where
+    // x / freq = (t + ((x - t) >> min(l, 1))) >> max(l - 1, 0), t = mulhi32(x, magic), l = ceil(log2 freq)
+    // (Granlund-Montgomery, exact for every 32-bit x).
+    std::vector<std::uint64_t> vector_entries;
 };
 
 // A decoder slot packed in 64 bits (one load): freq | (slot - start) << 16 | symbol << 32.
@@ -391,12 +416,17 @@ struct decoder_table {
     unsigned scale_bits = 0;
     std::size_t alphabet = 0;
     std::vector<std::uint64_t> slots;  // 2^scale_bits packed entries (pack_slot)
+    // Small tables (scale_bits <= 12, alphabet <= 256) also as 32 bits per slot for the vector decoder:
+    // freq | (slot - start) << 12 | symbol << 24; one 8-wide gather instead of two 4-wide ones.
+    std::vector<std::uint32_t> compact_slots;
 };
 
 inline encoder_table build_encoder(const frequency_table& table) {
     encoder_table enc;
     enc.scale_bits = table.scale_bits;
-    enc.symbols.assign(table.alphabet(), encoder_symbol{0, 0, 0, 0, 0});
+    // One extra all-zero entry: symbols outside the alphabet are clamped onto it and flagged by freq == 0.
+    enc.symbols.assign(table.alphabet() + 1, encoder_symbol{0, 0, 0, 0, 0});
+    enc.vector_entries.assign(table.alphabet() + 1, 0);
     if (table.single_symbol()) return enc;
     const std::uint32_t total = table.total();
     std::uint32_t start = 0;
@@ -415,6 +445,11 @@ inline encoder_table build_encoder(const frequency_table& table) {
                 e.bias = start;
             }
         }
+        if (f != 0) {
+            const unsigned l = detail::ceil_log2(f);
+            const std::uint64_t magic = ((std::uint64_t{1} << 32) * ((std::uint64_t{1} << l) - f)) / f + 1;
+            enc.vector_entries[s] = magic | (std::uint64_t{start | (f << 16)} << 32);
+        }
         start += f;
     }
     return enc;
@@ -432,6 +467,13 @@ inline decoder_table build_decoder(const frequency_table& table) {
             dec.slots[slot] = pack_slot(table.freq[s], i, static_cast<std::uint32_t>(s));
     }
     if (slot != table.total()) throw std::logic_error("grphi::rans::build_decoder: frequencies do not fill the slots");
+    if (table.scale_bits <= 12 && table.alphabet() <= 256) {
+        dec.compact_slots.resize(dec.slots.size());
+        for (std::size_t i = 0; i < dec.slots.size(); ++i) {
+            const std::uint64_t e = dec.slots[i];
+            dec.compact_slots[i] = static_cast<std::uint32_t>((e & 0xfff) | (((e >> 16) & 0xfff) << 12) | (((e >> 32) & 0xff) << 24));
+        }
+    }
     return dec;
 }
 
@@ -443,29 +485,276 @@ inline decoder_table build_decoder(const frequency_table& table) {
 inline unsigned default_lanes_log2(std::size_t n) {
     if (n < 2048) return 0;
     if (n < (std::size_t{1} << 18)) return 2;
-    return 4;
+    if (n < (std::size_t{1} << 20)) return 4;
+    return 5;
 }
 
 namespace detail {
 
+
+#if GRPHI_RANS_AVX2
+inline bool cpu_has_avx2() {
+    static const bool yes = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    }();
+    return yes;
+}
+
+// For each 8-bit refill mask, the permutation that hands lane j the word of rank popcount(mask below j).
+inline const std::uint32_t* refill_permutations() {
+    static const std::vector<std::uint32_t> table = [] {
+        std::vector<std::uint32_t> t(256 * 8);
+        for (unsigned mask = 0; mask < 256; ++mask)
+            for (unsigned j = 0, rank = 0; j < 8; ++j) {
+                t[mask * 8 + j] = rank;
+                rank += (mask >> j) & 1;
+            }
+        return t;
+    }();
+    return table.data();
+}
+
+// One decode step for 8 lanes: returns their symbols (32-bit), advances the states.
+__attribute__((target("avx2"), always_inline)) inline __m256i avx2_decode(__m256i& x, const long long* slots, __m256i mask,
+                                                                           __m128i shift) {
+    const __m256i evens_then_odds = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i slot = _mm256_and_si256(x, mask);
+    const __m256i e0 = _mm256_i32gather_epi64(slots, _mm256_castsi256_si128(slot), 8);
+    const __m256i e1 = _mm256_i32gather_epi64(slots, _mm256_extracti128_si256(slot, 1), 8);
+    const __m256i a = _mm256_permutevar8x32_epi32(e0, evens_then_odds);
+    const __m256i b = _mm256_permutevar8x32_epi32(e1, evens_then_odds);
+    const __m256i freq_bias = _mm256_permute2x128_si256(a, b, 0x20);
+    const __m256i freq = _mm256_and_si256(freq_bias, _mm256_set1_epi32(0xffff));
+    x = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(x, shift)), _mm256_srli_epi32(freq_bias, 16));
+    return _mm256_permute2x128_si256(a, b, 0x31);
+}
+
+// The same step from the compact 32-bit table.
+__attribute__((target("avx2"), always_inline)) inline __m256i avx2_decode_compact(__m256i& x, const int* slots, __m256i mask,
+                                                                                   __m128i shift) {
+    const __m256i low12 = _mm256_set1_epi32(0xfff);
+    const __m256i e = _mm256_i32gather_epi32(slots, _mm256_and_si256(x, mask), 4);
+    const __m256i freq = _mm256_and_si256(e, low12);
+    const __m256i bias = _mm256_and_si256(_mm256_srli_epi32(e, 12), low12);
+    x = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(x, shift)), bias);
+    return _mm256_srli_epi32(e, 24);
+}
+
+template <bool Compact>
+__attribute__((target("avx2"), always_inline)) inline __m256i avx2_decode_with(__m256i& x, const long long* slots,
+                                                                                const int* compact, __m256i mask,
+                                                                                __m128i shift) {
+    if constexpr (Compact) return avx2_decode_compact(x, compact, mask, shift);
+    else return avx2_decode(x, slots, mask, shift);
+}
+
+// Refills the 8 lanes below 2^16 from the next words, in lane order (as the scalar decoder reads).
+__attribute__((target("avx2,popcnt"), always_inline)) inline void avx2_refill(__m256i& x, const std::uint8_t*& p,
+                                                                               const std::uint32_t* permutations) {
+    const __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), _mm256_setzero_si256());
+    const auto bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(need)));
+    const __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i order = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(permutations + 8 * bits));
+    const __m256i refilled = _mm256_or_si256(_mm256_slli_epi32(x, 16), _mm256_permutevar8x32_epi32(words, order));
+    x = _mm256_blendv_epi8(x, refilled, need);
+    p += 2 * static_cast<unsigned>(__builtin_popcount(bits));
+}
+
+__attribute__((target("avx2"), always_inline)) inline void avx2_store_symbols(symbol* out, __m256i lo, __m256i hi) {
+    const __m256i packed16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), packed16);
+}
+
+// Fast path for 8*Vectors lanes (2 or 4 vectors, named so they stay in registers), whole groups only,
+// while 2*lanes bytes remain (no read can overrun). Returns the next group; state and ptr advance
+// exactly as in the scalar loop.
+template <unsigned Vectors, bool Compact>
+__attribute__((target("avx2,popcnt"))) inline std::size_t decode_groups_avx2(const decoder_table& dec,
+                                                                               std::uint32_t* state, const std::uint8_t*& ptr,
+                                                                               const std::uint8_t* end, symbol* out,
+                                                                               std::size_t g, std::size_t groups) {
+    static_assert(Vectors == 2 || Vectors == 4, "16 or 32 lanes");
+    constexpr std::size_t lanes = 8 * Vectors;
+    const unsigned scale = dec.scale_bits;
+    const auto* slots = reinterpret_cast<const long long*>(dec.slots.data());
+    const auto* compact = reinterpret_cast<const int*>(dec.compact_slots.data());
+    const std::uint32_t* permutations = refill_permutations();
+    const __m256i mask = _mm256_set1_epi32(static_cast<int>((std::uint32_t{1} << scale) - 1));
+    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(scale));
+    auto* states = reinterpret_cast<__m256i*>(state);
+    __m256i x0 = _mm256_loadu_si256(states), x1 = _mm256_loadu_si256(states + 1);
+    __m256i x2 = x0, x3 = x0;
+    if constexpr (Vectors == 4) {
+        x2 = _mm256_loadu_si256(states + 2);
+        x3 = _mm256_loadu_si256(states + 3);
+    }
+    const std::uint8_t* p = ptr;
+    for (; g < groups && static_cast<std::size_t>(end - p) >= 2 * lanes; ++g) {
+        symbol* group = out + g * lanes;
+        const __m256i s0 = avx2_decode_with<Compact>(x0, slots, compact, mask, shift);
+        const __m256i s1 = avx2_decode_with<Compact>(x1, slots, compact, mask, shift);
+        if constexpr (Vectors == 4) {
+            const __m256i s2 = avx2_decode_with<Compact>(x2, slots, compact, mask, shift);
+            const __m256i s3 = avx2_decode_with<Compact>(x3, slots, compact, mask, shift);
+            avx2_store_symbols(group + 16, s2, s3);
+        }
+        avx2_store_symbols(group, s0, s1);
+        avx2_refill(x0, p, permutations);
+        avx2_refill(x1, p, permutations);
+        if constexpr (Vectors == 4) {
+            avx2_refill(x2, p, permutations);
+            avx2_refill(x3, p, permutations);
+        }
+    }
+    _mm256_storeu_si256(states, x0);
+    _mm256_storeu_si256(states + 1, x1);
+    if constexpr (Vectors == 4) {
+        _mm256_storeu_si256(states + 2, x2);
+        _mm256_storeu_si256(states + 3, x3);
+    }
+    ptr = p;
+    return g;
+}
+// For each 8-bit emit mask, the permutation that packs the emitting lanes' words, in lane order, at the
+// top of 8 slots (slot 8 - k + i takes the i-th emitting lane), so one store ends exactly at the pointer.
+inline const std::uint32_t* emit_permutations() {
+    static const std::vector<std::uint32_t> table = [] {
+        std::vector<std::uint32_t> t(256 * 8, 0);
+        for (unsigned mask = 0; mask < 256; ++mask) {
+            const auto k = static_cast<unsigned>(__builtin_popcount(mask));
+            for (unsigned j = 0, i = 0; j < 8; ++j)
+                if ((mask >> j) & 1) t[mask * 8 + (8 - k) + i++] = j;
+        }
+        return t;
+    }();
+    return table.data();
+}
+
+__attribute__((target("avx2"), always_inline)) inline __m256i avx2_mulhi_epu32(__m256i a, __m256i b) {
+    const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(a, b), 32);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32));
+    return _mm256_blend_epi32(even, odd, 0xAA);
+}
+
+// Encodes 8 lanes: first the words of the lanes whose state is too large (written below p in lane order),
+// then the symbols, as the scalar encoder does lane by lane.
+__attribute__((target("avx2,popcnt"), always_inline)) inline void avx2_encode(__m256i& x, const symbol* symbols,
+                                                                               const long long* entries, __m256i sentinel,
+                                                                               __m128i freq_to_max, __m256i total,
+                                                                               std::uint8_t*& p, const std::uint32_t* permutations,
+                                                                               __m256i& missing) {
+    const __m256i evens_then_odds = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i low16 = _mm256_set1_epi32(0xffff);
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i index = _mm256_min_epu32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(symbols))),
+                                           sentinel);
+    const __m256i e0 = _mm256_i32gather_epi64(entries, _mm256_castsi256_si128(index), 8);
+    const __m256i e1 = _mm256_i32gather_epi64(entries, _mm256_extracti128_si256(index, 1), 8);
+    const __m256i a = _mm256_permutevar8x32_epi32(e0, evens_then_odds);
+    const __m256i b = _mm256_permutevar8x32_epi32(e1, evens_then_odds);
+    const __m256i magic = _mm256_permute2x128_si256(a, b, 0x20);
+    const __m256i start_freq = _mm256_permute2x128_si256(a, b, 0x31);
+    const __m256i freq = _mm256_srli_epi32(start_freq, 16);
+    missing = _mm256_or_si256(missing, _mm256_cmpeq_epi32(freq, _mm256_setzero_si256()));
+    const __m256i x_max = _mm256_sll_epi32(freq, freq_to_max);
+    const __m256i emit = _mm256_cmpeq_epi32(_mm256_max_epu32(x, x_max), x);  // x >= x_max, unsigned
+    const auto bits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(emit)));
+    const __m256i order = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(permutations + 8 * bits));
+    const __m256i words = _mm256_permutevar8x32_epi32(_mm256_and_si256(x, low16), order);
+    const __m256i words16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(words, words), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p - 16), _mm256_castsi256_si128(words16));
+    p -= 2 * static_cast<unsigned>(__builtin_popcount(bits));
+    x = _mm256_blendv_epi8(x, _mm256_srli_epi32(x, 16), emit);
+    // q = x / freq; the shifts come from floor(log2(freq - 1)) read off a float's exponent field.
+    const __m256i t = avx2_mulhi_epu32(x, magic);
+    const __m256i freq_minus_1 = _mm256_sub_epi32(freq, one);
+    const __m256i log_floor = _mm256_sub_epi32(
+        _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(freq_minus_1)), 23), _mm256_set1_epi32(127));
+    const __m256i shift2 = _mm256_max_epi32(log_floor, _mm256_setzero_si256());
+    const __m256i shift1 = _mm256_min_epu32(freq_minus_1, one);
+    const __m256i q = _mm256_srlv_epi32(_mm256_add_epi32(t, _mm256_srlv_epi32(_mm256_sub_epi32(x, t), shift1)), shift2);
+    const __m256i start = _mm256_and_si256(start_freq, low16);
+    x = _mm256_add_epi32(_mm256_add_epi32(x, start), _mm256_mullo_epi32(q, _mm256_sub_epi32(total, freq)));
+}
+
+// Whole groups from the last down to the first, 8*Vectors lanes; needs 16 bytes of room below ptr.
+// Returns nonzero when a symbol had no frequency.
+template <unsigned Vectors>
+__attribute__((target("avx2,popcnt"))) inline std::uint32_t encode_groups_avx2(const encoder_table& enc, const symbol* symbols,
+                                                                       std::size_t groups, std::uint32_t* state,
+                                                                       std::uint8_t*& ptr) {
+    static_assert(Vectors == 2 || Vectors == 4, "16 or 32 lanes");
+    constexpr std::size_t lanes = 8 * Vectors;
+    const auto* entries = reinterpret_cast<const long long*>(enc.vector_entries.data());
+    const std::uint32_t* permutations = emit_permutations();
+    const __m128i freq_to_max = _mm_cvtsi32_si128(static_cast<int>(32 - enc.scale_bits));
+    const __m256i total = _mm256_set1_epi32(static_cast<int>(std::uint32_t{1} << enc.scale_bits));
+    const __m256i sentinel = _mm256_set1_epi32(static_cast<int>(enc.vector_entries.size() - 1));
+    __m256i missing = _mm256_setzero_si256();
+    auto* states = reinterpret_cast<__m256i*>(state);
+    __m256i x0 = _mm256_loadu_si256(states), x1 = _mm256_loadu_si256(states + 1);
+    __m256i x2 = x0, x3 = x0;
+    if constexpr (Vectors == 4) {
+        x2 = _mm256_loadu_si256(states + 2);
+        x3 = _mm256_loadu_si256(states + 3);
+    }
+    std::uint8_t* p = ptr;
+    for (std::size_t g = groups; g-- > 0;) {
+        const symbol* group = symbols + g * lanes;
+        if constexpr (Vectors == 4) {
+            avx2_encode(x3, group + 24, entries, sentinel, freq_to_max, total, p, permutations, missing);
+            avx2_encode(x2, group + 16, entries, sentinel, freq_to_max, total, p, permutations, missing);
+        }
+        avx2_encode(x1, group + 8, entries, sentinel, freq_to_max, total, p, permutations, missing);
+        avx2_encode(x0, group, entries, sentinel, freq_to_max, total, p, permutations, missing);
+    }
+    _mm256_storeu_si256(states, x0);
+    _mm256_storeu_si256(states + 1, x1);
+    if constexpr (Vectors == 4) {
+        _mm256_storeu_si256(states + 2, x2);
+        _mm256_storeu_si256(states + 3, x3);
+    }
+    ptr = p;
+    return static_cast<std::uint32_t>(_mm256_movemask_epi8(missing));
+}
+#endif
+
+// Returns false when a symbol had no frequency in the table (the output is then garbage).
 template <unsigned Lanes>
-inline void encode_lanes(const encoder_table& enc, const symbol* symbols, std::size_t n, std::uint8_t*& ptr) {
+inline bool encode_lanes(const encoder_table& enc, const symbol* symbols, std::size_t n, std::uint8_t*& out_ptr) {
+    std::uint8_t* ptr = out_ptr;  // a local: byte stores through a uint8_t*& could alias the pointer itself
     std::uint32_t state[Lanes];
     for (unsigned j = 0; j < Lanes; ++j) state[j] = state_lower;
     const encoder_symbol* table = enc.symbols.data();
+    const std::size_t sentinel = enc.symbols.size() - 1;
+    std::uint32_t missing = 0;  // becomes nonzero when a symbol has no frequency (checked once at the end)
     auto step = [&](std::uint32_t& x, symbol s) {
-        const encoder_symbol& e = table[s];
+        const encoder_symbol& e = table[s < sentinel ? s : sentinel];
+        missing |= e.freq == 0;
+        // Branch-free renormalisation (the emit bit is data-dependent): the word is written always and
+        // kept only when emitting; masks instead of ?: so compilers do not reintroduce a branch.
         const std::uint32_t emit = x >= e.x_max;
-        store_u16(ptr - 2, x);  // written always, kept only when emitting (branch-free)
+        const std::uint32_t keep_high = 0u - emit;
+        store_u16(ptr - 2, x);
         ptr -= 2 * emit;
-        x >>= 16 * emit;
+        x = (x & ~keep_high) | ((x >> 16) & keep_high);
         const auto q = static_cast<std::uint32_t>(mul_high(x, e.reciprocal));
         x = x + e.bias + q * e.complement;
     };
     const std::size_t groups = n / Lanes;
     const std::size_t tail = n % Lanes;
     for (std::size_t j = tail; j-- > 0;) step(state[j], symbols[groups * Lanes + j]);
-    for (std::size_t g = groups; g-- > 0;) {
+    std::size_t g = groups;
+#if GRPHI_RANS_AVX2
+    if constexpr (Lanes >= 16) {
+        if (cpu_has_avx2()) {
+            missing |= encode_groups_avx2<Lanes / 8>(enc, symbols, groups, state, ptr);
+            g = 0;
+        }
+    }
+#endif
+    while (g-- > 0) {
         const symbol* group = symbols + g * Lanes;
         for_each_lane<Lanes>([&](auto k) {
             constexpr std::size_t j = Lanes - 1 - decltype(k)::value;
@@ -477,6 +766,8 @@ inline void encode_lanes(const encoder_table& enc, const symbol* symbols, std::s
         store_u16(ptr, state[j]);
         store_u16(ptr + 2, state[j] >> 16);
     }
+    out_ptr = ptr;
+    return missing == 0;
 }
 
 template <unsigned Lanes>
@@ -493,6 +784,14 @@ inline void decode_lanes(const decoder_table& dec, byte_reader& in, std::size_t 
     const std::size_t groups = n / Lanes;
     const std::size_t tail = n % Lanes;
     std::size_t g = 0;
+#if GRPHI_RANS_AVX2
+    if constexpr (Lanes >= 16) {
+        if (cpu_has_avx2()) {
+            g = dec.compact_slots.empty() ? decode_groups_avx2<Lanes / 8, false>(dec, state, ptr, end, out, g, groups)
+                                          : decode_groups_avx2<Lanes / 8, true>(dec, state, ptr, end, out, g, groups);
+        }
+    }
+#endif
     // Fast path: a group reads at most Lanes words, so with 2*Lanes bytes left no read can overrun.
     for (; g < groups && static_cast<std::size_t>(end - ptr) >= 2 * Lanes; ++g) {
         symbol* group = out + g * Lanes;
@@ -537,23 +836,26 @@ inline void encode_symbols(const encoder_table& enc, const symbol* symbols, std:
                            std::vector<std::uint8_t>& out) {
     if (lanes_log2 > max_lanes_log2) throw std::invalid_argument("grphi::rans::encode_symbols: lanes_log2 > 5");
     if (enc.scale_bits == 0) throw std::invalid_argument("grphi::rans::encode_symbols: one-symbol table has no payload");
-    for (std::size_t i = 0; i < n; ++i)  // a symbol outside the table would corrupt the stream silently
-        if (symbols[i] >= enc.symbols.size() || enc.symbols[symbols[i]].freq == 0)
-            throw std::invalid_argument("grphi::rans::encode_symbols: symbol " + std::to_string(symbols[i]) +
-                                        " at index " + std::to_string(i) + " has frequency 0");
     const unsigned lanes = 1u << lanes_log2;
     // At most one word per symbol, plus the states, plus the always-written spare word.
     const std::size_t capacity = 2 * n + 4 * lanes + 2;
     const std::unique_ptr<std::uint8_t[]> buffer(new std::uint8_t[capacity]);  // uninitialised: every kept byte is written
     std::uint8_t* const end = buffer.get() + capacity;
     std::uint8_t* ptr = end;
+    bool valid = false;
     switch (lanes_log2) {
-        case 0: detail::encode_lanes<1>(enc, symbols, n, ptr); break;
-        case 1: detail::encode_lanes<2>(enc, symbols, n, ptr); break;
-        case 2: detail::encode_lanes<4>(enc, symbols, n, ptr); break;
-        case 3: detail::encode_lanes<8>(enc, symbols, n, ptr); break;
-        case 4: detail::encode_lanes<16>(enc, symbols, n, ptr); break;
-        default: detail::encode_lanes<32>(enc, symbols, n, ptr); break;
+        case 0: valid = detail::encode_lanes<1>(enc, symbols, n, ptr); break;
+        case 1: valid = detail::encode_lanes<2>(enc, symbols, n, ptr); break;
+        case 2: valid = detail::encode_lanes<4>(enc, symbols, n, ptr); break;
+        case 3: valid = detail::encode_lanes<8>(enc, symbols, n, ptr); break;
+        case 4: valid = detail::encode_lanes<16>(enc, symbols, n, ptr); break;
+        default: valid = detail::encode_lanes<32>(enc, symbols, n, ptr); break;
+    }
+    if (!valid) {  // checked inside the coding loop (a symbol without frequency would corrupt the stream)
+        for (std::size_t i = 0; i < n; ++i)
+            if (symbols[i] + std::size_t{1} >= enc.symbols.size() || enc.symbols[symbols[i]].freq == 0)
+                throw std::invalid_argument("grphi::rans::encode_symbols: symbol " + std::to_string(symbols[i]) +
+                                            " at index " + std::to_string(i) + " has frequency 0");
     }
     detail::put_u8(out, lanes_log2);
     out.insert(out.end(), ptr, end);

@@ -101,6 +101,7 @@ struct tensor_info {
 template <class T>
 void convert_to(dtype type, const std::byte* source, std::size_t count, T* out) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "convert_to: T must be float or double");
+    if (count == 0) return;  // empty tensors may come with null buffers
     const bool little = detail::host_is_little_endian();
     switch (type) {
         case dtype::F32:
@@ -146,6 +147,7 @@ void convert_to(dtype type, const std::byte* source, std::size_t count, T* out) 
 template <class T>
 void convert_from(const T* values, std::size_t count, dtype type, unsigned char* out) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "convert_from: T must be float or double");
+    if (count == 0) return;
     const bool little = detail::host_is_little_endian();
     switch (type) {
         case dtype::F32:
@@ -203,7 +205,10 @@ public:
                                " is not a floating type");
         if (first > tensor.elements() || count > tensor.elements() - first)
             throw std::out_of_range(path() + ": tensor '" + tensor.name + "': element range past the end");
-        convert_to(tensor.type, bytes(tensor) + first * dtype_size(tensor.type), static_cast<std::size_t>(count), out);
+        const std::size_t width = dtype_size(tensor.type);
+        file_.prefetch(static_cast<std::size_t>(data_offset_ + tensor.begin + first * width),
+                       static_cast<std::size_t>(count * width));
+        convert_to(tensor.type, bytes(tensor) + first * width, static_cast<std::size_t>(count), out);
     }
 
     // Give back the tensor's pages once it has been consumed (bounded resident memory while streaming).
