@@ -39,10 +39,10 @@ struct tinynet {
     nn::linear fc1{784, 256, false, 1};
     nn::linear fc2{256, 10, false, 2};
 
-    explicit tinynet(const char* base) {
+    explicit tinynet(const char* base, int fc1_cluster = 32) {
         if (!base) return;
         options first;
-        first.cluster_size = 32;
+        first.cluster_size = fc1_cluster;
         first.e_min = -16;
         first.e_max = 8;
         options second;
@@ -66,8 +66,8 @@ struct batch {
     }
 };
 
-void train_step(benchmark::State& state, const char* base) {
-    tinynet net(base);
+void train_step(benchmark::State& state, const char* base, int fc1_cluster = 32) {
+    tinynet net(base, fc1_cluster);
     optim::adamw<float> opt({&net.fc1.weight, &net.fc2.weight}, {1e-3});
     const batch b;
     ad::tape<float> t;
@@ -86,10 +86,12 @@ void train_step(benchmark::State& state, const char* base) {
 void BM_train_step_fp32(benchmark::State& state) { train_step(state, nullptr); }
 void BM_train_step_qat_phi(benchmark::State& state) { train_step(state, "phi"); }
 void BM_train_step_qat_two(benchmark::State& state) { train_step(state, "two"); }
+// The same without fc1's exponent sharing: isolates the cost of the clustered fake-quantize path.
+void BM_train_step_qat_phi_unclustered(benchmark::State& state) { train_step(state, "phi", 0); }
 
 // Parts of the QAT step, to see where the time over FP32 goes.
-void BM_fake_quantize_fc1_phi(benchmark::State& state) {
-    tinynet net("phi");
+void fake_quantize_fc1(benchmark::State& state, int fc1_cluster) {
+    tinynet net("phi", fc1_cluster);
     ad::matrix<float> out;
     for (auto _ : state) {
         net.fc1.quantizer->fake_quantize(net.fc1.weight.value, out);
@@ -97,6 +99,8 @@ void BM_fake_quantize_fc1_phi(benchmark::State& state) {
     }
     state.SetItemsProcessed(state.iterations() * net.fc1.weight.value.size());
 }
+void BM_fake_quantize_fc1_phi(benchmark::State& state) { fake_quantize_fc1(state, 32); }
+void BM_fake_quantize_fc1_phi_unclustered(benchmark::State& state) { fake_quantize_fc1(state, 0); }
 
 void BM_forward_fp32(benchmark::State& state) {
     tinynet net(nullptr);
@@ -139,6 +143,8 @@ BENCHMARK(BM_memcpy_fc1);
 BENCHMARK(BM_train_step_fp32)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_train_step_qat_phi)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_train_step_qat_two)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_train_step_qat_phi_unclustered)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_forward_fp32)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_fake_quantize_fc1_phi)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_fake_quantize_fc1_phi_unclustered)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_adamw_step)->Unit(benchmark::kMillisecond);

@@ -80,6 +80,13 @@ inline void masked_histogram(const std::int16_t* exponents, const std::int8_t* k
 
 
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
+// GCC 12's own AVX-512 intrinsics (their self-initialized _mm*_undefined_* operands) raise bogus
+// -W(maybe-)uninitialized once inlined here; nothing here is uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 // One row's kept exponents equal to first + j, j < width <= 32: a channel's alphabet is its window,
 // so one compare per symbol and 32 weights counts them in 16-bit lanes (flushed before they can
 // overflow). Also counts the row's nonzero and negative signs.
@@ -119,6 +126,9 @@ inline void count_window_symbols(const std::int16_t* exponents, const std::int8_
         }
     }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 // Unclustered tensors whose channel windows are all narrow: per-row SIMD counts of each channel's

@@ -42,12 +42,27 @@ struct json_value {
         }
         return value;
     }
-    const json_value* find(std::string_view key) const {
-        for (const auto& member : members)
-            if (member.first == key) return &member.second;
-        return nullptr;
-    }
+    // Defined below the class: clang 14 in C++20 needs json_value complete to use the member pairs.
+    const json_value* find(std::string_view key) const;
+    json_value() = default;
+    json_value(const json_value&);
+    json_value(json_value&&) noexcept;
+    json_value& operator=(const json_value&);
+    json_value& operator=(json_value&&) noexcept;
+    ~json_value();
 };
+
+inline json_value::json_value(const json_value&) = default;
+inline json_value::json_value(json_value&&) noexcept = default;
+inline json_value& json_value::operator=(const json_value&) = default;
+inline json_value& json_value::operator=(json_value&&) noexcept = default;
+inline json_value::~json_value() = default;
+
+inline const json_value* json_value::find(std::string_view key) const {
+    for (const auto& member : members)
+        if (member.first == key) return &member.second;
+    return nullptr;
+}
 
 inline const char* json_kind_name(json_value::kind k) {
     switch (k) {
