@@ -279,6 +279,23 @@ TEST_CASE("rans: table serialisation round trips and rejects malformed tables") 
     CHECK_THROWS_WITH_AS(read({2, 0x82, 0x00}), doctest::Contains("minimally"), grphi::format_error);
 }
 
+TEST_CASE("rans: hand-made tables that break the invariants are refused before building coder tables") {
+    rans::frequency_table over;
+    over.scale_bits = 4;
+    over.freq = {9, 9};  // sums to 18 > 16: would overrun the decoder's slots
+    CHECK_THROWS_AS(rans::build_decoder(over), std::invalid_argument);
+    CHECK_THROWS_AS(rans::build_encoder(over), std::invalid_argument);
+    rans::frequency_table one_used;
+    one_used.scale_bits = 4;
+    one_used.freq = {0, 16};
+    CHECK_THROWS_AS(rans::build_decoder(one_used), std::invalid_argument);
+    rans::frequency_table wide;
+    wide.scale_bits = 17;
+    wide.freq = {1 << 16, 1 << 16};
+    CHECK_THROWS_AS(rans::build_encoder(wide), std::invalid_argument);
+    CHECK_NOTHROW(rans::build_decoder(rans::normalize({3, 5}, 4)));
+}
+
 TEST_CASE("rans: invalid symbols are refused on the encode side") {
     CHECK_THROWS_AS(rans::encode(std::vector<symbol>{1, 4096}), std::invalid_argument);
     const auto table = rans::normalize({3, 0, 5}, 4);

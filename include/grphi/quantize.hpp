@@ -740,6 +740,7 @@ void prepare_output(Out& out, Eigen::Index rows, Eigen::Index cols, const char* 
 // Writes a computed row into out (directly when out's rows are contiguous).
 template <class T, class Out, class Fill>
 void write_row(Out& out, Eigen::Index r, std::vector<T>& buffer, Fill&& fill) {
+    if (out.cols() == 0) return;  // no row to point into (coeffRef would bind a null reference)
     if constexpr (is_row_major_direct<T, Out>()) {
         if (out.innerStride() == 1) {
             fill(&out.coeffRef(r, 0));

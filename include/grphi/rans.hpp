@@ -421,7 +421,25 @@ struct decoder_table {
     std::vector<std::uint32_t> compact_slots;
 };
 
+// The invariants every table must meet before coder tables are built from it (read_table and normalize
+// guarantee them; a hand-made table is checked here): scale <= 16, sum == 2^scale, canonical one-symbol form.
+inline void check_table(const frequency_table& table, const char* who) {
+    auto fail = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+    if (table.scale_bits > max_scale_bits) fail("scale_bits > 16");
+    if (table.freq.empty() || table.freq.size() > max_alphabet) fail("alphabet size must be in [1, 4096]");
+    if (table.freq.back() == 0) fail("the last symbol of the alphabet has frequency 0");
+    std::uint64_t sum = 0;
+    std::size_t used = 0;
+    for (std::uint32_t f : table.freq) {
+        sum += f;
+        used += f != 0;
+    }
+    if (table.single_symbol() ? (used != 1 || sum != 1) : (sum != table.total() || used < 2))
+        fail("frequencies must sum to 2^scale_bits over at least two symbols (or be the one-symbol table)");
+}
+
 inline encoder_table build_encoder(const frequency_table& table) {
+    check_table(table, "grphi::rans::build_encoder");
     encoder_table enc;
     enc.scale_bits = table.scale_bits;
     // One extra all-zero entry: symbols outside the alphabet are clamped onto it and flagged by freq == 0.
@@ -456,6 +474,7 @@ inline encoder_table build_encoder(const frequency_table& table) {
 }
 
 inline decoder_table build_decoder(const frequency_table& table) {
+    check_table(table, "grphi::rans::build_decoder");
     decoder_table dec;
     dec.scale_bits = table.scale_bits;
     dec.alphabet = table.alphabet();
@@ -490,7 +509,6 @@ inline unsigned default_lanes_log2(std::size_t n) {
 }
 
 namespace detail {
-
 
 #if GRPHI_RANS_AVX2
 inline bool cpu_has_avx2() {
@@ -787,7 +805,7 @@ inline void decode_lanes(const decoder_table& dec, byte_reader& in, std::size_t 
 #if GRPHI_RANS_AVX2
     if constexpr (Lanes >= 16) {
         if (cpu_has_avx2()) {
-            g = dec.compact_slots.empty() ? decode_groups_avx2<Lanes / 8, false>(dec, state, ptr, end, out, g, groups)
+            g = dec.compact_slots.size() != dec.slots.size() ? decode_groups_avx2<Lanes / 8, false>(dec, state, ptr, end, out, g, groups)
                                           : decode_groups_avx2<Lanes / 8, true>(dec, state, ptr, end, out, g, groups);
         }
     }
@@ -836,6 +854,8 @@ inline void encode_symbols(const encoder_table& enc, const symbol* symbols, std:
                            std::vector<std::uint8_t>& out) {
     if (lanes_log2 > max_lanes_log2) throw std::invalid_argument("grphi::rans::encode_symbols: lanes_log2 > 5");
     if (enc.scale_bits == 0) throw std::invalid_argument("grphi::rans::encode_symbols: one-symbol table has no payload");
+    if (enc.symbols.size() < 2 || enc.vector_entries.size() != enc.symbols.size())
+        throw std::invalid_argument("grphi::rans::encode_symbols: encoder table not made by build_encoder");
     const unsigned lanes = 1u << lanes_log2;
     // At most one word per symbol, plus the states, plus the always-written spare word.
     const std::size_t capacity = 2 * n + 4 * lanes + 2;
@@ -869,6 +889,8 @@ inline void decode_symbols(const decoder_table& dec, byte_reader& in, std::size_
         std::fill(out, out + n, static_cast<symbol>(dec.alphabet - 1));
         return;
     }
+    if (dec.scale_bits > max_scale_bits || dec.slots.size() != (std::size_t{1} << dec.scale_bits))
+        throw std::invalid_argument("grphi::rans::decode_symbols: decoder table not made by build_decoder");
     in.need(payload_bytes, "rans payload");
     if (payload_bytes == 0) in.fail("rans payload is empty");
     const std::size_t after = in.remaining() - payload_bytes;
