@@ -805,8 +805,9 @@ inline void decode_lanes(const decoder_table& dec, byte_reader& in, std::size_t 
 #if GRPHI_RANS_AVX2
     if constexpr (Lanes >= 16) {
         if (cpu_has_avx2()) {
-            g = dec.compact_slots.size() != dec.slots.size() ? decode_groups_avx2<Lanes / 8, false>(dec, state, ptr, end, out, g, groups)
-                                          : decode_groups_avx2<Lanes / 8, true>(dec, state, ptr, end, out, g, groups);
+            const bool compact = dec.compact_slots.size() == dec.slots.size();
+            g = compact ? decode_groups_avx2<Lanes / 8, true>(dec, state, ptr, end, out, g, groups)
+                        : decode_groups_avx2<Lanes / 8, false>(dec, state, ptr, end, out, g, groups);
         }
     }
 #endif
