@@ -207,6 +207,19 @@ TEST_CASE_TEMPLATE("container: degenerate tensors", C, GRPHI_CONTAINER_COMBOS) {
     check_same(p, round_trip(p));
 }
 
+namespace {
+// The exponent mode byte of a tensor's data section (after the channel state and the sign stream).
+template <class T, class B>
+int exponent_mode_of(const grphi::packed<T, B>& p) {
+    std::vector<std::uint8_t> data;
+    grphi::detail::write_tensor_data(grphi::named("x", p), data);
+    grphi::rans::byte_reader in(data.data(), data.size());
+    in.bytes(5 * static_cast<std::size_t>(p.channels()), "channel state");
+    grphi::rans::decode(in, p.size());
+    return in.u8("mode");
+}
+}  // namespace
+
 TEST_CASE("container: exponents span wider than the coder's alphabet fall back to raw int16") {
     matrix<double> W(2, 4);
     W << 4.9e-324, 1e300, -1e-200, 3.0, 1e-310, -2e307, 0.0, 1e-5;
@@ -214,8 +227,26 @@ TEST_CASE("container: exponents span wider than the coder's alphabet fall back t
         grphi::options o;
         o.per_channel = per_channel;
         const auto p = grphi::quantize<grphi::sqrt2>(W, o);
+        CHECK(exponent_mode_of(p) == 3);
         check_same(p, round_trip(p));
     }
+}
+
+
+TEST_CASE("container: each exponent map is chosen where it pays and round-trips") {
+    // Rows of growing scale under a 6-level window: depth below each row's window top is the tight map.
+    matrix<float> G = weights<float>(64, 64, 21, 0.0);
+    for (Eigen::Index r = 0; r < G.rows(); ++r) G.row(r) *= 1.0f + 0.5f * static_cast<float>(r);
+    grphi::options o;
+    o.levels = 6;
+    const auto windowed = grphi::quantize<grphi::phi>(G, o);
+    CHECK(exponent_mode_of(windowed) == 2);
+    check_same(windowed, round_trip(windowed));
+    const auto natural = grphi::quantize<grphi::phi>(G);  // windows span the whole range: absolute map
+    CHECK(exponent_mode_of(natural) == 1);
+    check_same(natural, round_trip(natural));
+    const auto zeros = grphi::quantize<grphi::phi>(matrix<float>::Zero(3, 3));
+    CHECK(exponent_mode_of(zeros) == 0);
 }
 
 TEST_CASE("container: a zero weight whose exponent is not window_lo still round-trips (all exponents stored)") {
@@ -229,6 +260,7 @@ TEST_CASE("container: a zero weight whose exponent is not window_lo still round-
             ++changed;
         }
     REQUIRE(changed > 0);
+    CHECK((exponent_mode_of(p) & 0x80) != 0);
     check_same(p, round_trip(p));
 }
 

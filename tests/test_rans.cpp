@@ -148,14 +148,23 @@ TEST_CASE("rans: the coders produce exactly the documented stream (independent r
             const auto table = rans::normalize(rans::histogram(s), std::max(scale, rans::detail::ceil_log2(80)));
             if (table.single_symbol()) continue;  // no payload to compare
             const auto enc = rans::build_encoder(table);
-            for (unsigned lanes_log2 = 0; lanes_log2 <= rans::max_lanes_log2; ++lanes_log2) {
-                CAPTURE(n);
-                CAPTURE(scale);
-                CAPTURE(lanes_log2);
-                std::vector<std::uint8_t> payload;
-                rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
-                CHECK(payload == reference_payload(table, s, lanes_log2));
-            }
+            const auto dec = rans::build_decoder(table);
+            for (unsigned lanes_log2 = 0; lanes_log2 <= rans::max_lanes_log2; ++lanes_log2)
+                for (bool vector_paths : {true, false}) {  // AVX2 (where the CPU has it) and scalar
+                    CAPTURE(n);
+                    CAPTURE(scale);
+                    CAPTURE(lanes_log2);
+                    CAPTURE(vector_paths);
+                    rans::detail::vector_paths_allowed() = vector_paths;
+                    std::vector<std::uint8_t> payload;
+                    rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
+                    CHECK(payload == reference_payload(table, s, lanes_log2));
+                    std::vector<symbol> back(s.size());
+                    rans::byte_reader in(payload.data(), payload.size());
+                    rans::decode_symbols(dec, in, payload.size(), back.data(), back.size());
+                    CHECK(back == s);
+                    rans::detail::vector_paths_allowed() = true;
+                }
         }
 }
 

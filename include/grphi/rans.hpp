@@ -510,6 +510,12 @@ inline unsigned default_lanes_log2(std::size_t n) {
 
 namespace detail {
 
+// Tests switch the vector paths off to check the scalar ones on the same machine.
+inline bool& vector_paths_allowed() {
+    static bool allowed = true;
+    return allowed;
+}
+
 #if GRPHI_RANS_AVX2
 inline bool cpu_has_avx2() {
     static const bool yes = [] {
@@ -766,7 +772,7 @@ inline bool encode_lanes(const encoder_table& enc, const symbol* symbols, std::s
     std::size_t g = groups;
 #if GRPHI_RANS_AVX2
     if constexpr (Lanes >= 16) {
-        if (cpu_has_avx2()) {
+        if (vector_paths_allowed() && cpu_has_avx2()) {
             missing |= encode_groups_avx2<Lanes / 8>(enc, symbols, groups, state, ptr);
             g = 0;
         }
@@ -804,7 +810,7 @@ inline void decode_lanes(const decoder_table& dec, byte_reader& in, std::size_t 
     std::size_t g = 0;
 #if GRPHI_RANS_AVX2
     if constexpr (Lanes >= 16) {
-        if (cpu_has_avx2()) {
+        if (vector_paths_allowed() && cpu_has_avx2()) {
             const bool compact = dec.compact_slots.size() == dec.slots.size();
             g = compact ? decode_groups_avx2<Lanes / 8, true>(dec, state, ptr, end, out, g, groups)
                         : decode_groups_avx2<Lanes / 8, false>(dec, state, ptr, end, out, g, groups);
