@@ -129,3 +129,13 @@ TEST_CASE_TEMPLATE("entropy of known distributions", T, float, double) {
     CHECK(e.weights == 0);
     CHECK(e.bits_per_weight == 0.0);
 }
+
+TEST_CASE("entropy refuses a corrupt packed tensor instead of writing out of bounds") {
+    grphi::row_matrix<float> W = grphi::row_matrix<float>::Constant(2, 3, 0.5f);
+    auto p = grphi::quantize<grphi::phi>(W);
+    p.exponents[4] = static_cast<std::int16_t>(p.window_hi[1] + 100);
+    CHECK_THROWS_AS(grphi::entropy(p), std::invalid_argument);
+    p = grphi::quantize<grphi::phi>(W);
+    p.signs.pop_back();
+    CHECK_THROWS_AS(grphi::entropy(p), std::invalid_argument);
+}

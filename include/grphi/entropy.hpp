@@ -14,6 +14,7 @@
 #endif
 
 #include "packed.hpp"
+#include "quantize.hpp"
 
 namespace grphi {
 
@@ -168,6 +169,7 @@ bool count_narrow_windows(const packed<T, Base>& p, int lo, std::vector<std::uin
 
 template <class T, class Base>
 entropy_report entropy(const packed<T, Base>& p) {
+    validate(p);  // the histogram indexes by exponent: a corrupt tensor must not write out of bounds
     entropy_report rep;
     rep.weights = p.size();
     rep.channels = static_cast<std::size_t>(p.channels());
