@@ -422,9 +422,11 @@ public:
     void compose_row(std::size_t n, const channel_state& c, const I* k, std::size_t block_size, const I* s,
                      T* out) const {
         const auto& g = grid_of(c);
-        for (std::size_t i = 0; i < n; ++i) {
-            const T v = g.level_of(static_cast<int>(k[i / block_size]));
-            out[i] = s[i] > 0 ? v : (s[i] < 0 ? -v : T(0));
+        // Block by block: one level lookup per block, no division per weight.
+        for (std::size_t start = 0, b = 0; start < n; start += block_size, ++b) {
+            const T v = g.level_of(static_cast<int>(k[b]));
+            for (std::size_t i = start, end = std::min(n, start + block_size); i < end; ++i)
+                out[i] = s[i] > 0 ? v : (s[i] < 0 ? -v : T(0));
         }
     }
 
@@ -439,7 +441,8 @@ public:
         if (block_size == 1) {
             for (std::size_t i = 0; i < n; ++i) out[i] = value(i, k[i]);
         } else {
-            for (std::size_t i = 0; i < n; ++i) out[i] = value(i, k[i / block_size]);
+            for (std::size_t start = 0, b = 0; start < n; start += block_size, ++b)
+                for (std::size_t i = start, end = std::min(n, start + block_size); i < end; ++i) out[i] = value(i, k[b]);
         }
     }
 
