@@ -367,6 +367,16 @@ TEST_CASE_TEMPLATE("NaN and Inf throw std::domain_error naming the position, and
         } catch (const std::domain_error& e) {
             CHECK(std::string(e.what()).find("row 2, column 37") != std::string::npos);
         }
+        // The reusing overload leaves its output empty (never half-written) and names the same weight.
+        auto reused = grphi::quantize<B>(test_weights<T>(4, 50, 3));
+        CHECK_THROWS_WITH_AS(grphi::quantize<B>(W, grphi::options{}, reused), doctest::Contains("row 2, column 37"),
+                             std::domain_error);
+        CHECK(reused.rows == 0);
+        CHECK(reused.signs.empty());
+        CHECK(reused.window_lo.empty());
+        grphi::options per_tensor;
+        per_tensor.per_channel = false;
+        CHECK_THROWS_WITH_AS(grphi::quantize<B>(W, per_tensor), doctest::Contains("row 2, column 37"), std::domain_error);
         grphi::row_matrix<T> out = grphi::row_matrix<T>::Constant(4, 50, T(42));
         CHECK_THROWS_AS(grphi::fake_quantize<B>(W, grphi::options{}, out), std::domain_error);
         CHECK((out.array() == T(42)).all());

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -615,6 +616,18 @@ const T* row_pointer(const row_view<T>& W, Eigen::Index r) {
     return W.data() + r * W.outerStride();
 }
 
+// Throws std::domain_error naming the first non-finite weight of row r.
+template <class T>
+[[noreturn]] void throw_non_finite(const row_view<T>& W, Eigen::Index r, const char* who) {
+    for (Eigen::Index c = 0; c < W.cols(); ++c) {
+        const T v = W(r, c);
+        if (!std::isfinite(v))
+            throw std::domain_error(std::string(who) + ": weight at row " + std::to_string(r) + ", column " +
+                                    std::to_string(c) + " is " + (std::isnan(v) ? "NaN" : "infinite"));
+    }
+    throw std::logic_error(std::string(who) + ": row " + std::to_string(r) + " was reported non-finite");
+}
+
 // Checks every weight is finite (throws std::domain_error naming the first bad one) and returns
 // each row's largest magnitude.
 template <class T, class Base>
@@ -623,14 +636,7 @@ std::vector<T> checked_row_maxima(const row_view<T>& W, const char* who) {
     std::vector<T> maxima(static_cast<std::size_t>(W.rows()), T(0));
     for (Eigen::Index r = 0; r < W.rows(); ++r) {
         const auto bits = Q::row_max_bits(row_pointer(W, r), static_cast<std::size_t>(W.cols()));
-        if (bits >= cell_table<T, Base>::inf_bits) {
-            for (Eigen::Index c = 0; c < W.cols(); ++c) {
-                const T v = W(r, c);
-                if (!std::isfinite(v))
-                    throw std::domain_error(std::string(who) + ": weight at row " + std::to_string(r) + ", column " +
-                                            std::to_string(c) + " is " + (std::isnan(v) ? "NaN" : "infinite"));
-            }
-        }
+        if (bits >= cell_table<T, Base>::inf_bits) throw_non_finite(W, r, who);
         maxima[static_cast<std::size_t>(r)] = from_bits<T>(bits);
     }
     return maxima;
@@ -803,7 +809,7 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
 }  // namespace detail
 
 // Quantizes W (rows = output channels) into p, reusing p's storage (no allocation in steady state).
-// On error p is left unchanged.
+// On error (NaN/Inf input) p is left empty; bad options throw before p is touched.
 template <class Base, class Derived>
 void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<typename Derived::Scalar, Base>& p) {
     using T = typename Derived::Scalar;
@@ -811,8 +817,12 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
     check_base<Base>();
     const detail::quantizer<T, Base> q(opts);
     const detail::row_view<T> view(W.derived());
-    const auto row_max = detail::checked_row_maxima<T, Base>(view, "grphi::quantize");
-    const auto plan = detail::plan_channels(q, view, row_max);
+    const char* who = "grphi::quantize";
+    // Per channel without a fitted scale, a row's window depends on that row only: find its
+    // maximum and quantize it while it is in cache, so the weights are read from memory once.
+    const bool one_pass = opts.per_channel && !opts.fit_scale;
+    std::vector<detail::channel_state> plan;
+    if (!one_pass) plan = detail::plan_channels(q, view, detail::checked_row_maxima<T, Base>(view, who));
 
     p.rows = view.rows();
     p.cols = view.cols();
@@ -821,17 +831,35 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     p.signs.resize(p.size());
     p.exponents.resize(static_cast<std::size_t>(p.rows) * per_row);
-    p.window_lo.clear();
-    p.window_hi.clear();
-    p.scale_steps.clear();
-    for (const auto& c : plan) {
-        p.window_lo.push_back(static_cast<std::int16_t>(c.lo));
-        p.window_hi.push_back(static_cast<std::int16_t>(c.hi));
-        p.scale_steps.push_back(static_cast<std::int8_t>(c.step));
+    const auto channels = static_cast<std::size_t>(p.channels());
+    p.window_lo.resize(channels);
+    p.window_hi.resize(channels);
+    p.scale_steps.resize(channels);
+    for (std::size_t ch = 0; ch < plan.size(); ++ch) {
+        p.window_lo[ch] = static_cast<std::int16_t>(plan[ch].lo);
+        p.window_hi[ch] = static_cast<std::int16_t>(plan[ch].hi);
+        p.scale_steps[ch] = static_cast<std::int8_t>(plan[ch].step);
     }
+    const auto& unscaled = grid_for<T, Base>(opts.round, 0);
+    std::atomic<Eigen::Index> first_bad_row{p.rows};
     detail::for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, detail::row_scratch<T>& scratch) {
-        const auto& c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
         const T* w = detail::row_pointer(view, r);
+        detail::channel_state c;
+        if (one_pass) {
+            const auto bits = detail::quantizer<T, Base>::row_max_bits(w, n);
+            if (bits >= detail::cell_table<T, Base>::inf_bits) {
+                Eigen::Index seen = first_bad_row.load();
+                while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+                }
+                return;
+            }
+            c = detail::window_for<T, Base>(opts, unscaled, detail::from_bits<T>(bits));
+            p.window_lo[static_cast<std::size_t>(r)] = static_cast<std::int16_t>(c.lo);
+            p.window_hi[static_cast<std::size_t>(r)] = static_cast<std::int16_t>(c.hi);
+            p.scale_steps[static_cast<std::size_t>(r)] = 0;
+        } else {
+            c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
+        }
         std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
         std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
 #if XSIMD_WITH_AVX512F
@@ -856,6 +884,10 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
                 exps[i] = static_cast<std::int16_t>(scratch.s[i] != 0 ? scratch.k[i] : c.lo);
         }
     });
+    if (first_bad_row.load() < p.rows) {
+        p = packed<T, Base>{};
+        detail::throw_non_finite(view, first_bad_row.load(), who);
+    }
 }
 
 // Quantizes W (rows = output channels) to signs and exponents on the base-b grid.
