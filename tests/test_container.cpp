@@ -21,6 +21,8 @@
 #include <grphi/container.hpp>
 #include <grphi/quantize.hpp>
 
+#include "option_sets.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -56,31 +58,6 @@ matrix<T> weights(Eigen::Index rows, Eigen::Index cols, unsigned seed, double ze
         W.data()[7] = -T(0);
     }
     return W;
-}
-
-std::vector<grphi::options> all_option_sets() {
-    std::vector<grphi::options> sets;
-    for (bool per_channel : {true, false})
-        for (int levels : {0, 1, 6})
-            for (int clip : {0, 1})
-                for (int cluster : {0, 5, 32})
-                    for (bool fit : {false, true})
-                        for (auto round : {grphi::rounding::log, grphi::rounding::linear})
-                            for (auto under : {grphi::underflow::clamp, grphi::underflow::flush}) {
-                                grphi::options o;
-                                o.per_channel = per_channel;
-                                if (levels) o.levels = levels;
-                                if (clip) {
-                                    o.e_min = -14;
-                                    o.e_max = -3;
-                                }
-                                o.cluster_size = cluster;
-                                o.fit_scale = fit;
-                                o.round = round;
-                                o.under = under;
-                                sets.push_back(o);
-                            }
-    return sets;
 }
 
 bool same_options(const grphi::options& a, const grphi::options& b) {
@@ -175,7 +152,7 @@ TEST_CASE_TEMPLATE("container: bit-for-bit round trip for every option set", C, 
     using T = typename C::scalar;
     using B = typename C::base;
     const matrix<T> W = weights<T>(7, 45, 3);
-    for (const auto& o : all_option_sets()) {
+    for (const auto& o : grphi_test::all_option_sets(-3, {0, 5, 32})) {
         const auto p = grphi::quantize<B>(W, o);
         const auto q = round_trip(p);
         check_same(p, q);

@@ -4,6 +4,8 @@
 
 #include <grphi/quantize.hpp>
 
+#include "option_sets.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -41,31 +43,6 @@ grphi::row_matrix<T> test_weights(Eigen::Index rows, Eigen::Index cols, unsigned
         for (int rep = 0; rep < 3; ++rep)
             for (T s : specials) W.data()[pick(rng)] = s;
     return W;
-}
-
-std::vector<grphi::options> all_option_sets() {
-    std::vector<grphi::options> sets;
-    for (bool per_channel : {true, false})
-        for (int levels : {0, 1, 6})
-            for (int clip : {0, 1})
-                for (int cluster : {0, 1, 5, 32})
-                    for (bool fit : {false, true})
-                        for (auto round : {grphi::rounding::log, grphi::rounding::linear})
-                            for (auto under : {grphi::underflow::clamp, grphi::underflow::flush}) {
-                                grphi::options o;
-                                o.per_channel = per_channel;
-                                if (levels) o.levels = levels;
-                                if (clip) {
-                                    o.e_min = -14;
-                                    o.e_max = -5;
-                                }
-                                o.cluster_size = cluster;
-                                o.fit_scale = fit;
-                                o.round = round;
-                                o.under = under;
-                                sets.push_back(o);
-                            }
-    return sets;
 }
 
 std::string describe(const grphi::options& o) {
@@ -186,7 +163,7 @@ TEST_CASE_TEMPLATE("quantize, dequantize and fake_quantize agree with the refere
     using T = typename C::scalar;
     using B = typename C::base;
     const auto W = test_weights<T>(7, 45, 11);
-    for (const auto& o : all_option_sets()) {
+    for (const auto& o : grphi_test::all_option_sets(-5, {0, 1, 5, 32})) {
         CAPTURE(describe(o));
         const reference<T, B> ref{o};
         const auto expected = ref.run(W);
