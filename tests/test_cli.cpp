@@ -102,11 +102,13 @@ grphi::row_matrix<T> expected_values(const st::reader& source, const st::tensor_
     const auto cols = rows ? static_cast<Eigen::Index>(info.elements() / info.shape[0]) : 0;
     grphi::row_matrix<T> W(rows, cols);
     source.read(info, 0, info.elements(), W.data());
-    const grphi::options o = parse_options(flags);
+    grphi::options o = parse_options(flags);
     const std::string base = base_of(flags);
     if (base == "two") return grphi::fake_quantize<grphi::two>(W, o);
     if (base == "sqrt2") return grphi::fake_quantize<grphi::sqrt2>(W, o);
-    return grphi::fake_quantize<grphi::phi>(W, o);
+    if (base == "phi") return grphi::fake_quantize<grphi::phi>(W, o);
+    o.base_value = std::stod(base);  // any other number is a run-time base
+    return grphi::fake_quantize<grphi::custom>(W, o);
 }
 
 template <class T>
@@ -182,6 +184,10 @@ TEST_CASE("cli: safetensors -> grphi -> safetensors equals fake_quantize; exact 
     check_round_trip(dir, {"--base", "1.4142135623730951", "--levels", "6", "--cluster", "3", "--per-tensor"}, exact);
     check_round_trip(dir, {"--base", "sqrt2", "--levels", "3", "--underflow", "flush", "--fit-scale", "--rounding", "linear"},
                      exact);
+    // Run-time bases (grphi::custom): the same exact machinery, the value travels in the file.
+    check_round_trip(dir, {"--base", "1.5", "--levels", "8", "--chunk-weights", "50", "--threads", "2"}, exact);
+    check_round_trip(dir, {"--base", "3.7", "--fit-scale", "--rounding", "linear", "--underflow", "flush", "--cluster", "3"},
+                     exact);
     // Globs choose what is quantized; the rest passes through untouched.
     check_round_trip(dir, {"--exclude", "fc.*", "--exclude", "emb.*"}, {"fc.bias", "steps", "scalar", "fc.weight", "emb.weight"});
     check_round_trip(dir, {"--include", "conv.*"},
@@ -239,6 +245,40 @@ TEST_CASE("cli: info and decode read a plain library container (no tool manifest
     check_bitwise(back, back.tensors()[0], grphi::dequantize(p));
 }
 
+TEST_CASE("cli: a run-time base (--base <number>): info shows its value, decode and grphi::load read it") {
+    scratch_dir dir;
+    grphi::row_matrix<double> W(5, 9);
+    const auto values = cli_test::weights(45, 12);
+    std::copy(values.begin(), values.end(), W.data());
+    grphi::options o;
+    o.levels = 6;
+    o.base_value = 1.5;
+    const auto p = grphi::quantize<grphi::custom>(W, o);
+    grphi::save(dir.file("lib.grphi"), {grphi::named("w", p)});
+    const auto info = run_grphi(dir, {"info", dir.file("lib.grphi")});
+    INFO(info.err);
+    REQUIRE(info.status == 0);
+    CHECK(info.out.find(" 1.5 ") != std::string::npos);
+    const auto decoded = run_grphi(dir, {"decode", dir.file("lib.grphi"), "-o", dir.file("w.safetensors")});
+    INFO(decoded.err);
+    REQUIRE(decoded.status == 0);
+    const st::reader back(dir.file("w.safetensors"));
+    REQUIRE(back.tensors().size() == 1);
+    check_bitwise(back, back.tensors()[0], grphi::dequantize(p));
+
+    // The tool's own file: the base value is stored with every quantized tensor.
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi"), "--base", "3.7"}).status == 0);
+    const auto listing = run_grphi(dir, {"info", dir.file("m.grphi")});
+    REQUIRE(listing.status == 0);
+    CHECK(listing.out.find(" 3.7 ") != std::string::npos);
+    for (const auto& t : grphi::load(dir.file("m.grphi")))
+        if (t.name == "conv.weight") CHECK(t.as<float, grphi::custom>().opts.base_value == 3.7);
+    const auto report = run_grphi(dir, {"report", dir.file("in.safetensors"), "--base", "3.7", "--csv", "--quiet"});
+    REQUIRE(report.status == 0);
+    CHECK(report.out.find("conv.weight,F32,[6x3x3x3],3.7,") != std::string::npos);
+}
+
 TEST_CASE("cli: one and two threads write identical files, whatever the chunking") {
     scratch_dir dir;
     const std::string in = dir.file("in.safetensors");
@@ -250,6 +290,30 @@ TEST_CASE("cli: one and two threads write identical files, whatever the chunking
         REQUIRE(two.status == 0);
         CHECK(cli_test::slurp(dir.file("1.grphi")) == cli_test::slurp(dir.file("2.grphi")));
     }
+}
+
+TEST_CASE("cli: with thousands of row parts, padding entries fill the directory's reserved room exactly") {
+    scratch_dir dir;
+    const std::string in = dir.file("in.safetensors");
+    write_checkpoint(in, {{"tall.weight", st::dtype::F32, {3000, 2}, cli_test::weights(6000, 9)}});
+    // One row per part: 3000 parts whose directory entries outgrow one padding entry's range.
+    REQUIRE(run_grphi(dir, {"quantize", in, "-o", dir.file("rows.grphi"), "--chunk-weights", "2"}).status == 0);
+    REQUIRE(run_grphi(dir, {"quantize", in, "-o", dir.file("whole.grphi")}).status == 0);
+    const std::vector<grphi::stored_tensor> stored = grphi::load(dir.file("rows.grphi"));  // every size and CRC checked
+    std::size_t paddings = 0, parts = 0;
+    for (const auto& t : stored) {
+        if (t.name.rfind("__grphi_tool__/padding/", 0) == 0) {
+            ++paddings;
+            CHECK(t.size() == 0);
+        }
+        if (t.name.rfind("tall.weight@", 0) == 0) ++parts;
+    }
+    CHECK(parts == 3000);
+    CHECK(paddings >= 2);
+    CHECK(stored.size() == parts + paddings + 1);  // and the manifest
+    REQUIRE(run_grphi(dir, {"decode", dir.file("rows.grphi"), "-o", dir.file("rows.safetensors")}).status == 0);
+    REQUIRE(run_grphi(dir, {"decode", dir.file("whole.grphi"), "-o", dir.file("whole.safetensors")}).status == 0);
+    CHECK(cli_test::slurp(dir.file("rows.safetensors")) == cli_test::slurp(dir.file("whole.safetensors")));
 }
 
 TEST_CASE("cli: info lists every tensor with its shape and mode") {
@@ -437,11 +501,15 @@ TEST_CASE("cli: malformed inputs and bad outputs fail with one line, exit 1, and
     // Command-line mistakes: exit 2, one line.
     for (const std::vector<std::string>& args :
          {std::vector<std::string>{"quantize", good}, {"frobnicate", good}, {"quantize", good, "-o", out, "--levels", "0"},
-          {"quantize", good, "-o", out, "--base", "1.5"}, {"quantize", good, "-o", out, "--rounding", "up"},
+          {"quantize", good, "-o", out, "--base", "1.0"}, {"quantize", good, "-o", out, "--base", "abc"},
+          {"quantize", good, "-o", out, "--base", "1.02"}, {"quantize", good, "-o", out, "--base", "nan"},
+          {"quantize", good, "-o", out, "--base", "inf"}, {"quantize", good, "-o", out, "--rounding", "up"},
           {"report", good, "--e-min", "3", "--e-max", "1"}, {}}) {
+        CAPTURE(join(args));
         const auto r = run_grphi(dir, args);
         CHECK(r.status == 2);
         CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        if (args.size() == 6 && args[4] == "--base") CHECK(r.err.find("--base " + args[5] + ": expected") != std::string::npos);
     }
     const auto help = run_grphi(dir, {"--help"});
     CHECK(help.status == 0);

@@ -62,7 +62,8 @@ matrix<T> weights(Eigen::Index rows, Eigen::Index cols, unsigned seed, double ze
 
 bool same_options(const grphi::options& a, const grphi::options& b) {
     return a.per_channel == b.per_channel && a.e_min == b.e_min && a.e_max == b.e_max && a.levels == b.levels &&
-           a.fit_scale == b.fit_scale && a.cluster_size == b.cluster_size && a.round == b.round && a.under == b.under;
+           a.fit_scale == b.fit_scale && a.cluster_size == b.cluster_size && a.round == b.round && a.under == b.under &&
+           a.base_value == b.base_value;
 }
 
 template <class T, class B>
@@ -253,6 +254,53 @@ TEST_CASE("container: a user base is stored by name and value; type and base mis
     CHECK_THROWS_AS((back[0].as<float, one_and_a_half>()), std::invalid_argument);
 }
 
+TEST_CASE("container: a run-time base is stored as 'custom' with its value, and loading checks it") {
+    temp_dir dir;
+    const std::string path = (dir.path / "custom.grphi").string();
+    grphi::options o;
+    o.levels = 6;
+    o.base_value = 1.5;
+    const auto a = grphi::quantize<grphi::custom>(weights<float>(5, 12, 31), o);
+    grphi::options fitted;
+    fitted.fit_scale = true;
+    fitted.round = grphi::rounding::linear;
+    fitted.base_value = 3.7;
+    const auto b = grphi::quantize<grphi::custom>(weights<double>(4, 9, 32), fitted);
+    const auto stored = grphi::named("a", a);
+    CHECK(stored.base_name == "custom");
+    CHECK(stored.base_value == 1.5);
+    CHECK_FALSE(stored.opts.base_value.has_value());  // the value lives in base_value only
+    grphi::save(path, {stored, grphi::named("b", b), grphi::named("c", grphi::quantize<grphi::two>(weights<float>(2, 3, 33)))});
+    const auto loaded = grphi::load(path);
+    REQUIRE(loaded.size() == 3);
+    CHECK(loaded[0].holds<float, grphi::custom>());
+    CHECK_FALSE(loaded[0].holds<float, grphi::two>());
+    CHECK_FALSE(loaded[0].holds<double, grphi::custom>());
+    CHECK_FALSE(loaded[2].holds<float, grphi::custom>());  // a named base is not a custom one, even of equal value
+    const auto a_back = loaded[0].as<float, grphi::custom>();
+    check_same(a, a_back);
+    CHECK(a_back.opts.base_value == 1.5);
+    CHECK(grphi::dequantize(a_back) == grphi::dequantize(a));
+    const auto b_back = loaded[1].as<double, grphi::custom>();
+    check_same(b, b_back);
+    CHECK(grphi::dequantize(b_back) == grphi::fake_quantize<grphi::custom>(weights<double>(4, 9, 32), fitted));
+    CHECK_THROWS_WITH_AS((loaded[0].as<float, grphi::phi>()), doctest::Contains("with base custom"), std::invalid_argument);
+    CHECK_THROWS_AS((loaded[2].as<float, grphi::custom>()), std::invalid_argument);
+    // A value that does not fit the stored windows, or options that name another value, are refused.
+    auto moved = loaded[0];
+    moved.base_value = 1e300;
+    CHECK_THROWS_WITH_AS((moved.as<float, grphi::custom>()), doctest::Contains("natural range"), grphi::format_error);
+    auto mismatch = loaded[0];
+    mismatch.opts.base_value = 1.6;
+    CHECK_THROWS_WITH_AS((mismatch.as<float, grphi::custom>()), doctest::Contains("differs from the base value 1.5"),
+                         grphi::format_error);
+    CHECK_THROWS_WITH_AS(grphi::serialize({mismatch}), doctest::Contains("differs"), std::invalid_argument);
+    // A packed tensor whose options lost their value cannot be stored.
+    auto lost = a;
+    lost.opts.base_value.reset();
+    CHECK_THROWS_WITH_AS(grphi::named("lost", lost), doctest::Contains("base_value is required"), std::invalid_argument);
+}
+
 TEST_CASE("container: save/load through files and streams, several tensors of mixed types") {
     temp_dir dir;
     const std::string path = (dir.path / "model.grphi").string();
@@ -416,4 +464,154 @@ TEST_CASE("container: hostile content with valid checksums is refused with a mes
     grphi::detail::write_tensor_data(far, far_data);
     const auto loaded = grphi::deserialize(assemble(directory_for(far, far_data.size()), {far_data}));
     CHECK_THROWS_WITH_AS((loaded.at(0).as<float, grphi::phi>()), doctest::Contains("natural range"), grphi::format_error);
+}
+
+namespace {
+
+// A valid unclustered tensor drawn directly (not via quantize): per-channel windows of `width` exponents
+// somewhere in [-60, 40], a share of zero weights (exponent = window bottom), `negative` of the rest negative.
+grphi::stored_tensor drawn_tensor(std::int64_t rows, std::int64_t cols, bool per_channel, int width, double zeros,
+                                  double negative, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    grphi::stored_tensor t;
+    t.name = "drawn";
+    t.base_name = grphi::phi::name;
+    t.base_value = static_cast<double>(grphi::phi::value);
+    t.rows = rows;
+    t.cols = cols;
+    t.opts.per_channel = per_channel;
+    const auto channels = static_cast<std::size_t>(per_channel ? rows : 1);
+    std::uniform_int_distribution<int> bottom(-60, 40 - width);
+    for (std::size_t c = 0; c < channels; ++c) {
+        t.window_lo.push_back(static_cast<std::int16_t>(bottom(rng)));
+        t.window_hi.push_back(static_cast<std::int16_t>(t.window_lo.back() + width - 1));
+        t.scale_steps.push_back(0);
+    }
+    std::bernoulli_distribution zero(zeros), minus(negative);
+    std::geometric_distribution<int> depth(0.35);  // exponent-like: most weights near the window top
+    for (std::int64_t r = 0; r < rows; ++r) {
+        const auto c = static_cast<std::size_t>(per_channel ? r : 0);
+        for (std::int64_t i = 0; i < cols; ++i) {
+            const bool is_zero = zero(rng);
+            t.signs.push_back(static_cast<std::int8_t>(is_zero ? 0 : (minus(rng) ? -1 : 1)));
+            t.exponents.push_back(static_cast<std::int16_t>(
+                is_zero ? t.window_lo[c] : std::max<int>(t.window_lo[c], t.window_hi[c] - depth(rng))));
+        }
+    }
+    return t;
+}
+
+// The data section written by the general rule alone.
+std::vector<std::uint8_t> general_section(const grphi::stored_tensor& t) {
+    const grphi::detail::tensor_geometry g(t);
+    std::vector<std::uint8_t> out;
+    for (std::uint64_t c = 0; c < g.channels; ++c) {
+        out.push_back(static_cast<std::uint8_t>(t.window_lo[c]));
+        out.push_back(static_cast<std::uint8_t>(static_cast<std::uint16_t>(t.window_lo[c]) >> 8));
+        out.push_back(static_cast<std::uint8_t>(t.window_hi[c]));
+        out.push_back(static_cast<std::uint8_t>(static_cast<std::uint16_t>(t.window_hi[c]) >> 8));
+        out.push_back(static_cast<std::uint8_t>(t.scale_steps[c]));
+    }
+    grphi::detail::write_streams_general(t, g, out);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("container: the one-pass writer of unclustered tensors writes exactly the general rule's bytes") {
+    std::uint64_t seed = 1;
+    // Widths cover each vector kernel (<= 4, 8, 16) and the scalar one; columns cover whole vectors and tails.
+    for (int width : {1, 2, 4, 5, 8, 9, 16, 17, 40})
+        for (std::int64_t cols : {1, 5, 31, 32, 33, 100, 1000})
+            for (bool per_channel : {true, false})
+                for (double zeros : {0.0, 0.3, 1.0}) {
+                    CAPTURE(width);
+                    CAPTURE(cols);
+                    CAPTURE(per_channel);
+                    CAPTURE(zeros);
+                    const grphi::stored_tensor t = drawn_tensor(7, cols, per_channel, width, zeros, 0.4, seed++);
+                    std::vector<std::uint8_t> section;
+                    grphi::detail::write_tensor_data(t, section);
+                    CHECK(section == general_section(t));
+                    // And it decodes to the tensor.
+                    grphi::rans::byte_reader in(section.data(), section.size());
+                    grphi::stored_tensor back = t;
+                    back.signs.clear();
+                    back.exponents.clear();
+                    grphi::detail::read_tensor_data(back, in);
+                    CHECK(in.remaining() == 0);
+                    CHECK(back.signs == t.signs);
+                    CHECK(back.exponents == t.exponents);
+                }
+    SUBCASE("one sign only, both exponent maps, a single row, a long row") {
+        for (double negative : {0.0, 1.0})
+            for (std::int64_t rows : {1, 3}) {
+                const grphi::stored_tensor t = drawn_tensor(rows, 70000, true, 8, 0.01, negative, seed++);
+                std::vector<std::uint8_t> section;
+                grphi::detail::write_tensor_data(t, section);
+                CHECK(section == general_section(t));
+            }
+    }
+    SUBCASE("tensors the one-pass writer leaves to the general rule") {
+        grphi::stored_tensor zero_off_bottom = drawn_tensor(3, 40, true, 6, 0.3, 0.5, seed++);
+        for (std::size_t i = 0; i < zero_off_bottom.signs.size(); ++i)
+            if (zero_off_bottom.signs[i] == 0) {
+                ++zero_off_bottom.exponents[i];  // still inside the window, but not its bottom
+                break;
+            }
+        grphi::stored_tensor wide = drawn_tensor(5, 3, true, 100, 0.0, 0.5, seed++);  // window wider than 64 and the row
+        grphi::stored_tensor outside = drawn_tensor(2, 50, false, 8, 0.0, 0.5, seed++);
+        outside.signs[17] = 1;
+        outside.exponents[17] = static_cast<std::int16_t>(outside.window_lo[0] - 1);  // not storable, yet written alike
+        for (const auto& t : {zero_off_bottom, wide, outside}) {
+            std::vector<std::uint8_t> section;
+            grphi::detail::write_tensor_data(t, section);
+            CHECK(section == general_section(t));
+        }
+    }
+}
+
+TEST_CASE("container: the one-pass writer stores raw exponents when neither map fits the coder's alphabet") {
+    grphi::stored_tensor t = drawn_tensor(2, 5000, true, 1, 0.0, 0.5, 5);
+    std::mt19937_64 rng(6);
+    std::uniform_int_distribution<int> spread(0, 4999);
+    for (std::size_t c = 0; c < 2; ++c) {
+        t.window_lo[c] = -10000;
+        t.window_hi[c] = -10000 + 4999;
+    }
+    for (auto& e : t.exponents) e = static_cast<std::int16_t>(-10000 + spread(rng));
+    t.exponents[0] = -10000;
+    t.exponents[1] = -10000 + 4999;
+    std::vector<std::uint8_t> section;
+    grphi::detail::write_tensor_data(t, section);
+    CHECK(section == general_section(t));
+    const auto back = grphi::deserialize(grphi::serialize({t}));
+    CHECK(back.at(0).exponents == t.exponents);
+}
+
+TEST_CASE("container: the carry-less and table CRC-32 agree with zlib at every length and alignment") {
+    std::mt19937_64 rng(11);
+    std::vector<std::uint8_t> bytes(70000);
+    for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
+    const char* check = "123456789";
+    CHECK(grphi::detail::crc32(reinterpret_cast<const std::uint8_t*>(check), 9) == 0xCBF43926u);  // the CRC-32 check value
+    for (bool clmul : {true, false}) {
+        CAPTURE(clmul);
+        grphi::detail::crc32_clmul_allowed() = clmul;
+        for (std::size_t offset = 0; offset < 4; ++offset)
+            for (std::size_t n = 0; n <= 300; ++n) {
+                CAPTURE(offset);
+                CAPTURE(n);
+                const std::uint8_t* p = bytes.data() + offset;
+                REQUIRE(grphi::detail::crc32(p, n) == ::crc32(0, p, static_cast<uInt>(n)));
+            }
+        for (std::size_t n : {1023, 4096, 65537, 69990}) {
+            CHECK(grphi::detail::crc32(bytes.data() + 1, n) == ::crc32(0, bytes.data() + 1, static_cast<uInt>(n)));
+            // Chained: the CRC of a concatenation continues from the CRC of its first part.
+            const std::uint32_t first = grphi::detail::crc32(bytes.data(), n / 3);
+            CHECK(grphi::detail::crc32(bytes.data() + n / 3, n - n / 3, first) ==
+                  ::crc32(0, bytes.data(), static_cast<uInt>(n)));
+        }
+        grphi::detail::crc32_clmul_allowed() = true;
+    }
 }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <iomanip>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -206,6 +207,8 @@ interval sqrt2_interval() {
 // The bases as the reference sees them: b^m for m >= 0 as an interval that is a single point exactly
 // when b^m is rational (so exact ties are decided exactly), and 1 + b = b^P * F for the linear boundary.
 
+// Every reference base also gives options() (what grphi is asked for) and approx() (for guesses only).
+
 template <class Base>
 struct reference_base;
 
@@ -214,6 +217,23 @@ struct reference_base<grphi::two> {
     static interval power_of_base(long m) { return point(power_of_two(m)); }
     static constexpr long one_plus_base_power = 0;  // 1 + 2 = 3
     static interval one_plus_base_factor() { return point(exact(3.0)); }
+    static long double approx() { return 2.0L; }
+    static grphi::options options() { return {}; }
+};
+
+// A run-time base: the double `value` taken as exact, b^m by repeated squaring (a point while it fits).
+template <>
+struct reference_base<grphi::custom> {
+    double value = 0;
+    interval power_of_base(long m) const { return power(point(exact(value)), m); }
+    static constexpr long one_plus_base_power = 0;
+    interval one_plus_base_factor() const { return point(power_of_two(0)) + point(exact(value)); }
+    long double approx() const { return value; }
+    grphi::options options() const {
+        grphi::options o;
+        o.base_value = value;
+        return o;
+    }
 };
 
 template <>
@@ -225,6 +245,8 @@ struct reference_base<grphi::sqrt2> {
     }
     static constexpr long one_plus_base_power = 0;
     static interval one_plus_base_factor() { return point(power_of_two(0)) + sqrt2_interval(); }
+    static long double approx() { return grphi::sqrt2::value; }
+    static grphi::options options() { return {}; }
 };
 
 template <>
@@ -243,21 +265,28 @@ struct reference_base<grphi::phi> {
     }
     static constexpr long one_plus_base_power = 2;  // 1 + φ = φ², so linear boundaries are powers of φ
     static interval one_plus_base_factor() { return point(power_of_two(0)); }
+    static long double approx() { return grphi::phi::value; }
+    static grphi::options options() { return {}; }
 };
 
 enum class order { below, equal, above };  // the exact value relative to the reference quantity
 
-// Order of x^e against b^m * g (g > 0), exactly. Negative m moves b^-m to the left side. Throws when
-// the intervals overlap without being the same exact point: the reference cannot decide, the test fails.
+// Order of x^e against b^m * g^e (g > 0), exactly: first reduced to x^(e/d) against b^(m/d) g^(e/d),
+// d = gcd(e, m), so that exact ties of dyadic bases (x = 1.5^13, 2x = 3.7 * 4.7) stay within 320 bits.
+// Negative m moves b^-m to the left side. Throws when the intervals overlap without being the same
+// exact point: the reference cannot decide, the test fails.
 template <class Base>
-order compare_power(const big& x, long e, long m, const interval& g) {
+order compare_power(const big& x, long e, long m, const interval& g, const reference_base<Base>& base = {}) {
     if (x.is_zero()) return order::below;
+    const long d = std::gcd(e, m);
+    e /= d;
+    m /= d;
     interval left = power(point(x), e);
-    interval right = g;
+    interval right = power(g, e);
     if (m >= 0)
-        right = right * reference_base<Base>::power_of_base(m);
+        right = right * base.power_of_base(m);
     else
-        left = left * reference_base<Base>::power_of_base(-m);
+        left = left * base.power_of_base(-m);
     if (compare(left.hi, right.lo) < 0) return order::below;
     if (compare(left.lo, right.hi) > 0) return order::above;
     if (left.is_point() && right.is_point() && left.lo == right.lo) return order::equal;
@@ -270,22 +299,23 @@ template <class T, class Base>
 struct reference {
     grphi::rounding round;
     int step;
+    reference_base<Base> base{};
     interval one = point(power_of_two(0));
-    interval linear_factor = power(reference_base<Base>::one_plus_base_factor(), 16);
+    interval linear_factor = base.one_plus_base_factor();
 
     // x against the level b^(k+δ):  x^16 against b^(16k + j).
-    order vs_level(const big& x, long k) const { return compare_power<Base>(x, 16, 16 * k + step, one); }
+    order vs_level(const big& x, long k) const { return compare_power<Base>(x, 16, 16 * k + step, one, base); }
     // x against half the level, b^(k+δ)/2:  (2x)^16 against b^(16k + j).
     order vs_half_level(const big& x, long k) const {
-        return compare_power<Base>(scaled(x, 1), 16, 16 * k + step, one);
+        return compare_power<Base>(scaled(x, 1), 16, 16 * k + step, one, base);
     }
     // x against the boundary between exponents k-1 and k.
     //   log:    b^(k - 1/2 + δ)             x^32 against b^(32k - 16 + 2j)
     //   linear: (b^(k-1) + b^k)/2 * b^δ    (2x)^16 against b^(16(k-1) + j) * (1 + b)^16
     order vs_boundary(const big& x, long k) const {
-        if (round == grphi::rounding::log) return compare_power<Base>(x, 32, 32 * k - 16 + 2L * step, one);
+        if (round == grphi::rounding::log) return compare_power<Base>(x, 32, 32 * k - 16 + 2L * step, one, base);
         return compare_power<Base>(scaled(x, 1), 16, 16 * (k - 1 + reference_base<Base>::one_plus_base_power) + step,
-                                   linear_factor);
+                                   linear_factor, base);
     }
 
     // The exponent of v >= 0 clamped to [k_lo, k_hi]: the largest k with v >= boundary_k.
@@ -300,9 +330,9 @@ struct reference {
 
     // A starting point only (the exact comparisons above settle the answer).
     int guess(T v) const {
-        const long double log_b = std::log(static_cast<long double>(Base::value));
+        const long double log_b = std::log(base.approx());
         long double e = std::log(static_cast<long double>(v)) / log_b - step / 16.0L + 0.5L;
-        if (round == grphi::rounding::linear) e += 0.5L - std::log((1 + static_cast<long double>(Base::value)) / 2) / log_b;
+        if (round == grphi::rounding::linear) e += 0.5L - std::log((1 + base.approx()) / 2) / log_b;
         return static_cast<int>(std::clamp(std::floor(e), -100000.0L, 100000.0L));
     }
 };
@@ -360,9 +390,10 @@ struct failure_log {
 };
 
 template <class T, class Base>
-std::string grid_name(grphi::rounding round, int step) {
-    return std::string(Base::name) + (std::is_same_v<T, float> ? " float " : " double ") + name_of(round) + " step " +
-           std::to_string(step);
+std::string grid_name(grphi::rounding round, int step, const reference_base<Base>& base = {}) {
+    std::string name = Base::name;
+    if constexpr (grphi::is_custom_base_v<Base>) name += " " + grphi::detail::number_text(base.value);
+    return name + (std::is_same_v<T, float> ? " float " : " double ") + name_of(round) + " step " + std::to_string(step);
 }
 
 constexpr int steps_under_test[] = {0, -8, -3, 5, 8};
@@ -372,10 +403,13 @@ constexpr int steps_under_test[] = {0, -8, -3, 5, 8};
 // can be narrowed to [k_first, k_last] (the mutation test only looks where it broke the grid).
 template <class T, class Base>
 void check_grid(const grphi::grid<T, Base>& g, const grphi::detail::cell_table<T, Base>* cells, failure_log& log,
-                std::uint64_t seed, int k_first = INT_MIN, int k_last = INT_MAX, int random_count = 1500) {
+                std::uint64_t seed, int k_first = INT_MIN, int k_last = INT_MAX, int random_count = 1500,
+                const reference_base<Base>& base = {}) {
     const grphi::rounding round = g.round;
     const int step = g.step;
-    const reference<T, Base> ref{round, step};
+    const reference<T, Base> ref{round, step, base};
+    grphi::options opts = base.options();
+    opts.round = round;
     const auto n = static_cast<std::size_t>(g.k_hi - g.k_lo + 1);
     if (g.k_lo >= 0 || g.k_hi <= 0 || g.level.size() != n || g.threshold.size() != n || g.flush.size() != n) {
         log.fail("k_lo, k_hi and the table sizes do not agree");
@@ -406,7 +440,7 @@ void check_grid(const grphi::grid<T, Base>& g, const grphi::detail::cell_table<T
             if (from_cells != expected)
                 log.fail("cell_table exponent(" + where + ") = " + std::to_string(from_cells) + ", reference " +
                          std::to_string(expected));
-            if (grphi::exponent_of<Base>(v, round) != expected) log.fail("exponent_of(" + where + ") is wrong");
+            if (grphi::exponent_of<Base>(v, opts) != expected) log.fail("exponent_of(" + where + ") is wrong");
         }
     };
 
@@ -482,6 +516,17 @@ TEST_CASE("levels: the interval reference decides known comparisons exactly") {
     // φ^77 = L77 + φ^-77 with the Lucas number L77 = 12360848946698171: a near-tie at 2^-110 relative.
     CHECK(compare_power<grphi::phi>(integer(12360848946698171u), 1, 77, one) == order::below);
     CHECK(compare_power<grphi::phi>(integer(12360848946698172u), 1, 77, one) == order::above);
+    // A run-time base is its double, exactly: 1.5^2 = 2.25 and 1.5^-3 = 8/27 (no double, so never equal).
+    const reference_base<grphi::custom> three_halves{1.5};
+    CHECK(compare_power<grphi::custom>(exact(2.25), 1, 2, one, three_halves) == order::equal);
+    CHECK(compare_power<grphi::custom>(exact(std::nextafter(2.25, 0.0)), 1, 2, one, three_halves) == order::below);
+    CHECK(compare_power<grphi::custom>(exact(0.2962962962963), 1, -3, one, three_halves) == order::above);
+    CHECK(compare_power<grphi::custom>(exact(0.2962962962962), 1, -3, one, three_halves) == order::below);
+    CHECK(compare_power<grphi::custom>(exact(3.7), 16, 16, one, reference_base<grphi::custom>{3.7}) == order::equal);
+    CHECK(compare_power<grphi::custom>(exact(std::nextafter(3.7, 4.0)), 16, 16, one, reference_base<grphi::custom>{3.7}) ==
+          order::above);
+    // The linear boundary between 1.5^0 and 1.5^1 is 1.25: (2 * 1.25)^16 against 1.5^0 * (1 + 1.5)^16.
+    CHECK(compare_power<grphi::custom>(exact(2.5), 16, 0, point(exact(2.5)), three_halves) == order::equal);
     // An overlap that is not an exact tie must throw, never pass.
     CHECK_THROWS_AS(compare_power<grphi::phi>(exact(1.0), 1, 0, sqrt2_interval() * sqrt2_interval() * point(exact(0.5))),
                     std::runtime_error);
@@ -610,4 +655,134 @@ TEST_CASE_TEMPLATE("levels: level() and grid_for() reject what is outside their 
         for (int step : {-9, 9, -100, 100, INT_MIN, INT_MAX}) CHECK_THROWS_AS(grid_at(step), std::invalid_argument);
         for (int step = -8; step <= 8; ++step) CHECK(grid_at(step) == step);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// grphi::custom: a base given at run time goes through the same exact machinery.
+
+namespace {
+
+grphi::options custom_options(double b, grphi::rounding round = grphi::rounding::log) {
+    grphi::options o;
+    o.base_value = b;
+    o.round = round;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("levels: grphi::custom with value 2 is the grid of two, bit for bit", T, float, double) {
+    for (grphi::rounding round : {grphi::rounding::log, grphi::rounding::linear}) {
+        const grphi::options o = custom_options(2.0, round);
+        for (int step : steps_under_test) {
+            CAPTURE(step);
+            const auto& custom = grphi::grid_for<T, grphi::custom>(o, step);
+            const auto& two = grphi::grid_for<T, grphi::two>(round, step);
+            CHECK(&custom == &grphi::grid_for<T, grphi::custom>(o, step));  // built once, shared
+            CHECK(custom.round == round);
+            CHECK(custom.step == step);
+            CHECK(custom.k_lo == two.k_lo);
+            CHECK(custom.k_hi == two.k_hi);
+            CHECK(custom.level == two.level);
+            CHECK(custom.threshold == two.threshold);
+            CHECK(custom.flush == two.flush);
+        }
+        const auto& cells = grphi::detail::cell_table_for<T, grphi::custom>(o);
+        const auto& two_cells = grphi::detail::cell_table_for<T, grphi::two>(round);
+        CHECK(cells.source == &grphi::grid_for<T, grphi::custom>(o));
+        CHECK(cells.cell_bits == two_cells.cell_bits);
+        CHECK(cells.base_k == two_cells.base_k);
+        CHECK(cells.threshold_bits == two_cells.threshold_bits);
+    }
+    CHECK(grphi::level<T, grphi::custom>(-3, custom_options(2.0)) == T(0.125));
+    CHECK(grphi::exponent_of<grphi::custom>(T(3), custom_options(2.0, grphi::rounding::linear)) == 2);  // 3 is a tie: up
+}
+
+TEST_CASE_TEMPLATE("levels: grphi::custom grids are exact against the reference (1.5, 3.7)", T, float, double) {
+    std::uint64_t seed = 4242;
+    for (double b : {1.5, 3.7}) {
+        const reference_base<grphi::custom> base{b};
+        for (grphi::rounding round : {grphi::rounding::log, grphi::rounding::linear})
+            for (int step : {0, -8, 5}) {
+                const grphi::options o = custom_options(b, round);
+                const auto& g = grphi::grid_for<T, grphi::custom>(o, step);
+                failure_log log{grid_name<T, grphi::custom>(round, step, base)};
+                check_grid<T, grphi::custom>(g, step == 0 ? &grphi::detail::cell_table_for<T, grphi::custom>(o) : nullptr,
+                                             log, ++seed, INT_MIN, INT_MAX, 1500, base);
+                CHECK(log.count == 0);
+            }
+    }
+    // Distinct values get distinct grids, and 1.5's levels are its exact powers while they fit.
+    const auto& g15 = grphi::grid_for<T, grphi::custom>(custom_options(1.5));
+    CHECK(&g15 != &grphi::grid_for<T, grphi::custom>(custom_options(3.7)));
+    T p = 1;
+    for (int k = 0; k <= 15; ++k, p *= T(1.5)) CHECK(g15.level_of(k) == p);
+    // The reference sees an ulp anywhere, exact ties included (1.5^13 / 2 is a flush point and a double).
+    const reference_base<grphi::custom> base15{1.5};
+    auto failures_of = [&](const grphi::grid<T, grphi::custom>& g, int k) {
+        failure_log log{"mutant", true};
+        check_grid<T, grphi::custom>(g, nullptr, log, 1, k - 1, k + 1, 0, base15);
+        return log.count;
+    };
+    CHECK(failures_of(g15, 13) == 0);
+    const auto at = [&](int k) { return static_cast<std::size_t>(k - g15.k_lo); };
+    auto mutant = g15;
+    mutant.flush[at(13)] = std::nextafter(mutant.flush[at(13)], T(0));
+    CHECK(failures_of(mutant, 13) > 0);
+    mutant = g15;
+    mutant.level[at(-20)] = std::nextafter(mutant.level[at(-20)], T(1));
+    CHECK(failures_of(mutant, -20) > 0);
+    mutant = g15;
+    mutant.threshold[at(7)] = std::nextafter(mutant.threshold[at(7)], T(0));
+    CHECK(failures_of(mutant, 7) > 0);
+}
+
+TEST_CASE("levels: the smallest run-time base, 1.03, still fits int16 and is exact (float)") {
+    const double b = 1.03;
+    const grphi::options o = custom_options(b);
+    const auto& g = grphi::grid_for<float, grphi::custom>(o);
+    CHECK(g.k_lo < -3000);
+    CHECK(g.k_hi > 2900);
+    failure_log log{grid_name<float, grphi::custom>(grphi::rounding::log, 0, reference_base<grphi::custom>{b})};
+    check_grid<float, grphi::custom>(g, &grphi::detail::cell_table_for<float, grphi::custom>(o), log, 99, INT_MIN,
+                                     INT_MAX, 1500, reference_base<grphi::custom>{b});
+    CHECK(log.count == 0);
+    // And the double grid builds, inside int16, with levels around 1 that are the correctly rounded powers.
+    const auto& d = grphi::grid_for<double, grphi::custom>(o);
+    CHECK(d.k_lo >= -32767);
+    CHECK(d.k_hi <= 32767);
+    CHECK(d.level_of(0) == 1.0);
+    CHECK(d.level_of(1) == 1.03);
+    CHECK(d.level_of(2) == 1.03 * 1.03);  // 1.0609 rounded once: the product of doubles is within half an ulp
+}
+
+TEST_CASE_TEMPLATE("levels: options::base_value is required for custom and refused for named bases", T, float, double) {
+    using grphi::custom;
+    CHECK_THROWS_WITH_AS((grphi::grid_for<T, custom>(grphi::options{})), doctest::Contains("base_value is required"),
+                         std::invalid_argument);
+    for (double bad : {1.0, 1.02, 1.0299999999999998, 0.5, -2.0, 0.0, std::numeric_limits<double>::quiet_NaN(),
+                       std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+        CAPTURE(bad);
+        CHECK_THROWS_WITH_AS((grphi::grid_for<T, custom>(custom_options(bad))), doctest::Contains("base_value="),
+                             std::invalid_argument);
+        grphi::options o;
+        o.base_value = bad;
+        CHECK_THROWS_AS(o.validate(), std::invalid_argument);
+    }
+    CHECK_THROWS_WITH_AS((grphi::grid_for<T, grphi::two>(custom_options(2.0))),
+                         doctest::Contains("base_value=2 is set, but the base is two"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(grphi::base_value_of<grphi::phi>(custom_options(1.5)), doctest::Contains("only for grphi::custom"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS((grphi::grid_for<T, custom>(custom_options(1.02))), doctest::Contains("1.02"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS((grphi::grid_for<T, custom>(custom_options(std::numeric_limits<double>::quiet_NaN()))),
+                         doctest::Contains("nan"), std::invalid_argument);
+    CHECK_THROWS_AS((grphi::grid_for<T, custom>(custom_options(1.5), 9)), std::invalid_argument);
+    CHECK_THROWS_AS((grphi::level<T, custom>(40000, custom_options(1.5))), std::out_of_range);
+    CHECK(grphi::base_value_of<custom>(custom_options(1.5)) == 1.5);
+    CHECK(grphi::base_value_of<custom>(custom_options(1.03)) == 1.03);
+    CHECK(grphi::base_value_of<grphi::phi>(grphi::options{}) == 1.618033988749895);
+    CHECK(grphi::base_value_of<grphi::two>(grphi::options{}) == 2.0);
+    CHECK(grphi::is_base_v<custom>);
+    CHECK(std::string(custom::name) == "custom");
 }

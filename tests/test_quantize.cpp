@@ -59,7 +59,7 @@ struct reference {
 
     // Window of a channel whose largest magnitude is m, on the grid with the given scale step.
     std::pair<int, int> window(T m, int step) const {
-        const auto& g = grphi::grid_for<T, B>(o.round, step);
+        const auto& g = grphi::grid_for<T, B>(o, step);
         int lo = g.k_lo, hi = g.k_hi;
         if (o.e_min) lo = std::min(std::max(*o.e_min, g.k_lo), g.k_hi);
         if (o.e_max) hi = std::min(std::max(*o.e_max, g.k_lo), g.k_hi);
@@ -75,7 +75,7 @@ struct reference {
     // Reconstruction of rows [r0, r1) with a window and scale step; returns the squared error.
     long double reconstruct(const grphi::row_matrix<T>& W, Eigen::Index r0, Eigen::Index r1, int lo, int hi, int step,
                             grphi::row_matrix<T>& out, std::vector<int>& exps, std::vector<int>& signs) const {
-        const auto& g = grphi::grid_for<T, B>(o.round, step);
+        const auto& g = grphi::grid_for<T, B>(o, step);
         long double error = 0;
         const Eigen::Index C = W.cols();
         const Eigen::Index block = o.cluster_size > 1 ? o.cluster_size : 1;
@@ -157,6 +157,47 @@ struct reference {
     }
 };
 
+// quantize, dequantize and fake_quantize of W with options o against the reference.
+template <class T, class B>
+void check_against_reference(const grphi::row_matrix<T>& W, const grphi::options& o) {
+    const reference<T, B> ref{o};
+    const auto expected = ref.run(W);
+    const auto p = grphi::quantize<B>(W, o);
+    grphi::validate(p);
+    const auto deq = grphi::dequantize(p);
+    const auto fake = grphi::fake_quantize<B>(W, o);
+    REQUIRE(p.window_lo.size() == expected.lo.size());
+    for (std::size_t c = 0; c < expected.lo.size(); ++c) {
+        CHECK(p.window_lo[c] == expected.lo[c]);
+        CHECK(p.window_hi[c] == expected.hi[c]);
+    }
+    // Scale steps: the chosen step must reach the reference's minimal error (ties may pick either).
+    grphi::row_matrix<T> diff_ref = W - expected.values, diff_got = W - deq;
+    if (!o.fit_scale) {
+        for (auto s : p.scale_steps) CHECK(s == 0);
+        REQUIRE(p.exponents.size() == expected.exps.size());
+        for (std::size_t i = 0; i < expected.exps.size(); ++i) CHECK(p.exponents[i] == expected.exps[i]);
+    }
+    CHECK(diff_got.template cast<long double>().squaredNorm() <=
+          diff_ref.template cast<long double>().squaredNorm() * (1 + 1e-12L));
+    bool identical = true, zeros_kept = true;
+    for (Eigen::Index i = 0; i < W.size(); ++i) {
+        identical = identical && same_bits(deq.data()[i], fake.data()[i]);
+        if (W.data()[i] == 0) zeros_kept = zeros_kept && same_bits(fake.data()[i], T(0));
+    }
+    CHECK(identical);
+    CHECK(zeros_kept);
+    if (!o.fit_scale) {
+        for (Eigen::Index i = 0; i < W.size(); ++i) {
+            if (!same_bits(fake.data()[i], expected.values.data()[i])) {
+                FAIL("value differs from reference at " << i << ": " << fake.data()[i] << " vs "
+                                                      << expected.values.data()[i]);
+                break;
+            }
+        }
+    }
+}
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("quantize, dequantize and fake_quantize agree with the reference for every option set", C, GRPHI_COMBOS) {
@@ -165,40 +206,47 @@ TEST_CASE_TEMPLATE("quantize, dequantize and fake_quantize agree with the refere
     const auto W = test_weights<T>(7, 45, 11);
     for (const auto& o : grphi_test::all_option_sets(-5, {0, 1, 5, 32})) {
         CAPTURE(describe(o));
-        const reference<T, B> ref{o};
-        const auto expected = ref.run(W);
-        const auto p = grphi::quantize<B>(W, o);
-        grphi::validate(p);
-        const auto deq = grphi::dequantize(p);
-        const auto fake = grphi::fake_quantize<B>(W, o);
-        REQUIRE(p.window_lo.size() == expected.lo.size());
-        for (std::size_t c = 0; c < expected.lo.size(); ++c) {
-            CHECK(p.window_lo[c] == expected.lo[c]);
-            CHECK(p.window_hi[c] == expected.hi[c]);
-        }
-        // Scale steps: the chosen step must reach the reference's minimal error (ties may pick either).
-        grphi::row_matrix<T> diff_ref = W - expected.values, diff_got = W - deq;
-        if (!o.fit_scale) {
-            for (auto s : p.scale_steps) CHECK(s == 0);
-            REQUIRE(p.exponents.size() == expected.exps.size());
-            for (std::size_t i = 0; i < expected.exps.size(); ++i) CHECK(p.exponents[i] == expected.exps[i]);
-        }
-        CHECK(diff_got.template cast<long double>().squaredNorm() <=
-              diff_ref.template cast<long double>().squaredNorm() * (1 + 1e-12L));
-        bool identical = true, zeros_kept = true;
+        check_against_reference<T, B>(W, o);
+    }
+}
+
+// Clip windows from narrow to wider than the register tables (64 cells for float, 32 for double),
+// with log-uniform magnitudes that reach both ends, for cluster sizes on and off the register route.
+TEST_CASE_TEMPLATE("every clip window width, clustered or not, matches the reference", C, GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    std::mt19937_64 rng(99);
+    for (int half_width : {3, 8, 12, 16, 20, 23, 26, 32, 45}) {
+        const int lo = -half_width - 2, hi = half_width - 2;
+        const auto& g = grphi::grid_for<T, B>();
+        std::uniform_real_distribution<double> exponent(lo - 3.0, hi + 3.0);
+        grphi::row_matrix<T> W(5, 83);  // 83 = 5 blocks of 16 + 3: register blocks with a masked tail
         for (Eigen::Index i = 0; i < W.size(); ++i) {
-            identical = identical && same_bits(deq.data()[i], fake.data()[i]);
-            if (W.data()[i] == 0) zeros_kept = zeros_kept && same_bits(fake.data()[i], T(0));
+            const double magnitude = std::pow(static_cast<double>(B::value), exponent(rng));
+            W.data()[i] = static_cast<T>((i % 3 == 0 ? -1 : 1) * magnitude);
         }
-        CHECK(identical);
-        CHECK(zeros_kept);
-        if (!o.fit_scale) {
-            for (Eigen::Index i = 0; i < W.size(); ++i) {
-                if (!same_bits(fake.data()[i], expected.values.data()[i])) {
-                    FAIL("value differs from reference at " << i << ": " << fake.data()[i] << " vs "
-                                                          << expected.values.data()[i]);
-                    break;
+        W(1, 4) = T(0);
+        W(2, 80) = -T(0);
+        for (int cluster : {0, 5, 16, 32, 48}) {
+            for (auto under : {grphi::underflow::clamp, grphi::underflow::flush}) {
+                grphi::options o;
+                o.e_min = std::max(lo, g.k_lo);
+                o.e_max = std::min(hi, g.k_hi);
+                o.cluster_size = cluster;
+                o.under = under;
+                CAPTURE(half_width);
+                CAPTURE(describe(o));
+                const reference<T, B> ref{o};
+                const auto expected = ref.run(W);
+                const auto fake = grphi::fake_quantize<B>(W, o);
+                const auto deq = grphi::dequantize(grphi::quantize<B>(W, o));
+                bool fake_ok = true, deq_ok = true;
+                for (Eigen::Index i = 0; i < W.size(); ++i) {
+                    fake_ok = fake_ok && same_bits(fake.data()[i], expected.values.data()[i]);
+                    deq_ok = deq_ok && same_bits(deq.data()[i], expected.values.data()[i]);
                 }
+                CHECK(fake_ok);
+                CHECK(deq_ok);
             }
         }
     }
@@ -475,3 +523,87 @@ TEST_CASE_TEMPLATE("OpenMP over channels changes nothing in the output", C, GRPH
     }
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// grphi::custom: the base comes from options::base_value at run time.
+
+namespace {
+
+grphi::options with_base(grphi::options o, double b) {
+    o.base_value = b;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("custom base 2 quantizes exactly like two, bit for bit", T, float, double) {
+    const auto W = test_weights<T>(7, 45, 23);
+    for (const auto& o : grphi_test::all_option_sets(-5, {0, 5})) {
+        CAPTURE(describe(o));
+        const auto named = grphi::quantize<grphi::two>(W, o);
+        const auto custom = grphi::quantize<grphi::custom>(W, with_base(o, 2.0));
+        CHECK(custom.opts.base_value == 2.0);
+        CHECK(custom.signs == named.signs);
+        CHECK(custom.exponents == named.exponents);
+        CHECK(custom.window_lo == named.window_lo);
+        CHECK(custom.window_hi == named.window_hi);
+        CHECK(custom.scale_steps == named.scale_steps);
+        const grphi::row_matrix<T> deq_named = grphi::dequantize(named), deq_custom = grphi::dequantize(custom);
+        const grphi::row_matrix<T> fake_custom = grphi::fake_quantize<grphi::custom>(W, with_base(o, 2.0));
+        CHECK(std::memcmp(deq_named.data(), deq_custom.data(), sizeof(T) * std::size_t(W.size())) == 0);
+        CHECK(std::memcmp(deq_named.data(), fake_custom.data(), sizeof(T) * std::size_t(W.size())) == 0);
+    }
+}
+
+TEST_CASE_TEMPLATE("custom bases 1.5 and 3.7 agree with the reference for every option set", T, float, double) {
+    const auto W = test_weights<T>(7, 45, 11);
+    for (double b : {1.5, 3.7})
+        for (const auto& o : grphi_test::all_option_sets(-5, {0, 1, 5})) {
+            CAPTURE(b);
+            CAPTURE(describe(o));
+            check_against_reference<T, grphi::custom>(W, with_base(o, b));
+        }
+    // The clip mask and layouts go through the same path.
+    const grphi::options o = with_base([] {
+        grphi::options l;
+        l.levels = 5;
+        return l;
+    }(), 1.5);
+    grphi::row_matrix<T> out(W.rows(), W.cols()), mask(W.rows(), W.cols());
+    grphi::fake_quantize<grphi::custom>(W, o, out, mask);
+    const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> col_major = W;
+    CHECK(grphi::fake_quantize<grphi::custom>(col_major, o) == out);
+    CHECK(grphi::dequantize(grphi::quantize<grphi::custom>(W, o)) == out);
+    CHECK(mask.sum() > 0);  // five levels clip the small weights
+}
+
+TEST_CASE_TEMPLATE("custom base: base_value is required, validated, and refused by named bases", T, float, double) {
+    const auto W = test_weights<T>(3, 8, 1);
+    CHECK_THROWS_WITH_AS(grphi::quantize<grphi::custom>(W, grphi::options{}), doctest::Contains("base_value is required"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(grphi::fake_quantize<grphi::custom>(W, grphi::options{}),
+                         doctest::Contains("base_value is required"), std::invalid_argument);
+    for (double bad : {1.0, 1.02, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+        CAPTURE(bad);
+        CHECK_THROWS_WITH_AS(grphi::quantize<grphi::custom>(W, with_base({}, bad)), doctest::Contains("base_value="),
+                             std::invalid_argument);
+        CHECK_THROWS_AS(grphi::fake_quantize<grphi::custom>(W, with_base({}, bad)), std::invalid_argument);
+    }
+    CHECK_THROWS_WITH_AS(grphi::quantize<grphi::custom>(W, with_base({}, 1.02)), doctest::Contains("1.02"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(grphi::quantize<grphi::phi>(W, with_base({}, 1.5)), doctest::Contains("only for grphi::custom"),
+                         std::invalid_argument);
+    CHECK_THROWS_AS(grphi::fake_quantize<grphi::two>(W, with_base({}, 2.0)), std::invalid_argument);
+    // Bad options throw before the output is touched.
+    grphi::packed<T, grphi::custom> reused = grphi::quantize<grphi::custom>(W, with_base({}, 1.5));
+    const auto before = reused.exponents;
+    CHECK_THROWS_AS(grphi::quantize<grphi::custom>(W, grphi::options{}, reused), std::invalid_argument);
+    CHECK(reused.exponents == before);
+    // A packed tensor carries its base: dequantize needs it, and checks the windows against its range.
+    auto p = grphi::quantize<grphi::custom>(W, with_base({}, 1.5));
+    CHECK(grphi::dequantize(p) == grphi::fake_quantize<grphi::custom>(W, with_base({}, 1.5)));
+    p.opts.base_value.reset();
+    CHECK_THROWS_WITH_AS(grphi::dequantize(p), doctest::Contains("base_value is required"), std::invalid_argument);
+    p.opts.base_value = 1e300;  // b = 1e300 has a natural range of one to three exponents: 1.5's windows fall outside
+    CHECK_THROWS_WITH_AS(grphi::dequantize(p), doctest::Contains("natural range"), std::invalid_argument);
+}

@@ -363,3 +363,78 @@ TEST_CASE("rans: every truncation and every single-byte corruption of a small st
         CHECK(undetected * 20 < total);  // the final-state and length checks catch the vast majority
     }
 }
+
+TEST_CASE("rans: the AVX-512, AVX2 and scalar encoders write the documented stream for small alphabets") {
+    // Alphabets up to 31 symbols keep the AVX-512 coder tables in registers; 32 and more take the AVX2 path.
+    std::uint64_t seed = 5;
+    for (int alphabet : {2, 3, 9, 16, 17, 31, 32, 40})
+        for (std::size_t n : {31, 32, 33, 1000, 65537}) {
+            const auto s = alphabet == 2 ? uniform(n, 2, seed++) : laplacian(n, 0.3, alphabet / 2, alphabet, seed++);
+            const auto counts = rans::histogram(s);
+            const auto table = rans::normalize(counts, rans::choose_scale_bits(counts));
+            if (table.single_symbol()) continue;
+            const auto enc = rans::build_encoder(table);
+            for (unsigned lanes_log2 : {4u, 5u}) {
+                const std::vector<std::uint8_t> expected = reference_payload(table, s, lanes_log2);
+                for (int path = 0; path < 3; ++path) {  // AVX-512, AVX2, scalar (where the CPU has them)
+                    CAPTURE(alphabet);
+                    CAPTURE(n);
+                    CAPTURE(lanes_log2);
+                    CAPTURE(path);
+                    rans::detail::avx512_paths_allowed() = path == 0;
+                    rans::detail::vector_paths_allowed() = path < 2;
+                    std::vector<std::uint8_t> payload;
+                    rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
+                    CHECK(payload == expected);
+                    rans::detail::avx512_paths_allowed() = true;
+                    rans::detail::vector_paths_allowed() = true;
+                }
+            }
+            // encode_counted with the histogram given is encode().
+            std::vector<std::uint8_t> counted;
+            rans::encode_counted(s.data(), s.size(), counts, counted);
+            CHECK(counted == rans::encode(s));
+        }
+}
+
+TEST_CASE("rans: tables of power-of-two frequencies (the vector encoders' shift path) write the documented stream") {
+    std::mt19937_64 rng(8);
+    for (const std::vector<std::uint32_t>& freq : {std::vector<std::uint32_t>{1, 0, 1}, {4, 8, 2, 2}, {1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512}}) {
+        rans::frequency_table table;
+        table.freq = freq;
+        std::uint32_t total = 0;
+        for (auto f : freq) total += f;
+        table.scale_bits = rans::detail::ceil_log2(total);
+        std::discrete_distribution<int> pick(freq.begin(), freq.end());
+        std::vector<symbol> s(40000 + freq.size());
+        for (auto& v : s) v = static_cast<symbol>(pick(rng));
+        const auto enc = rans::build_encoder(table);
+        for (unsigned lanes_log2 : {4u, 5u}) {
+            const std::vector<std::uint8_t> expected = reference_payload(table, s, lanes_log2);
+            for (int path = 0; path < 3; ++path) {
+                CAPTURE(freq.size());
+                CAPTURE(lanes_log2);
+                CAPTURE(path);
+                rans::detail::avx512_paths_allowed() = path == 0;
+                rans::detail::vector_paths_allowed() = path < 2;
+                std::vector<std::uint8_t> payload;
+                rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
+                CHECK(payload == expected);
+                rans::detail::avx512_paths_allowed() = true;
+                rans::detail::vector_paths_allowed() = true;
+            }
+        }
+    }
+}
+
+TEST_CASE("rans: the AVX-512 encoder flags a symbol outside the table") {
+    std::vector<symbol> s = laplacian(4096, 0.3, 4, 9, 21);
+    const auto table = rans::normalize(rans::histogram(s), 10);
+    const auto enc = rans::build_encoder(table);
+    for (symbol bad : {symbol(9), symbol(31), symbol(32), symbol(4095)}) {
+        CAPTURE(bad);
+        s[1234] = bad;
+        std::vector<std::uint8_t> payload;
+        CHECK_THROWS_AS(rans::encode_symbols(enc, s.data(), s.size(), 5, payload), std::invalid_argument);
+    }
+}

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -12,6 +13,7 @@
 
 #include <fnmatch.h>
 
+#include <grphi/base.hpp>
 #include <grphi/options.hpp>
 
 namespace grphi::cli {
@@ -29,7 +31,7 @@ inline constexpr const char* usage_text =
     "  grphi report IN.safetensors|IN.npy [options] [--csv]\n"
     "\n"
     "quantizer options (quantize, report):\n"
-    "  --base phi|two|sqrt2|<number>  base b of the levels sign * b^k (default phi)\n"
+    "  --base phi|two|sqrt2|<number>  base b of the levels sign * b^k (default phi); any number >= 1.03\n"
     "  --levels N                     per-channel window of N exponents below the channel's top\n"
     "  --e-min A --e-max B            absolute exponent clip\n"
     "  --per-tensor                   one window/scale for the whole tensor (default: per row)\n"
@@ -47,7 +49,7 @@ struct arguments {
     std::string command;
     std::string input;
     std::string output;
-    std::string base = "phi";
+    std::string base = "phi";  // phi, two, sqrt2, or custom (the value is opts.base_value)
     options opts;
     std::vector<std::string> includes, excludes;
     unsigned threads = 0;  // 0: hardware concurrency
@@ -55,6 +57,11 @@ struct arguments {
     bool csv = false;
     std::string tensor;                      // decode: which tensor goes to an .npy
     std::uint64_t chunk_weights = 1u << 20;  // rows per job ~ this many weights (tuning/testing)
+
+    // The base as the user sees it: its name, or the number of a custom base.
+    std::string base_text() const {
+        return base == "custom" && opts.base_value ? detail::number_text(*opts.base_value) : base;
+    }
 
     unsigned thread_count() const {
         if (threads) return threads;
@@ -83,24 +90,29 @@ inline long long parse_integer(const std::string& flag, const std::string& text,
     return value;
 }
 
-// phi, two, sqrt2, or a number equal to one of them (to 1e-12); other numbers need a runtime base.
-inline std::string parse_base(const std::string& text) {
-    if (text == "phi" || text == "two" || text == "sqrt2") return text;
-    if (text == "2") return "two";
+struct base_choice {
+    std::string name;             // phi, two, sqrt2 or custom
+    std::optional<double> value;  // custom only: b
+};
+
+// phi, two, sqrt2, or a number: one within 1e-12 of φ, 2 or √2 selects that named base (with its exact,
+// irrational value); any other finite number >= 1.03 is a run-time base (grphi::custom), taken as the
+// double it reads as.
+inline base_choice parse_base(const std::string& text) {
+    if (text == "phi" || text == "two" || text == "sqrt2") return {text, std::nullopt};
     errno = 0;
     char* end = nullptr;
     const double value = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || errno == ERANGE || !(value > 1.0))
-        throw usage_error("--base " + text + ": expected phi, two, sqrt2 or a number > 1");
+    if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(value) ||
+        !(value >= static_cast<double>(min_base_value)))
+        throw usage_error("--base " + text + ": expected phi, two, sqrt2 or a finite number >= 1.03");
     const struct {
         const char* name;
         double value;
     } known[] = {{"phi", 1.6180339887498949}, {"two", 2.0}, {"sqrt2", 1.4142135623730951}};
     for (const auto& base : known)
-        if (std::fabs(value - base.value) <= 1e-12) return base.name;
-    throw usage_error("--base " + text +
-                      ": only phi (1.6180339887...), two (2) and sqrt2 (1.4142135623...) are built in; "
-                      "other numeric bases are not supported yet");
+        if (std::fabs(value - base.value) <= 1e-12) return {base.name, std::nullopt};
+    return {"custom", value};
 }
 
 inline arguments parse_arguments(int argc, char** argv) {
@@ -121,7 +133,11 @@ inline arguments parse_arguments(int argc, char** argv) {
         if (arg == "--") options_end = true;
         else if (arg == "-h" || arg == "--help") args.command = "help";
         else if (arg == "-o" || arg == "--output") args.output = value(arg);
-        else if (arg == "--base") args.base = parse_base(value(arg));
+        else if (arg == "--base") {
+            const base_choice b = parse_base(value(arg));
+            args.base = b.name;
+            args.opts.base_value = b.value;
+        }
         else if (arg == "--levels") args.opts.levels = static_cast<int>(parse_integer(arg, value(arg), 1, 65535));
         else if (arg == "--e-min") args.opts.e_min = static_cast<int>(parse_integer(arg, value(arg), -32767, 32767));
         else if (arg == "--e-max") args.opts.e_max = static_cast<int>(parse_integer(arg, value(arg), -32767, 32767));

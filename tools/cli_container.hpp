@@ -12,10 +12,12 @@
 //   the whole tensor would (per-tensor options keep the tensor in one part).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -73,10 +75,11 @@ inline stored_tensor to_stored(std::string name, packed<T, Base>&& p) {
     s.name = std::move(name);
     s.scalar = scalar_kind_of<T>();
     s.base_name = Base::name;
-    s.base_value = static_cast<double>(static_cast<long double>(Base::value));
+    s.base_value = base_value_of<Base>(p.opts);
     s.rows = p.rows;
     s.cols = p.cols;
     s.opts = p.opts;
+    s.opts.base_value.reset();  // a custom base's value is stored once, as base_value
     s.signs = std::move(p.signs);
     s.exponents = std::move(p.exponents);
     s.window_lo = std::move(p.window_lo);
@@ -104,33 +107,82 @@ inline coded_tensor code_tensor(const stored_tensor& t) {
     return c;
 }
 
-// Appends coded tensors as they come: data sections to an anonymous spool file, entries in memory; finish()
-// writes header, directory and the spooled sections to a temporary and renames it to the target.
+// code_tensor for a packed tensor: its arrays are lent to the container tensor and given back, so a caller
+// that quantizes into the same packed tensor again reuses their memory (no allocation, no page faults).
+template <class T, class Base>
+coded_tensor code_packed(const std::string& name, packed<T, Base>& p) {
+    stored_tensor s = to_stored(name, std::move(p));
+    coded_tensor c = code_tensor(s);
+    p.signs = std::move(s.signs);
+    p.exponents = std::move(s.exponents);
+    p.window_lo = std::move(s.window_lo);
+    p.window_hi = std::move(s.window_hi);
+    p.scale_steps = std::move(s.scale_steps);
+    return c;
+}
+
+// The most bytes a tensor's directory entry can take once coded: its data section at an upper bound
+// (channel state, two rANS streams of at most 2 bytes per symbol with full tables, or raw exponents), and
+// room for options that differ from the planned ones.
+inline std::uint64_t entry_bytes_bound(const stored_tensor& planned) {
+    const auto rows = static_cast<std::uint64_t>(planned.rows), cols = static_cast<std::uint64_t>(planned.cols);
+    const std::uint64_t data_bound = 5 * rows + 6 * rows * cols + 32768;
+    std::vector<std::uint8_t> entry;
+    detail::write_directory_entry(planned, data_bound, entry);
+    return entry.size() + 16;
+}
+
+// Writes a container straight into the output file, each data section once: room for the header and
+// directory is reserved first, sized from the planned entries (their data sizes bounded), data sections
+// follow as they come, and finish() writes header and directory into the room. The directory fills it
+// exactly thanks to padding entries: empty byte carriers named "__grphi_tool__/padding/<i>/...." whose
+// names take up the difference between the planned and the actual entry sizes.
 class container_writer {
 public:
+    // `tensors`: how many add() calls will come; `entries_bound`: the sum of their entry_bytes_bound.
     // The output's temporary is created first, so an unwritable target fails before any work is done.
-    explicit container_writer(std::string path)
-        : path_(std::move(path)), out_(std::make_unique<output_file>(path_)), spool_(std::tmpfile()) {
-        if (!spool_) throw io_error(path_ + ": cannot create a temporary spool file: " + detail::errno_text(errno));
-    }
-    ~container_writer() {
-        if (spool_) std::fclose(spool_);
+    container_writer(std::string path, std::uint64_t tensors, std::uint64_t entries_bound)
+        : path_(std::move(path)), out_(std::make_unique<output_file>(path_)), planned_(tensors),
+          entries_bound_(entries_bound), paddings_(1 + entries_bound / padding_span) {
+        for (std::uint64_t i = 0; i < paddings_; ++i) padding_entry_base_ += padding_entry(i, padding_min_name).size();
+        padding_entry_base_ -= paddings_ * (2 + padding_min_name);  // the name's own bytes (varint + text) vary
+        reserved_ = container::header_bytes + varint_bytes(planned_ + paddings_) + entries_bound_ + padding_entry_base_ +
+                    paddings_ * (2 + padding_min_name) + 4;
+        const std::vector<std::uint8_t> room(static_cast<std::size_t>(std::min<std::uint64_t>(reserved_, 1 << 16)), 0);
+        for (std::uint64_t left = reserved_; left != 0;) {
+            const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, room.size()));
+            out_->write(room.data(), n);
+            left -= n;
+        }
     }
     container_writer(const container_writer&) = delete;
     container_writer& operator=(const container_writer&) = delete;
 
     void add(const coded_tensor& c) {
-        if (std::fwrite(c.section.data(), 1, c.section.size(), spool_) != c.section.size())
-            throw io_error(path_ + ": cannot write the spool file: " + detail::errno_text(errno));
+        if (count_ == planned_) throw std::logic_error(path_ + ": more tensors than planned");
+        out_->write(c.section.data(), c.section.size());
         entries_.insert(entries_.end(), c.entry.begin(), c.entry.end());
         ++count_;
-        spooled_ += c.section.size();
     }
 
     void finish() {
+        if (count_ != planned_ || entries_.size() > entries_bound_)
+            throw std::logic_error(path_ + ": the directory does not fit the room planned for it");
+        // Name bytes the paddings must take so the directory ends exactly at the reserved room's end.
+        std::uint64_t slack = entries_bound_ - entries_.size() + paddings_ * (2 + padding_min_name);
         std::vector<std::uint8_t> directory;
-        rans::detail::put_varint(directory, count_);
+        rans::detail::put_varint(directory, count_ + paddings_);
         directory.insert(directory.end(), entries_.begin(), entries_.end());
+        for (std::uint64_t i = 0; i < paddings_; ++i) {
+            // Names of 128..16383 bytes take 2 + length bytes: every size in [130, 16385] is reachable.
+            const std::uint64_t take = i + 1 == paddings_ ? slack : std::min<std::uint64_t>(slack - 130 * (paddings_ - 1 - i), 2 + padding_max_name);
+            if (take < 2 + padding_min_name || take > 2 + padding_max_name)
+                throw std::logic_error(path_ + ": padding entries cannot fill the directory's room");
+            slack -= take;
+            const coded_tensor pad = padding_entry_coded(i, static_cast<std::size_t>(take - 2));
+            directory.insert(directory.end(), pad.entry.begin(), pad.entry.end());
+            out_->write(pad.section.data(), pad.section.size());
+        }
         if (directory.size() > 0xffffffffu) throw std::invalid_argument(path_ + ": tensor directory exceeds 4 GiB");
         std::vector<std::uint8_t> head(container::magic.begin(), container::magic.end());
         detail::put_u16(head, container::version_major);
@@ -139,29 +191,38 @@ public:
         detail::put_u32(head, detail::crc32(head.data(), head.size()));
         head.insert(head.end(), directory.begin(), directory.end());
         detail::put_u32(head, detail::crc32(directory.data(), directory.size()));
-
-        output_file& out = *out_;
-        out.write(head.data(), head.size());
-        if (std::fflush(spool_) != 0 || std::fseek(spool_, 0, SEEK_SET) != 0)
-            throw io_error(path_ + ": cannot read back the spool file: " + detail::errno_text(errno));
-        std::vector<char> buffer(std::size_t{1} << 20);
-        std::uint64_t copied = 0;
-        while (copied < spooled_) {
-            const std::size_t got = std::fread(buffer.data(), 1, buffer.size(), spool_);
-            if (got == 0) throw io_error(path_ + ": cannot read back the spool file");
-            out.write(buffer.data(), got);
-            copied += got;
-        }
-        out.commit();
+        if (head.size() != reserved_) throw std::logic_error(path_ + ": the directory does not fill the room planned for it");
+        out_->write_at(0, head.data(), head.size());
+        out_->commit();
     }
 
 private:
+    static constexpr std::size_t padding_min_name = 128, padding_max_name = 16383;
+    static constexpr std::uint64_t padding_span = padding_max_name - padding_min_name;
+
+    static std::uint64_t varint_bytes(std::uint64_t v) {
+        std::vector<std::uint8_t> bytes;
+        rans::detail::put_varint(bytes, v);
+        return bytes.size();
+    }
+    static coded_tensor padding_entry_coded(std::uint64_t index, std::size_t name_bytes) {
+        std::string name = std::string(tool_prefix) + "padding/" + std::to_string(index) + "/";
+        name.resize(std::max(name_bytes, name.size()), '.');
+        return code_tensor(make_carrier(std::move(name), nullptr, 0));
+    }
+    static std::vector<std::uint8_t> padding_entry(std::uint64_t index, std::size_t name_bytes) {
+        return padding_entry_coded(index, name_bytes).entry;
+    }
+
     std::string path_;
     std::unique_ptr<output_file> out_;
-    std::FILE* spool_;
+    std::uint64_t planned_;
+    std::uint64_t entries_bound_;
+    std::uint64_t paddings_;
+    std::uint64_t padding_entry_base_ = 0;
+    std::uint64_t reserved_ = 0;
     std::vector<std::uint8_t> entries_;
     std::uint64_t count_ = 0;
-    std::uint64_t spooled_ = 0;
 };
 
 // Reads a container one tensor at a time from a mapped file: the directory and every size are checked as

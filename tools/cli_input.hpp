@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <grphi/error.hpp>
@@ -102,6 +103,19 @@ public:
             return;
         }
         st_->read(st_->tensors()[index], first * t.cols, count * t.cols, out);
+    }
+
+    // Rows [first, first+count) of tensor `index` in place in the mapped file when it already stores them
+    // as T (same type, little-endian host, C order, aligned), so they need no copy; else nullptr.
+    template <class T>
+    const T* direct_rows(std::size_t index, std::uint64_t first, std::uint64_t count) const {
+        (void)count;
+        const input_tensor& t = tensors_[index];
+        const safetensors::dtype own = std::is_same_v<T, float> ? safetensors::dtype::F32 : safetensors::dtype::F64;
+        if (t.type != own || !safetensors::detail::host_is_little_endian() || !raw_is_c_order(index)) return nullptr;
+        const std::byte* start = raw_bytes(index) + first * t.cols * sizeof(T);
+        if (reinterpret_cast<std::uintptr_t>(start) % alignof(T) != 0) return nullptr;
+        return reinterpret_cast<const T*>(start);
     }
 
     // The stored little-endian bytes of tensor `index` (for exact passthrough); npy data is C order only.

@@ -77,6 +77,7 @@ decltype(auto) dispatch(safetensors::dtype type, const std::string& base, Fn&& f
     auto with_base = [&](auto scalar) -> decltype(auto) {
         if (base == "two") return fn(scalar, two{});
         if (base == "sqrt2") return fn(scalar, sqrt2{});
+        if (base == "custom") return fn(scalar, custom{});  // b is in the options (base_value)
         return fn(scalar, phi{});
     };
     if (type == safetensors::dtype::F64) return with_base(double{});
@@ -91,6 +92,20 @@ row_matrix<T> load_rows(const input_checkpoint& in, const job& j) {
     in.read_rows(j.tensor, j.first_row, j.rows, W.data());
     in.release_rows(j.tensor, j.first_row, j.rows);
     return W;
+}
+
+// Quantizes the rows of a job into p: straight from the mapped input when it holds them as T, else
+// from a converted copy; the consumed input pages are released.
+template <class Base, class T>
+void quantize_rows(const input_checkpoint& in, const job& j, const options& opts, packed<T, Base>& p) {
+    const input_tensor& t = in.tensors()[j.tensor];
+    if (const T* rows = in.direct_rows<T>(j.tensor, j.first_row, j.rows)) {
+        const Eigen::Map<const row_matrix<T>> W(rows, static_cast<Eigen::Index>(j.rows), static_cast<Eigen::Index>(t.cols));
+        quantize<Base>(W, opts, p);
+        in.release_rows(j.tensor, j.first_row, j.rows);
+        return;
+    }
+    quantize<Base>(load_rows<T>(in, j), opts, p);
 }
 
 // Prefix a library error with where it happened.
@@ -176,12 +191,12 @@ int run_report(const arguments& args) {
         coded_bits += coded_bpw * static_cast<double>(s.weights);
         if (args.csv)
             std::printf("%s,%s,%s,%s,%llu,%zu,%.4f,%.4f,%.4f,%s\n", t.name.c_str(), safetensors::dtype_name(t.type),
-                        shape.c_str(), args.base.c_str(), static_cast<unsigned long long>(s.weights),
+                        shape.c_str(), args.base_text().c_str(), static_cast<unsigned long long>(s.weights),
                         s.exponent_counts.size(), exponent_entropy, entropy_bpw, coded_bpw,
                         format_db(s.sqnr_db()).c_str());
         else
             std::printf("%-40s %-5s %-20s %-6s %12llu %6zu %8.3f %8.3f %8.3f %8s\n", t.name.c_str(),
-                        safetensors::dtype_name(t.type), shape.c_str(), args.base.c_str(),
+                        safetensors::dtype_name(t.type), shape.c_str(), args.base_text().c_str(),
                         static_cast<unsigned long long>(s.weights), s.exponent_counts.size(), exponent_entropy,
                         entropy_bpw, coded_bpw, format_db(s.sqnr_db()).c_str());
     }
@@ -189,7 +204,7 @@ int run_report(const arguments& args) {
     const double quantized_coded = total.weights ? coded_bits / static_cast<double>(total.weights) : 0.0;
     const double overall = all_weights > 0 ? (coded_bits + exact_bits) / all_weights : 0.0;
     if (args.csv) {
-        std::printf("TOTAL quantized,,,%s,%llu,%zu,%.4f,%.4f,%.4f,%s\n", args.base.c_str(),
+        std::printf("TOTAL quantized,,,%s,%llu,%zu,%.4f,%.4f,%.4f,%s\n", args.base_text().c_str(),
                     static_cast<unsigned long long>(total.weights), total.exponent_counts.size(),
                     shannon_entropy(total.exponent_histogram()), entropy_bits_per_weight(total, args.opts),
                     quantized_coded, format_db(total.sqnr_db()).c_str());
@@ -237,7 +252,29 @@ int run_quantize(const arguments& args) {
     const std::vector<job> jobs = plan_jobs(in, quantized, args);
     std::vector<std::string> part_names;
     const manifest plan = plan_manifest(in, jobs, part_names);
-    container_writer writer(args.output);
+    const std::string text = manifest_json(plan);
+    const stored_tensor manifest_carrier =
+        make_carrier(manifest_name, reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+    // Room for the directory: every part's entry with its data size at a bound, and the manifest's.
+    std::uint64_t entries_bound = entry_bytes_bound(manifest_carrier);
+    for (std::size_t index = 0; index < jobs.size(); ++index) {
+        const job& j = jobs[index];
+        const input_tensor& t = in.tensors()[j.tensor];
+        stored_tensor planned = make_carrier(part_names[index], nullptr, 0);
+        if (j.exact) {
+            planned.cols = static_cast<std::int64_t>(j.rows);
+        } else {
+            planned = dispatch(t.type, args.base, [&](auto scalar, auto base) {
+                packed<decltype(scalar), decltype(base)> p;
+                p.rows = static_cast<Eigen::Index>(j.rows);
+                p.cols = static_cast<Eigen::Index>(t.cols);
+                p.opts = args.opts;
+                return to_stored(part_names[index], std::move(p));
+            });
+        }
+        entries_bound += entry_bytes_bound(planned);
+    }
+    container_writer writer(args.output, jobs.size() + 1, entries_bound);
 
     std::uint64_t total_bytes = 0;
     for (const auto& t : in.tensors()) total_bytes += t.bytes;
@@ -261,7 +298,9 @@ int run_quantize(const arguments& args) {
                 return dispatch(t.type, args.base, [&](auto scalar, auto base) {
                     using T = decltype(scalar);
                     using Base = decltype(base);
-                    return code_tensor(to_stored(name, quantize<Base>(load_rows<T>(in, j), args.opts)));
+                    thread_local packed<T, Base> p;  // reused job after job: its arrays are not allocated again
+                    quantize_rows<Base>(in, j, args.opts, p);
+                    return code_packed(name, p);
                 });
             } catch (const std::exception& error) {
                 rethrow_with_context(in, j, error);
@@ -274,8 +313,7 @@ int run_quantize(const arguments& args) {
             if (j.last_of_tensor) ++tensors_done;
             progress.update(tensors_done, bytes_done);
         });
-    const std::string text = manifest_json(plan);
-    writer.add(code_tensor(make_carrier(manifest_name, reinterpret_cast<const std::uint8_t*>(text.data()), text.size())));
+    writer.add(code_tensor(manifest_carrier));
     writer.finish();
     progress.update(tensors_done, bytes_done, true);
     progress.finish();
@@ -309,7 +347,7 @@ int run_info(const arguments& args) {
             const auto* e = in.find(p.tensor);
             bytes += e->coded_bytes();
             if (t.quantized) {
-                base = e->meta.base_name;
+                base = e->meta.base_name == custom::name ? detail::number_text(e->meta.base_value) : e->meta.base_name;
                 opts = options_text(e->meta.opts);
             }
         }
@@ -331,7 +369,7 @@ int run_info(const arguments& args) {
     return 0;
 }
 
-// Calls fn(T{}, Base{}) for a stored tensor's scalar type and base; other bases need a runtime-base path.
+// Calls fn(T{}, Base{}) for a stored tensor's scalar type and base (custom: its value is in the tensor).
 template <class Fn>
 void dispatch_stored(const stored_tensor& t, const std::string& file, Fn&& fn) {
     auto with_base = [&](auto scalar) {
@@ -339,8 +377,9 @@ void dispatch_stored(const stored_tensor& t, const std::string& file, Fn&& fn) {
         if (t.holds<T, phi>()) return fn(scalar, phi{});
         if (t.holds<T, two>()) return fn(scalar, two{});
         if (t.holds<T, sqrt2>()) return fn(scalar, sqrt2{});
+        if (t.holds<T, custom>()) return fn(scalar, custom{});
         throw format_error(file + ": tensor '" + t.name + "': base '" + t.base_name + "' (" +
-                           std::to_string(t.base_value) + ") is not one this tool decodes (phi, two, sqrt2)");
+                           detail::number_text(t.base_value) + ") is not one this tool decodes (phi, two, sqrt2, custom)");
     };
     if (t.scalar == scalar_kind::float64) with_base(double{});
     else with_base(float{});

@@ -12,6 +12,7 @@
 #include <istream>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <ostream>
 #include <set>
 #include <stdexcept>
@@ -19,6 +20,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "base.hpp"
 #include "error.hpp"
@@ -65,8 +70,8 @@ struct load_options {
 struct stored_tensor {
     std::string name;
     scalar_kind scalar = scalar_kind::float32;
-    std::string base_name;
-    double base_value = 0;                // the base's value rounded to double
+    std::string base_name;                // "phi", "two", "sqrt2", a user tag's name, or "custom"
+    double base_value = 0;                // the base's value rounded to double (exact for custom)
     std::int64_t rows = 0;
     std::int64_t cols = 0;
     options opts;
@@ -82,10 +87,14 @@ struct stored_tensor {
         return size() == 0 ? 0.0 : 8.0 * static_cast<double>(coded_bytes) / static_cast<double>(size());
     }
 
+    // opts.base_value stays unset: a custom base's value is base_value (as<T, custom> moves it into the options).
     template <class T, class Base>
     bool holds() const {
-        return scalar == scalar_kind_of<T>() && base_name == Base::name &&
-               base_value == static_cast<double>(static_cast<long double>(Base::value));
+        if constexpr (is_custom_base_v<Base>)
+            return scalar == scalar_kind_of<T>() && base_name == Base::name;
+        else
+            return scalar == scalar_kind_of<T>() && base_name == Base::name &&
+                   base_value == static_cast<double>(static_cast<long double>(Base::value));
     }
 
     // Back to the typed tensor; throws std::invalid_argument when the scalar type or base differ, and
@@ -100,6 +109,13 @@ struct stored_tensor {
         p.rows = static_cast<Eigen::Index>(rows);
         p.cols = static_cast<Eigen::Index>(cols);
         p.opts = opts;
+        if constexpr (is_custom_base_v<Base>) {
+            if (opts.base_value && *opts.base_value != base_value)
+                throw format_error("grphi: tensor '" + name + "': options base_value " +
+                                   detail::number_text(*opts.base_value) + " differs from the base value " +
+                                   detail::number_text(base_value));
+            p.opts.base_value = base_value;
+        }
         p.signs = signs;
         p.exponents = exponents;
         p.window_lo = window_lo;
@@ -120,10 +136,11 @@ struct stored_tensor {
         s.name = std::move(name);
         s.scalar = scalar_kind_of<T>();
         s.base_name = Base::name;
-        s.base_value = static_cast<double>(static_cast<long double>(Base::value));
+        s.base_value = base_value_of<Base>(p.opts);
         s.rows = p.rows;
         s.cols = p.cols;
         s.opts = p.opts;
+        s.opts.base_value.reset();
         s.signs = p.signs;
         s.exponents = p.exponents;
         s.window_lo = p.window_lo;
@@ -140,33 +157,108 @@ stored_tensor named(std::string name, const packed<T, Base>& p) {
 
 namespace detail {
 
-// CRC-32 (IEEE 802.3, reflected 0xEDB88320, the zlib/PNG checksum), slicing by 4 bytes.
-inline const std::array<std::array<std::uint32_t, 256>, 4>& crc32_tables() {
+// CRC-32 (IEEE 802.3, reflected 0xEDB88320, the zlib/PNG checksum). Tables: slicing by 8 bytes;
+// x86-64 with PCLMULQDQ (chosen at run time): carry-less multiplication folds 64 bytes per step.
+inline const std::array<std::array<std::uint32_t, 256>, 8>& crc32_tables() {
     static const auto tables = [] {
-        std::array<std::array<std::uint32_t, 256>, 4> t{};
+        std::array<std::array<std::uint32_t, 256>, 8> t{};
         for (std::uint32_t i = 0; i < 256; ++i) {
             std::uint32_t c = i;
             for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
             t[0][i] = c;
         }
         for (std::uint32_t i = 0; i < 256; ++i)
-            for (std::size_t s = 1; s < 4; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xff];
+            for (std::size_t s = 1; s < 8; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xff];
         return t;
     }();
     return tables;
 }
 
-inline std::uint32_t crc32(const std::uint8_t* data, std::size_t size, std::uint32_t crc = 0) {
+// The CRC register after `data`, without the initial and final inversions.
+inline std::uint32_t crc32_register_tables(const std::uint8_t* data, std::size_t size, std::uint32_t crc) {
     const auto& t = crc32_tables();
-    crc = ~crc;
     std::size_t i = 0;
-    for (; i + 4 <= size; i += 4) {
-        crc ^= static_cast<std::uint32_t>(data[i]) | static_cast<std::uint32_t>(data[i + 1]) << 8 |
-               static_cast<std::uint32_t>(data[i + 2]) << 16 | static_cast<std::uint32_t>(data[i + 3]) << 24;
-        crc = t[3][crc & 0xff] ^ t[2][(crc >> 8) & 0xff] ^ t[1][(crc >> 16) & 0xff] ^ t[0][crc >> 24];
+    for (; i + 8 <= size; i += 8) {
+        const std::uint32_t low = crc ^ rans::detail::load_u32(data + i);
+        const std::uint32_t high = rans::detail::load_u32(data + i + 4);
+        crc = t[7][low & 0xff] ^ t[6][(low >> 8) & 0xff] ^ t[5][(low >> 16) & 0xff] ^ t[4][low >> 24] ^
+              t[3][high & 0xff] ^ t[2][(high >> 8) & 0xff] ^ t[1][(high >> 16) & 0xff] ^ t[0][high >> 24];
     }
     for (; i < size; ++i) crc = t[0][(crc ^ data[i]) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    return crc;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define GRPHI_CRC32_CLMUL 1
+inline bool cpu_has_clmul() {
+    static const bool yes = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    }();
+    return yes;
+}
+
+// Folding a 16-byte block A = L x^64 + H (L its first 8 bytes; bit 0 of a byte is its highest power) over
+// D bits: A x^D = L x^(64+D) + H x^D (mod P). A reflected carry-less product carries one extra factor x,
+// so the constants are x^(63+D) and x^(D-1) mod P, bit-reflected into 64 bits.
+inline std::uint64_t crc32_fold_constant(unsigned power) {
+    std::uint64_t r = 1;  // x^0; bit d is the coefficient of x^d
+    for (unsigned i = 0; i < power; ++i) {
+        r <<= 1;
+        if (r >> 32) r ^= 0x104C11DB7u;  // the polynomial in normal (unreflected) form
+    }
+    std::uint64_t reflected = 0;
+    for (unsigned d = 0; d < 32; ++d)
+        if ((r >> d) & 1) reflected |= std::uint64_t{1} << (63 - d);
+    return reflected;
+}
+
+__attribute__((target("pclmul,sse4.1"))) inline __m128i crc32_fold(__m128i block, __m128i constants) {
+    return _mm_xor_si128(_mm_clmulepi64_si128(block, constants, 0x00), _mm_clmulepi64_si128(block, constants, 0x11));
+}
+
+// The register after `data` (size >= 64): four 16-byte accumulators fold over 64 bytes at a time, then
+// into one, whose register the tables finish together with the tail.
+__attribute__((target("pclmul,sse4.1"))) inline std::uint32_t crc32_register_clmul(const std::uint8_t* data, std::size_t size,
+                                                                                std::uint32_t crc) {
+    static const std::uint64_t by512[2] = {crc32_fold_constant(63 + 512), crc32_fold_constant(512 - 1)};
+    static const std::uint64_t by128[2] = {crc32_fold_constant(63 + 128), crc32_fold_constant(128 - 1)};
+    const __m128i k512 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(by512));
+    const __m128i k128 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(by128));
+    auto load = [&](std::size_t at) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + at)); };
+    // A register c before the data is the same as c xor-ed into its first four bytes.
+    __m128i a0 = _mm_xor_si128(load(0), _mm_cvtsi32_si128(static_cast<int>(crc)));
+    __m128i a1 = load(16), a2 = load(32), a3 = load(48);
+    std::size_t i = 64;
+    for (; i + 64 <= size; i += 64) {
+        a0 = _mm_xor_si128(crc32_fold(a0, k512), load(i));
+        a1 = _mm_xor_si128(crc32_fold(a1, k512), load(i + 16));
+        a2 = _mm_xor_si128(crc32_fold(a2, k512), load(i + 32));
+        a3 = _mm_xor_si128(crc32_fold(a3, k512), load(i + 48));
+    }
+    a1 = _mm_xor_si128(crc32_fold(a0, k128), a1);
+    a2 = _mm_xor_si128(crc32_fold(a1, k128), a2);
+    a3 = _mm_xor_si128(crc32_fold(a2, k128), a3);
+    for (; i + 16 <= size; i += 16) a3 = _mm_xor_si128(crc32_fold(a3, k128), load(i));
+    std::uint8_t last[16];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(last), a3);
+    return crc32_register_tables(data + i, size - i, crc32_register_tables(last, 16, 0));
+}
+#else
+#define GRPHI_CRC32_CLMUL 0
+#endif
+
+// Tests switch the carry-less path off to check the tables on the same machine.
+inline bool& crc32_clmul_allowed() {
+    static bool allowed = true;
+    return allowed;
+}
+
+inline std::uint32_t crc32(const std::uint8_t* data, std::size_t size, std::uint32_t crc = 0) {
+#if GRPHI_CRC32_CLMUL
+    if (size >= 64 && crc32_clmul_allowed() && cpu_has_clmul()) return ~crc32_register_clmul(data, size, ~crc);
+#endif
+    return ~crc32_register_tables(data, size, ~crc);
 }
 
 inline void put_u16(std::vector<std::uint8_t>& out, std::uint32_t v) {
@@ -240,6 +332,235 @@ inline double histogram_bits(const std::vector<std::uint64_t>& counts) {
     return bits;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Unclustered tensors (one exponent per weight) in one pass per row: the sign symbols, the nonzero
+// weights' exponents in order, and the histograms that pick the exponent map, so nothing is scanned
+// twice and no symbol stream is histogrammed again before coding. The bytes are those of the general
+// path below, which still handles clustered tensors and rule-breaking ones (an exponent outside its
+// window, a zero weight whose exponent is not the window bottom).
+struct row_collector {
+    rans::symbol* sign_symbols;  // next row's sign + 1 goes here
+    rans::symbol* stored;        // next nonzero exponent (int16 bits) goes here
+    std::uint64_t negative = 0;
+    std::uint64_t nonzero = 0;
+};
+
+// One row: counts[e - lo] for its nonzero exponents e (width entries). False when a sign is not -1, 0 or
+// +1, an exponent lies outside [lo, lo + width) or a zero weight's exponent is not lo. Branch-free; four
+// interleaved sub-histograms in `scratch` (4 * (width + 1) entries, the last of each for exponents outside
+// the window) so runs of one exponent do not wait on one counter.
+inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
+                               std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
+    const std::size_t stride = width + 1;
+    std::fill(scratch, scratch + 4 * stride, 0);
+    bool valid = true;
+    std::size_t kept = 0;
+    std::uint64_t negative = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const int s = signs[i];
+        const int e = exponents[i];
+        c.sign_symbols[i] = static_cast<rans::symbol>(s + 1);
+        negative += s < 0;
+        valid &= s >= -1 && s <= 1 && (s != 0 || e == lo);
+        c.stored[kept] = static_cast<rans::symbol>(e);
+        kept += s != 0;
+        const auto d = static_cast<std::size_t>(static_cast<unsigned>(e - lo));
+        scratch[(i & 3) * stride + std::min(d, width)] += s != 0;
+    }
+    for (std::size_t j = 0; j <= width; ++j) {
+        const std::uint64_t total = scratch[j] + scratch[stride + j] + scratch[2 * stride + j] + scratch[3 * stride + j];
+        if (j < width) counts[j] += total;
+        else valid &= total == 0;
+    }
+    c.sign_symbols += n;
+    c.stored += kept;
+    c.negative += negative;
+    c.nonzero += kept;
+    return valid;
+}
+
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// GCC 12's AVX-512 intrinsics (self-initialised _mm*_undefined_* operands) raise bogus
+// -W(maybe-)uninitialized once inlined; nothing here is uninitialised.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+// collect_row_scalar for windows of at most Bins exponents, 32 weights per step: one compare per bin
+// counts into 16-bit lanes (flushed before they can overflow); a compress packs the nonzero exponents.
+// Needs 16 symbols of slack after the stored exponents (the compress writes whole vectors).
+template <int Bins>
+inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
+                               std::size_t width, std::uint64_t* counts, row_collector& c) {
+    constexpr std::size_t lanes = 32;
+    constexpr std::size_t chunk = lanes * 32767;  // a 16-bit lane gains at most one per step
+    const __m512i one = _mm512_set1_epi16(1);
+    const __m512i two = _mm512_set1_epi16(2);
+    const __m512i bottom = _mm512_set1_epi16(static_cast<std::int16_t>(lo));
+    const __m512i last = _mm512_set1_epi16(static_cast<std::int16_t>(width - 1));
+    __m512i count[Bins];
+    for (int b = 0; b < Bins; ++b) count[b] = _mm512_setzero_si512();
+    __mmask32 bad = 0;
+    std::uint64_t negative = 0;
+    rans::symbol* out = c.stored;
+    auto step = [&](std::size_t i, __mmask32 m) {
+        const __m256i s = _mm256_maskz_loadu_epi8(m, signs + i);
+        const __m512i e = _mm512_maskz_loadu_epi16(m, exponents + i);
+        const __mmask32 nonzero = _mm256_mask_test_epi8_mask(m, s, s);
+        negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s) & m));
+        const __m512i sign_symbol = _mm512_add_epi16(_mm512_cvtepi8_epi16(s), one);
+        _mm512_mask_storeu_epi16(c.sign_symbols + i, m, sign_symbol);
+        bad |= _mm512_mask_cmpgt_epu16_mask(m, sign_symbol, two);
+        const __m512i d = _mm512_sub_epi16(e, bottom);
+        bad |= _mm512_mask_cmpgt_epu16_mask(nonzero, d, last);
+        bad |= _mm512_mask_cmpneq_epi16_mask(m & ~nonzero, e, bottom);
+        for (int b = 0; b < Bins; ++b)
+            count[b] = _mm512_mask_add_epi16(
+                count[b], _mm512_mask_cmpeq_epi16_mask(nonzero, d, _mm512_set1_epi16(static_cast<std::int16_t>(b))),
+                count[b], one);
+        const auto low = static_cast<__mmask16>(nonzero), high = static_cast<__mmask16>(nonzero >> 16);
+        const __m512i e_low = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(e));
+        const __m512i e_high = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(e, 1));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(low, e_low)));
+        out += __builtin_popcount(low);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(high, e_high)));
+        out += __builtin_popcount(high);
+    };
+    for (std::size_t start = 0; start < n; start += chunk) {
+        const std::size_t end = std::min(n, start + chunk);
+        std::size_t i = start;
+        for (; i + lanes <= end; i += lanes) step(i, ~__mmask32{0});
+        if (i < end) step(i, static_cast<__mmask32>((std::uint64_t{1} << (end - i)) - 1));
+        for (std::size_t b = 0; b < width && b < static_cast<std::size_t>(Bins); ++b) {
+            counts[b] += static_cast<std::uint64_t>(_mm512_reduce_add_epi32(_mm512_madd_epi16(count[b], one)));
+            count[b] = _mm512_setzero_si512();
+        }
+    }
+    const auto kept = static_cast<std::uint64_t>(out - c.stored);
+    c.sign_symbols += n;
+    c.stored = out;
+    c.negative += negative;
+    c.nonzero += kept;
+    return bad == 0;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+// Chooses the vector row kernel for the window's width (scalar when none applies).
+inline bool collect_row(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
+                        std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (width <= 4) return collect_row_avx512<4>(signs, exponents, n, lo, width, counts, c);
+    if (width <= 8) return collect_row_avx512<8>(signs, exponents, n, lo, width, counts, c);
+    if (width <= 16) return collect_row_avx512<16>(signs, exponents, n, lo, width, counts, c);
+#endif
+    return collect_row_scalar(signs, exponents, n, lo, width, counts, scratch, c);
+}
+
+// A histogram shaped as rans::histogram returns it: counts[first, last nonzero].
+inline std::vector<std::uint64_t> trimmed_counts(const std::vector<std::uint64_t>& counts, std::size_t first) {
+    std::size_t end = counts.size();
+    while (end > first && counts[end - 1] == 0) --end;
+    return std::vector<std::uint64_t>(counts.begin() + static_cast<std::ptrdiff_t>(first),
+                                      counts.begin() + static_cast<std::ptrdiff_t>(end));
+}
+
+// The data section's sign and exponent streams for an unclustered tensor, the same bytes as
+// write_streams_general; false (nothing written) when that general path must decide.
+inline bool write_unclustered_streams(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out) {
+    if (g.block != 1 || g.rows == 0 || g.cols == 0) return false;
+    int min_lo = t.window_lo[0], max_hi = t.window_hi[0];
+    std::size_t max_width = 0;
+    for (std::uint64_t ch = 0; ch < g.channels; ++ch) {
+        min_lo = std::min<int>(min_lo, t.window_lo[ch]);
+        max_hi = std::max<int>(max_hi, t.window_hi[ch]);
+        max_width = std::max<std::size_t>(max_width, static_cast<std::size_t>(t.window_hi[ch] - t.window_lo[ch] + 1));
+    }
+    // Row histograms cost O(width) per row: bounded by the row's own length.
+    if (max_width > std::max<std::uint64_t>(64, g.cols)) return false;
+
+    const std::size_t n = static_cast<std::size_t>(g.rows * g.cols);
+    constexpr std::size_t slack = 16;  // the vector kernel's compress stores whole vectors
+    const std::unique_ptr<rans::symbol[]> sign_symbols(new rans::symbol[n]);
+    const std::unique_ptr<rans::symbol[]> stored(new rans::symbol[n + slack]);
+    std::vector<std::uint64_t> row_stored(static_cast<std::size_t>(g.rows));
+    std::vector<std::uint64_t> by_exponent(static_cast<std::size_t>(max_hi - min_lo + 1), 0);  // exponent min_lo + i
+    std::vector<std::uint64_t> below_top(max_width, 0);                                         // window_hi - exponent
+    std::vector<std::uint64_t> row_counts(max_width), scratch(4 * (max_width + 1));
+    row_collector c{sign_symbols.get(), stored.get()};
+    for (std::uint64_t r = 0; r < g.rows; ++r) {
+        const std::uint64_t ch = g.channel_of_row(r);
+        const int lo = t.window_lo[ch], hi = t.window_hi[ch];
+        const auto width = static_cast<std::size_t>(hi - lo + 1);
+        std::fill(row_counts.begin(), row_counts.begin() + static_cast<std::ptrdiff_t>(width), 0);
+        const std::uint64_t before = c.nonzero;
+        if (!collect_row(t.signs.data() + r * g.cols, t.exponents.data() + r * g.cols, static_cast<std::size_t>(g.cols), lo,
+                         width, row_counts.data(), scratch.data(), c))
+            return false;
+        row_stored[static_cast<std::size_t>(r)] = c.nonzero - before;
+        for (std::size_t j = 0; j < width; ++j) {
+            by_exponent[static_cast<std::size_t>(lo - min_lo) + j] += row_counts[j];
+            below_top[width - 1 - j] += row_counts[j];
+        }
+    }
+    const std::uint64_t negative = c.negative, zero = n - c.nonzero, positive = c.nonzero - c.negative;
+    std::vector<std::uint64_t> sign_counts = {negative, zero, positive};
+    while (sign_counts.back() == 0) sign_counts.pop_back();
+    rans::encode_counted(sign_symbols.get(), n, sign_counts, out);
+
+    // Every zero weight sits at its window bottom here: zeros are skipped (flag clear).
+    const auto count = static_cast<std::size_t>(c.nonzero);
+    if (count == 0) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::none));
+        return true;
+    }
+    std::size_t first = 0;
+    while (by_exponent[first] == 0) ++first;
+    std::size_t last = by_exponent.size() - 1;
+    while (by_exponent[last] == 0) --last;
+    std::size_t deepest = below_top.size() - 1;
+    while (below_top[deepest] == 0) --deepest;
+    const int lowest = min_lo + static_cast<int>(first);
+    const bool absolute_fits = last - first < rans::max_alphabet;
+    const bool below_top_fits = deepest < rans::max_alphabet;
+    rans::symbol* symbols = stored.get();
+    if (!absolute_fits && !below_top_fits) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::raw));
+        const std::size_t at = out.size();
+        out.resize(at + 2 * count);
+        for (std::size_t i = 0; i < count; ++i) rans::detail::store_u16(out.data() + at + 2 * i, symbols[i]);
+        return true;
+    }
+    // Two symbol maps, as in the general path: keep the one with the smaller order-0 entropy.
+    const std::vector<std::uint64_t> absolute = absolute_fits ? trimmed_counts(by_exponent, first) : std::vector<std::uint64_t>{};
+    const std::vector<std::uint64_t> depth = below_top_fits ? trimmed_counts(below_top, 0) : std::vector<std::uint64_t>{};
+    const double absolute_bits = absolute_fits ? histogram_bits(absolute) : std::numeric_limits<double>::infinity();
+    const double below_top_bits = below_top_fits ? histogram_bits(depth) : std::numeric_limits<double>::infinity();
+    if (absolute_bits <= below_top_bits) {
+        const auto offset = static_cast<rans::symbol>(lowest);
+        for (std::size_t i = 0; i < count; ++i) symbols[i] = static_cast<rans::symbol>(symbols[i] - offset);
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::absolute));
+        rans::detail::put_varint(out, zigzag(lowest));
+        rans::encode_counted(symbols, count, absolute, out);
+    } else {
+        rans::symbol* row = symbols;
+        for (std::uint64_t r = 0; r < g.rows; ++r) {
+            const auto top = static_cast<rans::symbol>(t.window_hi[g.channel_of_row(r)]);
+            const auto kept = static_cast<std::size_t>(row_stored[static_cast<std::size_t>(r)]);
+            for (std::size_t i = 0; i < kept; ++i) row[i] = static_cast<rans::symbol>(top - row[i]);
+            row += kept;
+        }
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::below_window_top));
+        rans::encode_counted(symbols, count, depth, out);
+    }
+    return true;
+}
+
+inline void write_streams_general(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out);
+
 // Data section of one tensor: channel state, sign stream, exponent stream.
 inline void write_tensor_data(const stored_tensor& t, std::vector<std::uint8_t>& out) {
     const tensor_geometry g(t);
@@ -248,6 +569,11 @@ inline void write_tensor_data(const stored_tensor& t, std::vector<std::uint8_t>&
         put_u16(out, static_cast<std::uint16_t>(t.window_hi[c]));
         out.push_back(static_cast<std::uint8_t>(t.scale_steps[c]));
     }
+    if (!write_unclustered_streams(t, g, out)) write_streams_general(t, g, out);
+}
+
+// The sign and exponent streams of any tensor the container accepts, by the rule itself.
+inline void write_streams_general(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out) {
     std::vector<rans::symbol> symbols(t.signs.size());
     for (std::size_t i = 0; i < t.signs.size(); ++i) symbols[i] = static_cast<rans::symbol>(t.signs[i] + 1);
     rans::encode(symbols.data(), symbols.size(), out);
@@ -340,6 +666,9 @@ inline void check_storable(const stored_tensor& t) {
     if (t.base_name.size() > container::max_name_bytes) fail("base name longer than 65535 bytes");
     if (t.scalar != scalar_kind::float32 && t.scalar != scalar_kind::float64) fail("unknown scalar type");
     if (!(t.base_value >= static_cast<double>(min_base_value)) || !std::isfinite(t.base_value)) fail("base value must be finite and >= 1.03");
+    if (t.opts.base_value && *t.opts.base_value != t.base_value)
+        fail("options base_value " + number_text(*t.opts.base_value) + " differs from the base value " +
+             number_text(t.base_value));
     if (t.rows < 0 || t.cols < 0) fail("negative shape");
     try {
         t.opts.validate();

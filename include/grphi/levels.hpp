@@ -1,6 +1,7 @@
 // Exact exponent grids: correctly rounded levels b^(k+δ) and the exact decision thresholds
 // between them, for every exponent a float or double can reach. Built once per
 // (scalar, base, rounding, scale step) in extended precision, then only compared against.
+// Named bases (phi, two, sqrt2, user tags) are types; grphi::custom takes b from options::base_value.
 #pragma once
 
 #include <algorithm>
@@ -9,10 +10,12 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -25,22 +28,70 @@ namespace grphi {
 
 namespace detail {
 
-// The base as an extended-precision number: 106 bits when the tag provides them.
-template <class Base>
-xfloat base_xfloat() {
-    if constexpr (has_precise_value<Base>::value)
-        return x_from_dd(Base::precise_hi, Base::precise_lo);
-    else
-        return x_from(static_cast<long double>(Base::value));
+// The base as an extended-precision number (hi + lo: 106 bits when the tag provides them).
+inline xfloat base_xfloat(const base_spec& b) {
+    return x_from_dd(b.hi, b.lo);
 }
 
 // b^(1/16): four square roots.
-template <class Base>
-xfloat base_root16() {
-    xfloat r = base_xfloat<Base>();
+inline xfloat base_root16(const base_spec& b) {
+    xfloat r = base_xfloat(b);
     for (int i = 0; i < 4; ++i) r = x_sqrt(r);
     return r;
 }
+
+// The base grphi uses for Base with these options: the tag's own value, or options::base_value for
+// grphi::custom. Throws std::invalid_argument when base_value is missing, invalid, or set for a named base.
+template <class Base>
+base_spec base_spec_for(const options& o) {
+    check_base<Base>();
+    if constexpr (is_custom_base_v<Base>) {
+        if (!o.base_value)
+            throw std::invalid_argument("grphi::options: base_value is required with grphi::custom (set it to b >= 1.03)");
+        options::check_base_value(*o.base_value);
+        return custom_base_spec(*o.base_value);
+    } else {
+        if (o.base_value)
+            throw std::invalid_argument("grphi::options: base_value=" + number_text(*o.base_value) + " is set, but the base is " +
+                                        Base::name + "; base_value is only for grphi::custom");
+        return named_base_spec<Base>();
+    }
+}
+
+// A custom grid's identity: bits of the base value, rounding (0 log, 1 linear), scale step.
+using custom_key = std::tuple<std::uint64_t, int, int>;
+
+inline custom_key custom_key_of(const base_spec& b, rounding round, int step) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &b.hi, sizeof bits);
+    return {bits, round == rounding::log ? 0 : 1, step};
+}
+
+// Program-lifetime cache for grphi::custom: one slot per key, built once (thread-safe, slots never move).
+template <class V>
+class keyed_cache {
+public:
+    using key = custom_key;
+
+    template <class Build>
+    const V& get(const key& k, Build&& build) {
+        slot* s = nullptr;
+        {
+            const std::lock_guard<std::mutex> lock(mutex_);
+            s = &slots_[k];
+        }
+        std::call_once(s->once, [&] { s->value = build(); });
+        return *s->value;
+    }
+
+private:
+    struct slot {
+        std::once_flag once;
+        std::unique_ptr<V> value;
+    };
+    std::mutex mutex_;
+    std::map<key, slot> slots_;
+};
 
 // Same-width integer view of a scalar (order of non-negative values is the order of their bits).
 template <class T>
@@ -93,20 +144,20 @@ struct grid {
 namespace detail {
 
 template <class T, class Base>
-std::unique_ptr<grid<T, Base>> build_grid(rounding round, int step) {
+std::unique_ptr<grid<T, Base>> build_grid(const base_spec& base, rounding round, int step) {
     auto g = std::make_unique<grid<T, Base>>();
     g->round = round;
     g->step = step;
     // Double-double candidates; grid_rounder certifies each one exactly and moves it by an ulp if need be.
-    const xfloat b = base_xfloat<Base>();
-    const xfloat shift = x_pow(base_root16<Base>(), step);                 // b^δ
+    const xfloat b = base_xfloat(base);
+    const xfloat shift = x_pow(base_root16(base), step);                 // b^δ
     const xfloat half_step_down = x_div(shift, x_sqrt(b));                  // b^(δ - 1/2)
     const xfloat one{1.0, 0.0, 0};
     const xfloat inverse_base = x_div(one, b);
     const xfloat mid_linear = x_scale2(x_mul(x_add(one, inverse_base), shift), -1);  // (1 + 1/b)/2 * b^δ
 
     // Bracket the natural range from a floating estimate; the certified levels at its ends must be 0 and inf.
-    const long double lb = std::log(static_cast<long double>(Base::value));
+    const long double lb = std::log(base.approx());
     auto exponent_estimate = [lb](T v) {
         return static_cast<long>(std::floor(std::log(static_cast<long double>(v)) / lb));
     };
@@ -116,7 +167,7 @@ std::unique_ptr<grid<T, Base>> build_grid(rounding round, int step) {
         const long k_first = bottom - margin, k_last = top + margin;
         if (k_first < -40000 || k_last > 40000)
             throw std::logic_error("grphi: exponent range exceeds int16 for this base");
-        const grid_rounder<T, Base> rounder(round, step, k_first, k_last, shift, half_step_down, mid_linear,
+        const grid_rounder<T, Base> rounder(base, round, step, k_first, k_last, shift, half_step_down, mid_linear,
                                             inverse_base);
         std::vector<T> level(static_cast<std::size_t>(k_last - k_first + 1));
         std::vector<xfloat> power(level.size());  // b^k, multiplied up: candidates need no more precision
@@ -163,18 +214,49 @@ struct grid_cache {
 
 }  // namespace detail
 
-// The grid for (T, Base, rounding, step); built on first use, thread-safe, lives for the program.
+// The grid for (T, Base, rounding, step) of a named base; built on first use, thread-safe, lives for the program.
 template <class T, class Base>
 const grid<T, Base>& grid_for(rounding round = rounding::log, int step = 0) {
     check_scalar<T>();
-    check_base<Base>();
+    check_named_base<Base>();
     if (step < -scale_step_max || step > scale_step_max)
         throw std::invalid_argument("grphi::grid_for: scale step " + std::to_string(step) + " is outside [-8, 8]");
     auto& cache = detail::grid_cache<T, Base>::instance();
     const auto r = static_cast<std::size_t>(round == rounding::log ? 0 : 1);
     const auto s = static_cast<std::size_t>(step + scale_step_max);
-    std::call_once(cache.once[r][s], [&] { cache.grids[r][s] = detail::build_grid<T, Base>(round, step); });
+    std::call_once(cache.once[r][s],
+                   [&] { cache.grids[r][s] = detail::build_grid<T, Base>(detail::named_base_spec<Base>(), round, step); });
     return *cache.grids[r][s];
+}
+
+// The grid for (T, Base, o.round, step) of any base, grphi::custom included (b = *o.base_value);
+// custom grids are cached per (value, rounding, step) for the program. Throws std::invalid_argument
+// when o.base_value does not fit Base (see base_value_of).
+template <class T, class Base>
+const grid<T, Base>& grid_for(const options& o, int step = 0) {
+    check_scalar<T>();
+    const detail::base_spec b = detail::base_spec_for<Base>(o);
+    if constexpr (!is_custom_base_v<Base>) {
+        return grid_for<T, Base>(o.round, step);
+    } else {
+        if (step < -scale_step_max || step > scale_step_max)
+            throw std::invalid_argument("grphi::grid_for: scale step " + std::to_string(step) + " is outside [-8, 8]");
+        static detail::keyed_cache<grid<T, Base>> cache;
+        return cache.get(detail::custom_key_of(b, o.round, step),
+                         [&] { return detail::build_grid<T, Base>(b, o.round, step); });
+    }
+}
+
+// The value of b quantize uses for Base with options o: Base::value (rounded to double), or
+// *o.base_value for grphi::custom. Throws std::invalid_argument naming the problem when base_value is
+// missing for custom, set for a named base, not finite, or below 1.03.
+template <class Base>
+double base_value_of(const options& o) {
+    const detail::base_spec b = detail::base_spec_for<Base>(o);
+    if constexpr (is_custom_base_v<Base>)
+        return b.hi;
+    else
+        return static_cast<double>(static_cast<long double>(Base::value));
 }
 
 // The exact exponent of one magnitude (a >= 0, finite), clamped to the natural range.
@@ -182,15 +264,26 @@ template <class Base, class T>
 int exponent_of(T a, rounding round = rounding::log) {
     return grid_for<T, Base>(round).exponent(a);
 }
+template <class Base, class T>
+int exponent_of(T a, const options& o) {
+    return grid_for<T, Base>(o).exponent(a);
+}
 
-// The correctly rounded level b^k.
+// The correctly rounded level b^k (named bases; the options overload serves grphi::custom too).
 template <class T, class Base>
-T level(int k, rounding round = rounding::log) {
-    const auto& g = grid_for<T, Base>(round);
+T level(int k, const options& o) {
+    const auto& g = grid_for<T, Base>(o);
     if (k < g.k_lo || k > g.k_hi)
         throw std::out_of_range("grphi::level: exponent " + std::to_string(k) + " is outside [" + std::to_string(g.k_lo) +
                                 ", " + std::to_string(g.k_hi) + "]");
     return g.level_of(k);
+}
+template <class T, class Base>
+T level(int k, rounding round = rounding::log) {
+    check_named_base<Base>();
+    options o;
+    o.round = round;
+    return level<T, Base>(k, o);
 }
 
 namespace detail {
@@ -272,6 +365,18 @@ const cell_table<T, Base>& cell_table_for(rounding round) {
     const int r = round == rounding::log ? 0 : 1;
     std::call_once(once[r], [&] { tables[r] = build_cell_table<T, Base>(grid_for<T, Base>(round)); });
     return *tables[r];
+}
+
+// The cell table of the unscaled grid for any base (grphi::custom: per value and rounding, for the program).
+template <class T, class Base>
+const cell_table<T, Base>& cell_table_for(const options& o) {
+    const base_spec b = base_spec_for<Base>(o);
+    if constexpr (!is_custom_base_v<Base>) {
+        return cell_table_for<T, Base>(o.round);
+    } else {
+        static keyed_cache<cell_table<T, Base>> cache;
+        return cache.get(custom_key_of(b, o.round, 0), [&] { return build_cell_table<T, Base>(grid_for<T, Base>(o)); });
+    }
 }
 
 }  // namespace detail

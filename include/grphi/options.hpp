@@ -1,9 +1,12 @@
 // The quantizer's options: one plain struct, validated before any work is done.
 #pragma once
 
+#include <cmath>
 #include <optional>
 #include <stdexcept>
 #include <string>
+
+#include "base.hpp"
 
 namespace grphi {
 
@@ -19,6 +22,7 @@ struct options {
     int cluster_size = 0;                   // 0 or 1: off; else one shared exponent per block of a row
     rounding round = rounding::log;
     underflow under = underflow::clamp;
+    std::optional<double> base_value;       // b for grphi::custom (finite, >= 1.03); unset for named bases
 
     // Throws std::invalid_argument naming the offending option.
     void validate() const {
@@ -38,9 +42,17 @@ struct options {
             throw std::invalid_argument("grphi::options: rounding has an unknown value");
         if (under != underflow::clamp && under != underflow::flush)
             throw std::invalid_argument("grphi::options: underflow has an unknown value");
+        if (base_value) check_base_value(*base_value);
     }
 
     bool clustered() const { return cluster_size > 1; }
+
+    // A run-time base (grphi::custom) must be finite and >= 1.03; throws std::invalid_argument naming it.
+    static void check_base_value(double b) {
+        if (!(std::isfinite(b) && b >= static_cast<double>(min_base_value)))
+            throw std::invalid_argument("grphi::options: base_value=" + detail::number_text(b) +
+                                        " must be a finite number >= 1.03");
+    }
 };
 
 // Scale steps: a channel's scale is b^(step / scale_denominator).

@@ -57,6 +57,30 @@ public:
         written_ += bytes;
     }
 
+    // Overwrites bytes already written, from `offset` on: fills in a header whose room was reserved first.
+    void write_at(std::size_t offset, const void* data, std::size_t bytes) {
+        if (!stream_) throw io_error(path_ + ": write after the output was closed");
+        if (offset > written_ || bytes > written_ - offset) throw io_error(path_ + ": write_at past the written bytes");
+        if (std::fflush(stream_) != 0) {
+            const int error = errno;
+            discard();
+            throw io_error(path_ + ": cannot write: " + detail::errno_text(error));
+        }
+        const auto* p = static_cast<const char*>(data);
+        while (bytes != 0) {
+            const ssize_t done = ::pwrite(::fileno(stream_), p, bytes, static_cast<off_t>(offset));
+            if (done < 0 && errno == EINTR) continue;
+            if (done <= 0) {
+                const int error = errno;
+                discard();
+                throw io_error(path_ + ": cannot write: " + detail::errno_text(error));
+            }
+            p += done;
+            offset += static_cast<std::size_t>(done);
+            bytes -= static_cast<std::size_t>(done);
+        }
+    }
+
     std::size_t written() const { return written_; }
     const std::string& path() const { return path_; }
 

@@ -73,7 +73,7 @@ template <>
 struct zmm_bits<float> {
     using mask = __mmask16;
     static constexpr std::size_t lanes = 16;
-    static constexpr std::size_t table_registers = 2;  // 32 entries
+    static constexpr std::size_t table_registers = 4;  // 64 entries: φ's widest clip windows fit
     static constexpr mask all = 0xFFFF;
     static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
     static __m512i set1(std::int64_t v) { return _mm512_set1_epi32(static_cast<std::int32_t>(v)); }
@@ -85,6 +85,7 @@ struct zmm_bits<float> {
     static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi32(a, s); }
     static __m512i sign_fill(__m512i a) { return _mm512_srai_epi32(a, 31); }  // -1 if negative, else 0
     static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+    static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi32(a); }
     static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
     static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi32(a, m, a, b); }
     static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi32(m, a, b); }
@@ -94,8 +95,12 @@ struct zmm_bits<float> {
     static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi32_mask(a, b); }
     static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi32_mask(a, b); }
     static mask nonzero(__m512i a) { return _mm512_test_epi32_mask(a, a); }
-    // 32-entry table lookup by the index's low five bits.
-    static __m512i lookup(const __m512i* t, __m512i i) { return _mm512_permutex2var_epi32(t[0], i, t[1]); }
+    // 64-entry table in four registers: two 32-entry permutes, bit 5 of the index picks one.
+    static __m512i lookup(const __m512i* t, __m512i i) {
+        const mask upper = _mm512_test_epi32_mask(i, _mm512_set1_epi32(32));
+        return _mm512_mask_blend_epi32(upper, _mm512_permutex2var_epi32(t[0], i, t[1]),
+                                       _mm512_permutex2var_epi32(t[2], i, t[3]));
+    }
     static __m512i gather(const void* table, __m512i i) { return _mm512_i32gather_epi32(i, table, 4); }
     static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi16(p, m, v); }
     static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
@@ -120,6 +125,7 @@ struct zmm_bits<double> {
     static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi64(a, s); }
     static __m512i sign_fill(__m512i a) { return _mm512_srai_epi64(a, 63); }
     static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
+    static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi64(a); }
     static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi64(a, b); }
     static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi64(a, m, a, b); }
     static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi64(m, a, b); }
@@ -157,12 +163,13 @@ struct channel_state {
 
 // A channel's tables small enough for registers. The magnitude is first clamped into [low, high],
 // the exact bounds of the window's exponents, so clamp(k, lo, hi) is the exponent of the clamped
-// magnitude and only the cells between low and high are read: when they are at most 32, register
-// permutes replace the gathers. Entries sit at cell & 31, so no index arithmetic is needed.
+// magnitude and only the cells between low and high are read: when they fit the table (64 for float,
+// 32 for double), register permutes replace the gathers. Entries sit at cell mod entries, so no index
+// arithmetic is needed.
 template <class T>
 struct window_tables {
     using I = bits_t<T>;
-    static constexpr std::size_t entries = 32;
+    static constexpr std::size_t entries = std::is_same_v<T, float> ? 64 : 32;  // four zmm registers
     I low = 0;        // smallest magnitude (bits) whose exponent is >= the window bottom
     I high = 0;       // largest magnitude (bits) whose exponent is <= the window top
     I keep_from = 1;  // smallest magnitude (bits) that keeps its sign: 1, or the flush point
@@ -177,7 +184,7 @@ struct window_tables {
 template <class T>
 struct window_levels {
     using I = bits_t<T>;
-    static constexpr std::size_t entries = 32;
+    static constexpr std::size_t entries = window_tables<T>::entries;
     I lo = 0;
     alignas(64) I level[entries] = {};
 };
@@ -192,6 +199,23 @@ struct row_scratch {
         s.resize(n);
         clipped.resize(n);
     }
+
+    // The register tables of channel state c (null when c does not fit them), built once for a run of
+    // rows that share it: per-channel rows under a common clip window all do. One quantizer per scratch.
+    template <class Quantizer>
+    const window_tables<T>* tables_for(const Quantizer& q, const channel_state& c) {
+        if (!tables_known || c.lo != tables_state.lo || c.hi != tables_state.hi || c.step != tables_state.step) {
+            tables_fit = q.tables_for(c, tables);
+            tables_state = c;
+            tables_known = true;
+        }
+        return tables_fit ? &tables : nullptr;
+    }
+
+private:
+    window_tables<T> tables;
+    channel_state tables_state;
+    bool tables_known = false, tables_fit = false;
 };
 
 // The absolute clip [e_min, e_max] intersected with the natural range (nearest end when disjoint).
@@ -224,11 +248,11 @@ public:
     static constexpr I magnitude_mask = std::numeric_limits<I>::max();
     static constexpr I sign_mask = std::numeric_limits<I>::min();
 
-    explicit quantizer(const options& o) : opts_((o.validate(), o)), cells_(cell_table_for<T, Base>(o.round)) {}
+    explicit quantizer(const options& o) : opts_((o.validate(), o)), cells_(cell_table_for<T, Base>(o)) {}
 
     const options& opts() const { return opts_; }
     const grid<T, Base>& grid_of(const channel_state& c) const {
-        return c.step == 0 ? *cells_.source : grid_for<T, Base>(opts_.round, c.step);
+        return c.step == 0 ? *cells_.source : grid_for<T, Base>(opts_, c.step);
     }
 
     // A channel's register tables on the unscaled grid; false when its window or cells are too wide,
@@ -325,6 +349,53 @@ public:
         }
     }
 
+    // Fake quantization of a clustered row whose blocks are whole registers (cluster_size % lanes == 0):
+    // each block's exponents are summed in a register, and its level written while it is in L1.
+    // Same result as eval_row + cluster_row + compose_row.
+    void fake_row_clustered_zmm(const T* w, std::size_t n, const window_tables<T>& t, const channel_state& c,
+                                I* block_k, I* block_count, T* out) const {
+        const zmm_window z(t, cells_.shift);
+        const auto& g = grid_of(c);
+        const auto size = static_cast<std::size_t>(opts_.cluster_size);
+        const __m512i sign_bit = zmm::set1(sign_mask);
+        auto mask_at = [&](std::size_t i) { return i + zmm::lanes <= n ? zmm::all : zmm::first(n - i); };
+        // Every block's sum and count first, then their means in one loop the compiler vectorizes.
+        std::size_t b = 0;
+        for (std::size_t start = 0; start < n; start += size, ++b) {
+            const std::size_t end = std::min(n, start + size);
+            __m512i sum = zmm::set1(0);
+            int count = 0;
+            for (std::size_t i = start; i < end; i += zmm::lanes) {
+                const zmask m = mask_at(i);
+                const __m512i mag = z.magnitude_of(zmm::load(w + i, m));
+                const __m512i clamped = z.clamp(mag);
+                // Masked-off lanes load 0: below keep_from, so they are not members.
+                const zmask member = z.keep(mag);
+                sum = zmm::add_where(member, sum, z.exponent(clamped, z.cell(clamped)));
+                count += __builtin_popcount(static_cast<unsigned>(member));
+            }
+            // |sum| <= cluster_size * 32767 < 2^31 (cluster_size <= 2^16 on this route).
+            block_k[b] = I(zmm::reduce_add(sum));
+            block_count[b] = I(count);
+        }
+        const std::size_t blocks = b;
+        for (b = 0; b < blocks; ++b)
+            block_k[b] = block_count[b] == 0 ? I(c.lo)
+                                             : I(round_half_even_mean_small(static_cast<int>(block_k[b]),
+                                                                            static_cast<int>(block_count[b])));
+        b = 0;
+        for (std::size_t start = 0; start < n; start += size, ++b) {
+            const std::size_t end = std::min(n, start + size);
+            const __m512i level = zmm::set1(to_bits(g.level_of(static_cast<int>(block_k[b]))));
+            for (std::size_t i = start; i < end; i += zmm::lanes) {
+                const zmask m = mask_at(i);
+                const __m512i bits = zmm::load(w + i, m);
+                const zmask member = z.keep(z.magnitude_of(bits));
+                zmm::store(out + i, zmm::or_where(member, level, _mm512_and_si512(bits, sign_bit)), m);
+            }
+        }
+    }
+
     // eval_row on register tables: clamped exponents, signs and clip flags as in eval_row_table.
     void eval_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, I* k_out, I* s_out,
                       std::uint8_t* clipped_out) const {
@@ -345,7 +416,7 @@ public:
     }
 
     // Rebuilds an unclustered row from packed exponents and signs: window levels in registers when
-    // the window has at most 32 exponents, else gathered from the grid.
+    // the window fits the register table, else gathered from the grid.
     void compose_row_zmm(std::size_t n, const channel_state& c, const std::int16_t* exps, const std::int8_t* signs,
                          T* out) const {
         const auto& g = grid_of(c);
@@ -407,14 +478,25 @@ public:
     // Shares one exponent per block of a row: round-half-even mean over the block's nonzero members.
     void cluster_row(std::size_t n, const channel_state& c, const row_scratch<T>& in, I* block_k) const {
         const auto size = static_cast<std::size_t>(opts_.cluster_size);
+        // Block sums fit 32 bits while size * 32767 does: branch-free loops the compiler vectorizes.
+        if (size <= (std::size_t(1) << 16))
+            cluster_row_with<std::int32_t>(n, c, in, size, block_k);
+        else
+            cluster_row_with<long long>(n, c, in, size, block_k);
+    }
+    template <class Sum>
+    void cluster_row_with(std::size_t n, const channel_state& c, const row_scratch<T>& in, std::size_t size,
+                          I* block_k) const {
+        const I* k = in.k.data();
+        const I* s = in.s.data();
         for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
             const std::size_t end = std::min(n, start + size);
-            long long sum = 0, count = 0;
-            for (std::size_t i = start; i < end; ++i)
-                if (in.s[i] != 0) {
-                    sum += in.k[i];
-                    ++count;
-                }
+            Sum sum = 0, count = 0;
+            for (std::size_t i = start; i < end; ++i) {
+                const Sum member = s[i] != 0 ? Sum(1) : Sum(0);
+                sum += member * Sum(k[i]);
+                count += member;
+            }
             block_k[b] = count == 0 ? I(c.lo) : I(round_half_even_mean(sum, count));
         }
     }
@@ -426,8 +508,9 @@ public:
         // Block by block: one level lookup per block, no division per weight.
         for (std::size_t start = 0, b = 0; start < n; start += block_size, ++b) {
             const T v = g.level_of(static_cast<int>(k[b]));
+            // s in {-1, 0, 1} and v finite and positive: the product is exactly v, -v or +0.
             for (std::size_t i = start, end = std::min(n, start + block_size); i < end; ++i)
-                out[i] = s[i] > 0 ? v : (s[i] < 0 ? -v : T(0));
+                out[i] = static_cast<T>(s[i]) * v;
         }
     }
 
@@ -495,8 +578,18 @@ public:
         return best;
     }
 
-    static long long round_half_even_mean(long long sum, long long count) {
-        long long q = sum / count, r = sum % count;
+    // The same for |sum| < 2^31 and 0 < count <= 2^16 through a double division, faster than idiv: a
+    // non-integral quotient is >= 2^-16 from an integer and the division errs by < 2^-22, so floor is exact.
+    static int round_half_even_mean_small(int sum, int count) {
+        const int q = static_cast<int>(std::floor(static_cast<double>(sum) / static_cast<double>(count)));
+        const int r = sum - q * count;  // in [0, count)
+        return (2 * r > count || (2 * r == count && (q & 1))) ? q + 1 : q;
+    }
+
+    // Int is 32-bit where the sums allow it: its division is several times faster than 64-bit.
+    template <class Int>
+    static Int round_half_even_mean(Int sum, Int count) {
+        Int q = sum / count, r = sum % count;
         if (r < 0) {  // floor division
             q -= 1;
             r += count;
@@ -684,14 +777,14 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
     auto plan_one = [&](Eigen::Index ch, row_scratch<T>& scratch, std::vector<bits_t<T>>& blocks,
                         std::vector<T>& values) {
         const T m = channel_max(ch);
-        channel_state best = window_for<T, Base>(o, grid_for<T, Base>(o.round, 0), m);
+        channel_state best = window_for<T, Base>(o, grid_for<T, Base>(o, 0), m);
         if (o.fit_scale && m > 0) {
             const Eigen::Index r0 = o.per_channel ? ch : 0, r1 = o.per_channel ? ch + 1 : rows;
             double best_error = std::numeric_limits<double>::infinity();
             // Candidates in order 0, -1, +1, -2, +2, ...: ties keep the smallest |step|.
             for (int t = 0; t <= 2 * scale_step_max; ++t) {
                 const int step = (t % 2 == 0) ? t / 2 : -(t + 1) / 2;
-                const auto candidate = window_for<T, Base>(o, grid_for<T, Base>(o.round, step), m);
+                const auto candidate = window_for<T, Base>(o, grid_for<T, Base>(o, step), m);
                 const double e = channel_error(q, W, r0, r1, candidate, std::ilogb(m), scratch, blocks, values);
                 if (e < best_error) {
                     best_error = e;
@@ -702,7 +795,7 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
         plan[static_cast<std::size_t>(ch)] = best;
     };
     if (o.fit_scale) {  // make every scaled grid before any parallel work
-        for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o.round, s);
+        for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o, s);
     }
     const std::size_t blocks_per_row = o.clustered() ? (cols + o.cluster_size - 1) / o.cluster_size : cols;
     if (o.per_channel && o.fit_scale) {
@@ -772,20 +865,31 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
     const auto n = static_cast<std::size_t>(W.cols());
     const bool fast = !opts.clustered() && !opts.fit_scale && clipped == nullptr;
     const std::size_t blocks_per_row = opts.clustered() ? (n + opts.cluster_size - 1) / opts.cluster_size : n;
+#if XSIMD_WITH_AVX512F
+    const bool clustered_in_registers = opts.clustered() && !opts.fit_scale && clipped == nullptr &&
+                                        static_cast<std::size_t>(opts.cluster_size) % zmm_bits<T>::lanes == 0 &&
+                                        opts.cluster_size <= (1 << 16);
+#endif
     for_each_row<T>(W.rows(), W.cols(), [&](Eigen::Index r, row_scratch<T>& scratch) {
         const channel_state& c = plan[static_cast<std::size_t>(opts.per_channel ? r : 0)];
         const T* w = row_pointer(W, r);
         thread_local std::vector<T> buffer;
         thread_local std::vector<bits_t<T>> blocks;
         buffer.resize(n);
-        if (fast) {
 #if XSIMD_WITH_AVX512F
-            window_tables<T> t;
-            if (q.tables_for(c, t)) {
-                write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_zmm(w, n, t, dst); });
+        if (fast || clustered_in_registers) {
+            const window_tables<T>* tables = scratch.tables_for(q, c);
+            if (tables) {
+                const window_tables<T>& t = *tables;
+                if (fast)
+                    write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_zmm(w, n, t, dst); });
+                else
+                    write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_clustered_zmm(w, n, t, c, scratch.k.data(), scratch.s.data(), dst); });
                 return;
             }
+        }
 #endif
+        if (fast) {
             write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_table(w, n, c, dst); });
             return;
         }
@@ -840,7 +944,7 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
         p.window_hi[ch] = static_cast<std::int16_t>(plan[ch].hi);
         p.scale_steps[ch] = static_cast<std::int8_t>(plan[ch].step);
     }
-    const auto& unscaled = grid_for<T, Base>(opts.round, 0);
+    const auto& unscaled = grid_for<T, Base>(opts, 0);
     std::atomic<Eigen::Index> first_bad_row{p.rows};
     detail::for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, detail::row_scratch<T>& scratch) {
         const T* w = detail::row_pointer(view, r);
@@ -906,6 +1010,11 @@ void validate(const packed<T, Base>& p) {
     const char* who = "grphi::validate(packed)";
     p.opts.validate();
     auto fail = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+    try {
+        base_value_of<Base>(p.opts);
+    } catch (const std::invalid_argument& e) {
+        fail(e.what());
+    }
     if (p.rows < 0 || p.cols < 0) fail("negative shape");
     if (p.signs.size() != p.size()) fail("signs has " + std::to_string(p.signs.size()) + " entries, expected " + std::to_string(p.size()));
     const auto expected_exps = static_cast<std::size_t>(p.rows) * static_cast<std::size_t>(p.blocks_per_row());
@@ -917,7 +1026,7 @@ void validate(const packed<T, Base>& p) {
     for (std::size_t c = 0; c < ch; ++c) {
         if (p.scale_steps[c] < -scale_step_max || p.scale_steps[c] > scale_step_max)
             fail("channel " + std::to_string(c) + " has scale step " + std::to_string(p.scale_steps[c]) + " outside [-8, 8]");
-        const auto& g = grid_for<T, Base>(p.opts.round, p.scale_steps[c]);
+        const auto& g = grid_for<T, Base>(p.opts, p.scale_steps[c]);
         if (p.window_lo[c] > p.window_hi[c] || p.window_lo[c] < g.k_lo || p.window_hi[c] > g.k_hi)
             fail("channel " + std::to_string(c) + " has window [" + std::to_string(p.window_lo[c]) + ", " +
                  std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(g.k_lo) + ", " +

@@ -742,6 +742,154 @@ __attribute__((target("avx2,popcnt"))) inline std::uint32_t encode_groups_avx2(c
     ptr = p;
     return static_cast<std::uint32_t>(_mm256_movemask_epi8(missing));
 }
+
+// AVX-512 (run-time dispatched like the AVX2 paths): 16 lanes per register; for alphabets of at most 31
+// symbols the coder tables live in registers (two-register permutes replace the gathers), and the emitted
+// words are packed by a compress instead of a permutation table.
+inline bool cpu_has_avx512() {
+    static const bool yes = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
+    }();
+    return yes;
+}
+
+// Tests switch the AVX-512 encoder off to check the AVX2 one on the same machine.
+inline bool& avx512_paths_allowed() {
+    static bool allowed = true;
+    return allowed;
+}
+
+inline constexpr std::size_t register_table_entries = 32;  // two zmm registers of 32-bit entries
+
+// The per-symbol constants of one encode step, 32 entries each (the sentinel and unused slots are
+// all-zero: frequency 0 flags the symbol as missing).
+struct register_tables {
+    alignas(64) std::uint32_t start_freq[register_table_entries];  // start | freq << 16
+    alignas(64) std::uint32_t magic[register_table_entries];       // division magic (see encoder_table)
+    alignas(64) std::uint32_t shift1[register_table_entries];      // min(freq - 1, 1)
+    alignas(64) std::uint32_t shift2[register_table_entries];      // max(ceil(log2 freq) - 1, 0)
+    alignas(64) std::uint32_t log2_freq[register_table_entries];   // log2 freq when every freq is a power of two
+    bool powers_of_two = true;                                     // every used frequency is a power of two
+};
+
+inline register_tables make_register_tables(const encoder_table& enc) {
+    register_tables t{};
+    for (std::size_t s = 0; s + 1 < enc.vector_entries.size(); ++s) {
+        const std::uint64_t e = enc.vector_entries[s];
+        const auto freq = static_cast<std::uint32_t>(e >> 48);
+        if (freq == 0) continue;
+        const unsigned l = ceil_log2(freq);
+        t.start_freq[s] = static_cast<std::uint32_t>(e >> 32);
+        t.magic[s] = static_cast<std::uint32_t>(e);
+        t.shift1[s] = std::min(freq - 1, 1u);
+        t.shift2[s] = l > 0 ? l - 1 : 0;
+        t.log2_freq[s] = l;
+        t.powers_of_two = t.powers_of_two && (freq & (freq - 1)) == 0;
+    }
+    return t;
+}
+
+// GCC 12's AVX-512 intrinsics (self-initialised _mm512_undefined_* operands) raise bogus
+// -W(maybe-)uninitialized once inlined; nothing here is uninitialised.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#define GRPHI_RANS_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,popcnt")))
+
+struct avx512_table {
+    __m512i lo, hi;
+};
+
+GRPHI_RANS_AVX512_TARGET inline avx512_table load_avx512_table(const std::uint32_t* entries) {
+    return {_mm512_load_si512(entries), _mm512_load_si512(entries + 16)};
+}
+
+GRPHI_RANS_AVX512_TARGET __attribute__((always_inline)) inline __m512i lookup(const avx512_table& t, __m512i index) {
+    return _mm512_permutex2var_epi32(t.lo, index, t.hi);
+}
+
+// Encodes 16 lanes: the words of the lanes whose state is too large go below p in lane order, then
+// every lane takes its symbol (the scalar encoder's step, lane by lane). With PowersOfTwo (every used
+// frequency 2^k, e.g. the sign stream of weights without zeros) the division is a shift:
+// x' = (x >> k) << scale | (x mod 2^k) + start; `magic` then holds k and the shift tables are unused.
+template <bool PowersOfTwo>
+GRPHI_RANS_AVX512_TARGET __attribute__((always_inline)) inline void avx512_encode(
+    __m512i& x, const symbol* symbols, const avx512_table& start_freq, const avx512_table& magic,
+    const avx512_table& shift1, const avx512_table& shift2, __m512i sentinel, __m128i freq_to_max, __m512i total,
+    __m128i scale, std::uint8_t*& p, __mmask16& missing) {
+    const __m512i index =
+        _mm512_min_epu32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(symbols))), sentinel);
+    const __m512i sf = lookup(start_freq, index);
+    const __m512i freq = _mm512_srli_epi32(sf, 16);
+    missing = static_cast<__mmask16>(missing | _mm512_cmpeq_epi32_mask(freq, _mm512_setzero_si512()));
+    const __mmask16 emit = _mm512_cmpge_epu32_mask(x, _mm512_sll_epi32(freq, freq_to_max));
+    const auto count = static_cast<unsigned>(__builtin_popcount(emit));
+    const __m256i words = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(emit, x));
+    p -= 2 * count;
+    _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << count) - 1), words);
+    x = _mm512_mask_srli_epi32(x, emit, x, 16);
+    const __m512i start = _mm512_and_si512(sf, _mm512_set1_epi32(0xffff));
+    if constexpr (PowersOfTwo) {
+        (void)shift1, (void)shift2, (void)total;
+        const __m512i q = _mm512_srlv_epi32(x, lookup(magic, index));
+        const __m512i r = _mm512_and_si512(x, _mm512_sub_epi32(freq, _mm512_set1_epi32(1)));
+        x = _mm512_add_epi32(_mm512_sll_epi32(q, scale), _mm512_add_epi32(r, start));
+        return;
+    }
+    (void)scale;
+    // q = x / freq (Granlund-Montgomery, as the AVX2 encoder), then x = x + start + q * (M - freq).
+    const __m512i m = lookup(magic, index);
+    const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(x, m), 32);
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32));
+    const __m512i t = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+    const __m512i q = _mm512_srlv_epi32(_mm512_add_epi32(t, _mm512_srlv_epi32(_mm512_sub_epi32(x, t), lookup(shift1, index))),
+                                        lookup(shift2, index));
+    x = _mm512_add_epi32(_mm512_add_epi32(x, start), _mm512_mullo_epi32(q, _mm512_sub_epi32(total, freq)));
+}
+
+// Whole groups from the last down to the first, 16*Vectors lanes, symbols below register_table_entries - 1.
+// Returns nonzero when a symbol had no frequency.
+template <unsigned Vectors, bool PowersOfTwo>
+GRPHI_RANS_AVX512_TARGET inline std::uint32_t encode_groups_avx512(const encoder_table& enc, const register_tables& tables,
+                                                                   const symbol* symbols, std::size_t groups,
+                                                                   std::uint32_t* state, std::uint8_t*& ptr) {
+    static_assert(Vectors == 1 || Vectors == 2, "16 or 32 lanes");
+    constexpr std::size_t lanes = 16 * Vectors;
+    const avx512_table start_freq = load_avx512_table(tables.start_freq);
+    const avx512_table magic = load_avx512_table(PowersOfTwo ? tables.log2_freq : tables.magic);
+    const avx512_table shift1 = load_avx512_table(tables.shift1), shift2 = load_avx512_table(tables.shift2);
+    const __m128i freq_to_max = _mm_cvtsi32_si128(static_cast<int>(32 - enc.scale_bits));
+    const __m512i total = _mm512_set1_epi32(static_cast<int>(std::uint32_t{1} << enc.scale_bits));
+    const __m512i sentinel = _mm512_set1_epi32(static_cast<int>(enc.symbols.size() - 1));
+    const __m128i scale = _mm_cvtsi32_si128(static_cast<int>(enc.scale_bits));
+    __mmask16 missing = 0;
+    __m512i x0 = _mm512_loadu_si512(state);
+    __m512i x1 = x0;
+    if constexpr (Vectors == 2) x1 = _mm512_loadu_si512(state + 16);
+    std::uint8_t* p = ptr;
+    for (std::size_t g = groups; g-- > 0;) {
+        const symbol* group = symbols + g * lanes;
+        if constexpr (Vectors == 2)
+            avx512_encode<PowersOfTwo>(x1, group + 16, start_freq, magic, shift1, shift2, sentinel, freq_to_max, total,
+                                       scale, p, missing);
+        avx512_encode<PowersOfTwo>(x0, group, start_freq, magic, shift1, shift2, sentinel, freq_to_max, total, scale, p,
+                                   missing);
+    }
+    _mm512_storeu_si512(state, x0);
+    if constexpr (Vectors == 2) _mm512_storeu_si512(state + 16, x1);
+    ptr = p;
+    return missing;
+}
+
+#undef GRPHI_RANS_AVX512_TARGET
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 // Returns false when a symbol had no frequency in the table (the output is then garbage).
@@ -772,7 +920,13 @@ inline bool encode_lanes(const encoder_table& enc, const symbol* symbols, std::s
     std::size_t g = groups;
 #if GRPHI_RANS_AVX2
     if constexpr (Lanes >= 16) {
-        if (vector_paths_allowed() && cpu_has_avx2()) {
+        if (vector_paths_allowed() && avx512_paths_allowed() && cpu_has_avx512() &&
+            enc.symbols.size() <= register_table_entries) {
+            const register_tables tables = make_register_tables(enc);
+            missing |= tables.powers_of_two ? encode_groups_avx512<Lanes / 16, true>(enc, tables, symbols, groups, state, ptr)
+                                            : encode_groups_avx512<Lanes / 16, false>(enc, tables, symbols, groups, state, ptr);
+            g = 0;
+        } else if (vector_paths_allowed() && cpu_has_avx2()) {
             missing |= encode_groups_avx2<Lanes / 8>(enc, symbols, groups, state, ptr);
             g = 0;
         }
@@ -856,27 +1010,38 @@ inline void decode_lanes(const decoder_table& dec, byte_reader& in, std::size_t 
 
 }  // namespace detail
 
-// Appends the payload of n symbols (all with nonzero frequency in the table) to `out`.
-inline void encode_symbols(const encoder_table& enc, const symbol* symbols, std::size_t n, unsigned lanes_log2,
-                           std::vector<std::uint8_t>& out) {
+namespace detail {
+
+// A payload coded into a buffer of its own: bytes [begin, end) of `storage`.
+struct coded_payload {
+    std::unique_ptr<std::uint8_t[]> storage;
+    const std::uint8_t* begin = nullptr;
+    const std::uint8_t* end = nullptr;
+    std::size_t size() const { return static_cast<std::size_t>(end - begin); }
+};
+
+// The payload of n symbols (all with nonzero frequency in the table), coded backwards from the buffer's end.
+inline coded_payload encode_payload(const encoder_table& enc, const symbol* symbols, std::size_t n, unsigned lanes_log2) {
     if (lanes_log2 > max_lanes_log2) throw std::invalid_argument("grphi::rans::encode_symbols: lanes_log2 > 5");
     if (enc.scale_bits == 0) throw std::invalid_argument("grphi::rans::encode_symbols: one-symbol table has no payload");
     if (enc.symbols.size() < 2 || enc.vector_entries.size() != enc.symbols.size())
         throw std::invalid_argument("grphi::rans::encode_symbols: encoder table not made by build_encoder");
     const unsigned lanes = 1u << lanes_log2;
-    // At most one word per symbol, plus the states, plus the always-written spare word.
-    const std::size_t capacity = 2 * n + 4 * lanes + 2;
-    const std::unique_ptr<std::uint8_t[]> buffer(new std::uint8_t[capacity]);  // uninitialised: every kept byte is written
-    std::uint8_t* const end = buffer.get() + capacity;
+    // The lanes byte, at most one word per symbol, the states (written last: room for the vector
+    // encoders' spare stores) and the scalar encoder's always-written spare word.
+    const std::size_t capacity = 1 + 2 * n + 4 * lanes + 2;
+    coded_payload payload;
+    payload.storage.reset(new std::uint8_t[capacity]);  // uninitialised: every kept byte is written
+    std::uint8_t* const end = payload.storage.get() + capacity;
     std::uint8_t* ptr = end;
     bool valid = false;
     switch (lanes_log2) {
-        case 0: valid = detail::encode_lanes<1>(enc, symbols, n, ptr); break;
-        case 1: valid = detail::encode_lanes<2>(enc, symbols, n, ptr); break;
-        case 2: valid = detail::encode_lanes<4>(enc, symbols, n, ptr); break;
-        case 3: valid = detail::encode_lanes<8>(enc, symbols, n, ptr); break;
-        case 4: valid = detail::encode_lanes<16>(enc, symbols, n, ptr); break;
-        default: valid = detail::encode_lanes<32>(enc, symbols, n, ptr); break;
+        case 0: valid = encode_lanes<1>(enc, symbols, n, ptr); break;
+        case 1: valid = encode_lanes<2>(enc, symbols, n, ptr); break;
+        case 2: valid = encode_lanes<4>(enc, symbols, n, ptr); break;
+        case 3: valid = encode_lanes<8>(enc, symbols, n, ptr); break;
+        case 4: valid = encode_lanes<16>(enc, symbols, n, ptr); break;
+        default: valid = encode_lanes<32>(enc, symbols, n, ptr); break;
     }
     if (!valid) {  // checked inside the coding loop (a symbol without frequency would corrupt the stream)
         for (std::size_t i = 0; i < n; ++i)
@@ -884,8 +1049,19 @@ inline void encode_symbols(const encoder_table& enc, const symbol* symbols, std:
                 throw std::invalid_argument("grphi::rans::encode_symbols: symbol " + std::to_string(symbols[i]) +
                                             " at index " + std::to_string(i) + " has frequency 0");
     }
-    detail::put_u8(out, lanes_log2);
-    out.insert(out.end(), ptr, end);
+    *--ptr = static_cast<std::uint8_t>(lanes_log2);
+    payload.begin = ptr;
+    payload.end = end;
+    return payload;
+}
+
+}  // namespace detail
+
+// Appends the payload of n symbols (all with nonzero frequency in the table) to `out`.
+inline void encode_symbols(const encoder_table& enc, const symbol* symbols, std::size_t n, unsigned lanes_log2,
+                           std::vector<std::uint8_t>& out) {
+    const detail::coded_payload payload = detail::encode_payload(enc, symbols, n, lanes_log2);
+    out.insert(out.end(), payload.begin, payload.end);
 }
 
 // Decodes n symbols from exactly `payload_bytes` bytes of `in` into out[0, n).
@@ -919,17 +1095,26 @@ inline void decode_symbols(const decoder_table& dec, byte_reader& in, std::size_
 // ---------------------------------------------------------------------------------------------
 // One call: varint count, [table, varint payload bytes, payload] (nothing after the count when it is 0;
 // no payload for a one-symbol table).
-inline void encode(const symbol* symbols, std::size_t n, std::vector<std::uint8_t>& out) {
+// encode() for symbols whose histogram is already known (counts == histogram(symbols, n), as a caller that
+// builds the symbols can count them on the way): the same bytes without the histogram pass.
+inline void encode_counted(const symbol* symbols, std::size_t n, const std::vector<std::uint64_t>& counts,
+                           std::vector<std::uint8_t>& out) {
     detail::put_varint(out, n);
     if (n == 0) return;
-    const std::vector<std::uint64_t> counts = histogram(symbols, n);
     const frequency_table table = normalize(counts, choose_scale_bits(counts));
     write_table(table, out);
     if (table.single_symbol()) return;
-    std::vector<std::uint8_t> payload;
-    encode_symbols(build_encoder(table), symbols, n, default_lanes_log2(n), payload);
+    const detail::coded_payload payload = detail::encode_payload(build_encoder(table), symbols, n, default_lanes_log2(n));
     detail::put_varint(out, payload.size());
-    out.insert(out.end(), payload.begin(), payload.end());
+    out.insert(out.end(), payload.begin, payload.end);
+}
+
+inline void encode(const symbol* symbols, std::size_t n, std::vector<std::uint8_t>& out) {
+    if (n == 0) {
+        detail::put_varint(out, 0);
+        return;
+    }
+    encode_counted(symbols, n, histogram(symbols, n), out);
 }
 
 inline std::vector<std::uint8_t> encode(const std::vector<symbol>& symbols) {

@@ -24,7 +24,8 @@ namespace grphi::detail {
 
 // ---------------------------------------------------------------------------------------------
 // The base as exact arithmetic: b^m (m >= 0) as an interval that is a single point whenever b^m is
-// a dyadic rational, so exact ties stay exact. A user base is the dyadic rational its value holds.
+// a dyadic rational, so exact ties stay exact. A user base (a named tag or grphi::custom) is the
+// dyadic rational hi + lo of its base_spec; φ and √2 ignore the spec and use their exact definitions.
 
 template <class Base, class = void>
 struct exact_base {
@@ -32,38 +33,31 @@ struct exact_base {
     static constexpr int one_plus_base_power = 0;  // 0: 1 + b is no power of b
 
     template <int N>
-    static interval<N> value() {
-        if constexpr (has_precise_value<Base>::value) {
-            return point(pair_sum<N>(Base::precise_hi, Base::precise_lo));
-        } else {
-            return point(from_scalar<N>(static_cast<long double>(Base::value)));
-        }
+    static interval<N> value(const base_spec& b) {
+        return point(pair_sum<N>(b));
     }
     template <int N>
-    static interval<N> power(long m) {
-        const interval<N> b = value<N>();
+    static interval<N> power(long m, const base_spec& spec) {
+        const interval<N> b = value<N>(spec);
         if (b.lo.is_power_of_two()) return point(power_of_two<N>((b.lo.scale - 1) * m));
         return grphi::detail::power(b, static_cast<unsigned long>(m));
     }
     template <int N>
-    static interval<N> one_plus_base() {
-        return point(power_of_two<N>(0)) + value<N>();
+    static interval<N> one_plus_base(const base_spec& b) {
+        return point(power_of_two<N>(0)) + value<N>(b);
     }
 
 private:
     // hi + lo exactly, for a double-double base value whose parts lie within 126 bits of each other.
     template <int N>
-    static bigfloat<N> pair_sum(double hi, double lo) {
-        if (lo == 0) return from_scalar<N>(hi);
-        const int unit = std::min(lowest_bit(hi), lowest_bit(lo));  // both parts are integers times 2^unit
-        const double hi_units = std::ldexp(hi, -unit);
+    static bigfloat<N> pair_sum(const base_spec& b) {
+        if (b.lo == 0) return from_scalar<N>(b.hi);
+        const int unit = std::min(lowest_bit(b.hi), lowest_bit(b.lo));  // both parts are integers times 2^unit
+        const double hi_units = std::ldexp(b.hi, -unit);
         if (!(std::fabs(hi_units) < std::ldexp(1.0, 125)))
-            throw std::logic_error(std::string("grphi: base ") + Base::name +
-                                   ": precise_hi + precise_lo spans more than 126 bits");
-        const i128 sum = static_cast<i128>(hi_units) + static_cast<i128>(std::ldexp(lo, -unit));
-        if (sum <= 0)
-            throw std::logic_error(std::string("grphi: base ") + Base::name +
-                                   ": precise_hi + precise_lo is not positive");
+            throw std::logic_error("grphi: base " + b.label() + ": precise_hi + precise_lo spans more than 126 bits");
+        const i128 sum = static_cast<i128>(hi_units) + static_cast<i128>(std::ldexp(b.lo, -unit));
+        if (sum <= 0) throw std::logic_error("grphi: base " + b.label() + ": precise_hi + precise_lo is not positive");
         return from_u128<N>(static_cast<u128>(sum), unit);
     }
     // The exponent of the lowest set bit of a nonzero double.
@@ -80,16 +74,16 @@ struct exact_base<sqrt2> {
     static constexpr bool dyadic = false;
     static constexpr int one_plus_base_power = 0;
     template <int N>
-    static interval<N> value() {
+    static interval<N> value(const base_spec& = {}) {
         return irrational_constant<N>(sqrt_two_limbs);
     }
     template <int N>
-    static interval<N> power(long m) {
+    static interval<N> power(long m, const base_spec& = {}) {
         if (m % 2 == 0) return point(power_of_two<N>(m / 2));
         return scaled(value<N>(), (m - 1) / 2);
     }
     template <int N>
-    static interval<N> one_plus_base() {
+    static interval<N> one_plus_base(const base_spec& = {}) {
         return point(power_of_two<N>(0)) + value<N>();
     }
 };
@@ -100,15 +94,15 @@ struct exact_base<phi> {
     static constexpr bool dyadic = false;
     static constexpr int one_plus_base_power = 2;
     template <int N>
-    static interval<N> value() {
+    static interval<N> value(const base_spec& = {}) {
         return irrational_constant<N>(golden_ratio_limbs);
     }
     template <int N>
-    static interval<N> power(long m) {
+    static interval<N> power(long m, const base_spec& = {}) {
         return grphi::detail::power(value<N>(), static_cast<unsigned long>(m));
     }
     template <int N>
-    static interval<N> one_plus_base() {
+    static interval<N> one_plus_base(const base_spec& = {}) {
         return power<N>(2);
     }
 };
@@ -127,7 +121,7 @@ struct power_relation {
 enum class order { below, equal, above, undecided };
 
 template <class Base, int N>
-order exact_order(const bigfloat<N>& x, power_relation r) {
+order exact_order(const bigfloat<N>& x, power_relation r, const base_spec& b = named_base_spec<Base>()) {
     if (x.is_zero()) return order::below;  // every quantity here is positive
     if (!r.one_plus_base) {                // x^e vs b^m  <=>  x^(e/g) vs b^(m/g): smaller powers, exact ties stay exact
         const long g = std::gcd(static_cast<long>(r.root), r.base_power);
@@ -136,12 +130,12 @@ order exact_order(const bigfloat<N>& x, power_relation r) {
     }
     using B = exact_base<Base>;
     interval<N> left = power(point(scaled(x, r.doublings)), static_cast<unsigned long>(r.root));
-    interval<N> right = r.one_plus_base ? power(B::template one_plus_base<N>(), static_cast<unsigned long>(r.root))
+    interval<N> right = r.one_plus_base ? power(B::template one_plus_base<N>(b), static_cast<unsigned long>(r.root))
                                         : point(power_of_two<N>(0));
     if (r.base_power >= 0)
-        right = right * B::template power<N>(r.base_power);
+        right = right * B::template power<N>(r.base_power, b);
     else
-        left = left * B::template power<N>(-r.base_power);
+        left = left * B::template power<N>(-r.base_power, b);
     if (compare(left.hi, right.lo) < 0) return order::below;
     if (compare(left.lo, right.hi) > 0) return order::above;
     if (left.is_point() && right.is_point()) return order::equal;  // overlapping points are the same point
@@ -151,10 +145,10 @@ order exact_order(const bigfloat<N>& x, power_relation r) {
 // 384 bits settle every comparison the grids need; dyadic bases get 1792 bits more to reach exact
 // ties of x^32 (53 * 32 bits) against a rational b^m.
 template <class Base>
-order exact_order(const bigfloat<2>& x, const power_relation& r) {
-    order o = exact_order<Base, 6>(resized<6>(x, toward::zero), r);
+order exact_order(const bigfloat<2>& x, const power_relation& r, const base_spec& b = named_base_spec<Base>()) {
+    order o = exact_order<Base, 6>(resized<6>(x, toward::zero), r, b);
     if constexpr (exact_base<Base>::dyadic)
-        if (o == order::undecided) o = exact_order<Base, 28>(resized<28>(x, toward::zero), r);
+        if (o == order::undecided) o = exact_order<Base, 28>(resized<28>(x, toward::zero), r, b);
     return o;
 }
 
@@ -245,17 +239,18 @@ public:
     static constexpr int fast_limbs = 2;
     using fast_interval = interval<fast_limbs>;
 
-    // candidates: b^δ, b^(δ - 1/2), (1 + 1/b)/2 * b^δ and 1/b as double-doubles.
-    grid_rounder(rounding round, int step, long k_first, long k_last, const xfloat& shift, const xfloat& half_step_down,
-                 const xfloat& mid_linear, const xfloat& inverse_base)
-        : round_(round), step_(step), k_first_(k_first) {
+    // base: the exact value (for phi and sqrt2 only its name is used); candidates: b^δ, b^(δ - 1/2),
+    // (1 + 1/b)/2 * b^δ and 1/b as double-doubles.
+    grid_rounder(const base_spec& base, rounding round, int step, long k_first, long k_last, const xfloat& shift,
+                 const xfloat& half_step_down, const xfloat& mid_linear, const xfloat& inverse_base)
+        : base_(base), round_(round), step_(step), k_first_(k_first) {
         shift_ = certified_constant(shift, {16, step, false, 0}, "b^(step/16)");
         if (round == rounding::log)
             boundary_factor_ = certified_constant(half_step_down, {32, 2L * step - 16, false, 0}, "b^(step/16 - 1/2)");
         else
             boundary_factor_ = certified_constant(mid_linear, linear_relation(0), "(1 + 1/b)/2 b^(step/16)");
         const fast_interval inverse = certified_constant(inverse_base, {1, -1, false, 0}, "1/b");
-        const fast_interval b = exact_base<Base>::template value<fast_limbs>();
+        const fast_interval b = exact_base<Base>::template value<fast_limbs>(base_);
         // b^k for every k in [k_first, k_last], outward from b^0 = 1.
         powers_.resize(static_cast<std::size_t>(k_last - k_first + 1));
         const fast_interval one = point(power_of_two<fast_limbs>(0));
@@ -289,6 +284,7 @@ public:
     long exact_comparisons() const { return exact_comparisons_; }
 
 private:
+    base_spec base_;
     rounding round_;
     int step_;
     long k_first_;
@@ -309,7 +305,7 @@ private:
     }
 
     [[noreturn]] void undecided(const std::string& what) const {
-        throw std::logic_error("grphi: cannot certify " + what + " for base " + Base::name +
+        throw std::logic_error("grphi: cannot certify " + what + " for base " + base_.label() +
                                (std::is_same_v<T, float> ? ", float, " : ", double, ") +
                                (round_ == rounding::log ? "log" : "linear") + " rounding, step " +
                                std::to_string(step_) + ": the exact comparison stayed undecided");
@@ -322,7 +318,7 @@ private:
             if (compare(xf, q.lo) < 0) return order::below;
             if (compare(xf, q.hi) > 0) return order::above;
             ++exact_comparisons_;
-            const order o = exact_order<Base>(x, r);
+            const order o = exact_order<Base>(x, r, base_);
             if (o == order::undecided) undecided(std::string("the ") + what + " at k=" + std::to_string(k));
             return o;
         };
@@ -335,11 +331,11 @@ private:
             static_cast<i128>(std::ldexp(y.hi, 116)) + static_cast<i128>(std::ldexp(y.lo, 116));
         const u128 m = static_cast<u128>(signed_mantissa);  // y = m 2^(exp - 116), m in [2^115, 2^118)
         const long e = y.exp - 116;
-        if (exact_order<Base>(from_u128<2>(m, e), r) == order::equal) return point(from_u128<fast_limbs>(m, e));
+        if (exact_order<Base>(from_u128<2>(m, e), r, base_) == order::equal) return point(from_u128<fast_limbs>(m, e));
         for (int width : {100, 88, 72, 56}) {
             const u128 lo = m - (m >> width), hi = m + (m >> width) + 1;
-            const order below = exact_order<Base>(from_u128<2>(lo, e), r);
-            const order above = exact_order<Base>(from_u128<2>(hi, e), r);
+            const order below = exact_order<Base>(from_u128<2>(lo, e), r, base_);
+            const order above = exact_order<Base>(from_u128<2>(hi, e), r, base_);
             if (below == order::below && above == order::above)
                 return {from_u128<fast_limbs>(lo, e), from_u128<fast_limbs>(hi, e)};
         }
