@@ -379,10 +379,13 @@ public:
             block_count[b] = I(count);
         }
         const std::size_t blocks = b;
-        for (b = 0; b < blocks; ++b)
-            block_k[b] = block_count[b] == 0 ? I(c.lo)
-                                             : I(round_half_even_mean_small(static_cast<int>(block_k[b]),
-                                                                            static_cast<int>(block_count[b])));
+        if constexpr (std::is_same_v<T, float>)
+            round_half_even_means_zmm(block_k, block_count, blocks, c.lo);
+        else
+            for (b = 0; b < blocks; ++b)
+                block_k[b] = block_count[b] == 0 ? I(c.lo)
+                                                 : I(round_half_even_mean_small(static_cast<int>(block_k[b]),
+                                                                                static_cast<int>(block_count[b])));
         b = 0;
         for (std::size_t start = 0; start < n; start += size, ++b) {
             const std::size_t end = std::min(n, start + size);
@@ -393,6 +396,31 @@ public:
                 const zmask member = z.keep(z.magnitude_of(bits));
                 zmm::store(out + i, zmm::or_where(member, level, _mm512_and_si512(bits, sign_bit)), m);
             }
+        }
+    }
+
+    // round_half_even_mean_small for 16 blocks at a time (int32 sums and counts, in place; count 0 -> lo).
+    static void round_half_even_means_zmm(std::int32_t* sums, const std::int32_t* counts, std::size_t blocks, int lo) {
+        const __m512i one = _mm512_set1_epi32(1), bottom = _mm512_set1_epi32(lo);
+        for (std::size_t b = 0; b < blocks; b += 16) {
+            const __mmask16 m = blocks - b >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (blocks - b)) - 1u);
+            const __m512i sum = _mm512_maskz_loadu_epi32(m, sums + b);
+            const __m512i count = _mm512_maskz_loadu_epi32(m, counts + b);
+            const __mmask16 empty = _mm512_cmpeq_epi32_mask(count, _mm512_setzero_si512());
+            const __m512i divisor = _mm512_mask_blend_epi32(empty, count, one);
+            auto floor_quotient = [](__m256i s, __m256i d) {
+                const __m512d q = _mm512_div_pd(_mm512_cvtepi32_pd(s), _mm512_cvtepi32_pd(d));
+                return _mm512_cvttpd_epi32(_mm512_roundscale_pd(q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+            };
+            const __m512i q = _mm512_inserti64x4(
+                _mm512_castsi256_si512(floor_quotient(_mm512_castsi512_si256(sum), _mm512_castsi512_si256(divisor))),
+                floor_quotient(_mm512_extracti64x4_epi64(sum, 1), _mm512_extracti64x4_epi64(divisor, 1)), 1);
+            const __m512i twice_r = _mm512_slli_epi32(_mm512_sub_epi32(sum, _mm512_mullo_epi32(q, divisor)), 1);
+            const __mmask16 odd = _mm512_test_epi32_mask(q, one);
+            const __mmask16 up = _mm512_cmpgt_epi32_mask(twice_r, divisor) |
+                                 (_mm512_cmpeq_epi32_mask(twice_r, divisor) & odd);
+            const __m512i mean = _mm512_mask_add_epi32(q, up, q, one);
+            _mm512_mask_storeu_epi32(sums + b, m, _mm512_mask_blend_epi32(empty, mean, bottom));
         }
     }
 
