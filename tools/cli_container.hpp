@@ -10,6 +10,8 @@
 // - a quantized tensor split into row parts stores each part as its own container tensor, named
 //   "<name>" when it is one part, else "<name>@<first row>". Rows are channels, so parts quantize exactly as
 //   the whole tensor would (per-tensor options keep the tensor in one part).
+// - "__grphi_tool__/padding/<i>/...": empty byte carriers ending the directory, whose names fill the room
+//   reserved for the directory (see container_writer); readers ignore them.
 #pragma once
 
 #include <algorithm>

@@ -345,38 +345,61 @@ struct row_collector {
     std::uint64_t nonzero = 0;
 };
 
+// counts[e - lo] += how often each packed exponent e occurs (all inside the window starting at lo): four
+// interleaved sub-histograms (`scratch`, 4 * width entries) over the span the exponents cover, so runs of
+// one exponent do not wait on one counter.
+inline void count_packed(const rans::symbol* packed, std::size_t kept, int lo, std::uint64_t* counts,
+                         std::uint64_t* scratch) {
+    if (kept == 0) return;
+    int lowest = static_cast<std::int16_t>(packed[0]), highest = lowest;
+    for (std::size_t i = 0; i < kept; ++i) {
+        lowest = std::min<int>(lowest, static_cast<std::int16_t>(packed[i]));
+        highest = std::max<int>(highest, static_cast<std::int16_t>(packed[i]));
+    }
+    const auto span = static_cast<std::size_t>(highest - lowest + 1);
+    std::uint64_t* h[4] = {scratch, scratch + span, scratch + 2 * span, scratch + 3 * span};
+    std::fill(scratch, scratch + 4 * span, 0);
+    const auto offset = static_cast<rans::symbol>(lowest);
+    std::size_t i = 0;
+    for (; i + 4 <= kept; i += 4) {
+        ++h[0][static_cast<rans::symbol>(packed[i] - offset)];
+        ++h[1][static_cast<rans::symbol>(packed[i + 1] - offset)];
+        ++h[2][static_cast<rans::symbol>(packed[i + 2] - offset)];
+        ++h[3][static_cast<rans::symbol>(packed[i + 3] - offset)];
+    }
+    for (; i < kept; ++i) ++h[0][static_cast<rans::symbol>(packed[i] - offset)];
+    for (std::size_t j = 0; j < span; ++j) counts[static_cast<std::size_t>(lowest - lo) + j] += h[0][j] + h[1][j] + h[2][j] + h[3][j];
+}
+
 // One row: counts[e - lo] for its nonzero exponents e (width entries). False when a sign is not -1, 0 or
-// +1, an exponent lies outside [lo, lo + width) or a zero weight's exponent is not lo. Branch-free; four
-// interleaved sub-histograms in `scratch` (4 * (width + 1) entries, the last of each for exponents outside
-// the window) so runs of one exponent do not wait on one counter.
+// +1, an exponent lies outside [lo, lo + width) or a zero weight's exponent is not lo. Three simple
+// passes (the first vectorises): symbols, counts and checks; packing; count_packed.
 inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
                                std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
-    const std::size_t stride = width + 1;
-    std::fill(scratch, scratch + 4 * stride, 0);
-    bool valid = true;
-    std::size_t kept = 0;
     std::uint64_t negative = 0;
+    int bad = 0, lowest = lo, highest = lo;
     for (std::size_t i = 0; i < n; ++i) {
         const int s = signs[i];
         const int e = exponents[i];
         c.sign_symbols[i] = static_cast<rans::symbol>(s + 1);
         negative += s < 0;
-        valid &= s >= -1 && s <= 1 && (s != 0 || e == lo);
-        c.stored[kept] = static_cast<rans::symbol>(e);
-        kept += s != 0;
-        const auto d = static_cast<std::size_t>(static_cast<unsigned>(e - lo));
-        scratch[(i & 3) * stride + std::min(d, width)] += s != 0;
+        bad |= (s < -1) | (s > 1) | ((s == 0) & (e != lo));
+        const int kept_e = s != 0 ? e : lo;
+        lowest = std::min(lowest, kept_e);
+        highest = std::max(highest, kept_e);
     }
-    for (std::size_t j = 0; j <= width; ++j) {
-        const std::uint64_t total = scratch[j] + scratch[stride + j] + scratch[2 * stride + j] + scratch[3 * stride + j];
-        if (j < width) counts[j] += total;
-        else valid &= total == 0;
+    if (bad || lowest < lo || highest - lo >= static_cast<int>(width)) return false;
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        c.stored[kept] = static_cast<rans::symbol>(exponents[i]);
+        kept += signs[i] != 0;
     }
+    count_packed(c.stored, kept, lo, counts, scratch);
     c.sign_symbols += n;
     c.stored += kept;
     c.negative += negative;
     c.nonzero += kept;
-    return valid;
+    return true;
 }
 
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -389,6 +412,7 @@ inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exp
 #endif
 // collect_row_scalar for windows of at most Bins exponents, 32 weights per step: one compare per bin
 // counts into 16-bit lanes (flushed before they can overflow); a compress packs the nonzero exponents.
+// Bins == 0 counts nothing (the caller counts the packed exponents).
 // Needs 16 symbols of slack after the stored exponents (the compress writes whole vectors).
 template <int Bins>
 inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
@@ -399,8 +423,8 @@ inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exp
     const __m512i two = _mm512_set1_epi16(2);
     const __m512i bottom = _mm512_set1_epi16(static_cast<std::int16_t>(lo));
     const __m512i last = _mm512_set1_epi16(static_cast<std::int16_t>(width - 1));
-    __m512i count[Bins];
-    for (int b = 0; b < Bins; ++b) count[b] = _mm512_setzero_si512();
+    __m512i count[Bins > 0 ? Bins : 1];
+    for (auto& bin : count) bin = _mm512_setzero_si512();
     __mmask32 bad = 0;
     std::uint64_t negative = 0;
     rans::symbol* out = c.stored;
@@ -456,6 +480,10 @@ inline bool collect_row(const std::int8_t* signs, const std::int16_t* exponents,
     if (width <= 4) return collect_row_avx512<4>(signs, exponents, n, lo, width, counts, c);
     if (width <= 8) return collect_row_avx512<8>(signs, exponents, n, lo, width, counts, c);
     if (width <= 16) return collect_row_avx512<16>(signs, exponents, n, lo, width, counts, c);
+    const rans::symbol* packed = c.stored;
+    if (!collect_row_avx512<0>(signs, exponents, n, lo, width, counts, c)) return false;
+    count_packed(packed, static_cast<std::size_t>(c.stored - packed), lo, counts, scratch);
+    return true;
 #endif
     return collect_row_scalar(signs, exponents, n, lo, width, counts, scratch, c);
 }
@@ -489,7 +517,7 @@ inline bool write_unclustered_streams(const stored_tensor& t, const tensor_geome
     std::vector<std::uint64_t> row_stored(static_cast<std::size_t>(g.rows));
     std::vector<std::uint64_t> by_exponent(static_cast<std::size_t>(max_hi - min_lo + 1), 0);  // exponent min_lo + i
     std::vector<std::uint64_t> below_top(max_width, 0);                                         // window_hi - exponent
-    std::vector<std::uint64_t> row_counts(max_width), scratch(4 * (max_width + 1));
+    std::vector<std::uint64_t> row_counts(max_width), scratch(4 * max_width);
     row_collector c{sign_symbols.get(), stored.get()};
     for (std::uint64_t r = 0; r < g.rows; ++r) {
         const std::uint64_t ch = g.channel_of_row(r);

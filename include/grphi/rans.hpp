@@ -743,9 +743,9 @@ __attribute__((target("avx2,popcnt"))) inline std::uint32_t encode_groups_avx2(c
     return static_cast<std::uint32_t>(_mm256_movemask_epi8(missing));
 }
 
-// AVX-512 (run-time dispatched like the AVX2 paths): 16 lanes per register; for alphabets of at most 31
-// symbols the coder tables live in registers (two-register permutes replace the gathers), and the emitted
-// words are packed by a compress instead of a permutation table.
+// AVX-512 (run-time dispatched like the AVX2 paths): 16 lanes per register; for alphabets of at most 63
+// symbols the coder tables live in registers (two-register permutes, and a blend above 31 symbols,
+// replace the gathers), and the emitted words are packed by a compress instead of a permutation table.
 inline bool cpu_has_avx512() {
     static const bool yes = [] {
         __builtin_cpu_init();
@@ -761,9 +761,10 @@ inline bool& avx512_paths_allowed() {
     return allowed;
 }
 
-inline constexpr std::size_t register_table_entries = 32;  // two zmm registers of 32-bit entries
+inline constexpr std::size_t register_table_entries = 64;  // four zmm registers of 32-bit entries
+inline constexpr std::size_t narrow_table_entries = 32;    // two: one permute per lookup
 
-// The per-symbol constants of one encode step, 32 entries each (the sentinel and unused slots are
+// The per-symbol constants of one encode step, 64 entries each (the sentinel and unused slots are
 // all-zero: frequency 0 flags the symbol as missing).
 struct register_tables {
     alignas(64) std::uint32_t start_freq[register_table_entries];  // start | freq << 16
@@ -802,29 +803,38 @@ inline register_tables make_register_tables(const encoder_table& enc) {
 #define GRPHI_RANS_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,popcnt")))
 
 struct avx512_table {
-    __m512i lo, hi;
+    __m512i e0, e1, e2, e3;  // entries 0-15, 16-31, 32-47, 48-63
 };
 
 GRPHI_RANS_AVX512_TARGET inline avx512_table load_avx512_table(const std::uint32_t* entries) {
-    return {_mm512_load_si512(entries), _mm512_load_si512(entries + 16)};
+    return {_mm512_load_si512(entries), _mm512_load_si512(entries + 16), _mm512_load_si512(entries + 32),
+            _mm512_load_si512(entries + 48)};
 }
 
+// Wide: 64 entries (index bit 5 picks the upper pair); else 32.
+template <bool Wide>
 GRPHI_RANS_AVX512_TARGET __attribute__((always_inline)) inline __m512i lookup(const avx512_table& t, __m512i index) {
-    return _mm512_permutex2var_epi32(t.lo, index, t.hi);
+    const __m512i low = _mm512_permutex2var_epi32(t.e0, index, t.e1);
+    if constexpr (!Wide) {
+        return low;
+    } else {
+        const __m512i high = _mm512_permutex2var_epi32(t.e2, index, t.e3);
+        return _mm512_mask_blend_epi32(_mm512_test_epi32_mask(index, _mm512_set1_epi32(32)), low, high);
+    }
 }
 
 // Encodes 16 lanes: the words of the lanes whose state is too large go below p in lane order, then
 // every lane takes its symbol (the scalar encoder's step, lane by lane). With PowersOfTwo (every used
 // frequency 2^k, e.g. the sign stream of weights without zeros) the division is a shift:
 // x' = (x >> k) << scale | (x mod 2^k) + start; `magic` then holds k and the shift tables are unused.
-template <bool PowersOfTwo>
+template <bool PowersOfTwo, bool Wide>
 GRPHI_RANS_AVX512_TARGET __attribute__((always_inline)) inline void avx512_encode(
     __m512i& x, const symbol* symbols, const avx512_table& start_freq, const avx512_table& magic,
     const avx512_table& shift1, const avx512_table& shift2, __m512i sentinel, __m128i freq_to_max, __m512i total,
     __m128i scale, std::uint8_t*& p, __mmask16& missing) {
     const __m512i index =
         _mm512_min_epu32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(symbols))), sentinel);
-    const __m512i sf = lookup(start_freq, index);
+    const __m512i sf = lookup<Wide>(start_freq, index);
     const __m512i freq = _mm512_srli_epi32(sf, 16);
     missing = static_cast<__mmask16>(missing | _mm512_cmpeq_epi32_mask(freq, _mm512_setzero_si512()));
     const __mmask16 emit = _mm512_cmpge_epu32_mask(x, _mm512_sll_epi32(freq, freq_to_max));
@@ -836,25 +846,25 @@ GRPHI_RANS_AVX512_TARGET __attribute__((always_inline)) inline void avx512_encod
     const __m512i start = _mm512_and_si512(sf, _mm512_set1_epi32(0xffff));
     if constexpr (PowersOfTwo) {
         (void)shift1, (void)shift2, (void)total;
-        const __m512i q = _mm512_srlv_epi32(x, lookup(magic, index));
+        const __m512i q = _mm512_srlv_epi32(x, lookup<Wide>(magic, index));
         const __m512i r = _mm512_and_si512(x, _mm512_sub_epi32(freq, _mm512_set1_epi32(1)));
         x = _mm512_add_epi32(_mm512_sll_epi32(q, scale), _mm512_add_epi32(r, start));
         return;
     }
     (void)scale;
     // q = x / freq (Granlund-Montgomery, as the AVX2 encoder), then x = x + start + q * (M - freq).
-    const __m512i m = lookup(magic, index);
+    const __m512i m = lookup<Wide>(magic, index);
     const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(x, m), 32);
     const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32));
     const __m512i t = _mm512_mask_blend_epi32(0xAAAA, even, odd);
-    const __m512i q = _mm512_srlv_epi32(_mm512_add_epi32(t, _mm512_srlv_epi32(_mm512_sub_epi32(x, t), lookup(shift1, index))),
-                                        lookup(shift2, index));
+    const __m512i q = _mm512_srlv_epi32(_mm512_add_epi32(t, _mm512_srlv_epi32(_mm512_sub_epi32(x, t), lookup<Wide>(shift1, index))),
+                                        lookup<Wide>(shift2, index));
     x = _mm512_add_epi32(_mm512_add_epi32(x, start), _mm512_mullo_epi32(q, _mm512_sub_epi32(total, freq)));
 }
 
 // Whole groups from the last down to the first, 16*Vectors lanes, symbols below register_table_entries - 1.
 // Returns nonzero when a symbol had no frequency.
-template <unsigned Vectors, bool PowersOfTwo>
+template <unsigned Vectors, bool PowersOfTwo, bool Wide>
 GRPHI_RANS_AVX512_TARGET inline std::uint32_t encode_groups_avx512(const encoder_table& enc, const register_tables& tables,
                                                                    const symbol* symbols, std::size_t groups,
                                                                    std::uint32_t* state, std::uint8_t*& ptr) {
@@ -875,9 +885,9 @@ GRPHI_RANS_AVX512_TARGET inline std::uint32_t encode_groups_avx512(const encoder
     for (std::size_t g = groups; g-- > 0;) {
         const symbol* group = symbols + g * lanes;
         if constexpr (Vectors == 2)
-            avx512_encode<PowersOfTwo>(x1, group + 16, start_freq, magic, shift1, shift2, sentinel, freq_to_max, total,
+            avx512_encode<PowersOfTwo, Wide>(x1, group + 16, start_freq, magic, shift1, shift2, sentinel, freq_to_max, total,
                                        scale, p, missing);
-        avx512_encode<PowersOfTwo>(x0, group, start_freq, magic, shift1, shift2, sentinel, freq_to_max, total, scale, p,
+        avx512_encode<PowersOfTwo, Wide>(x0, group, start_freq, magic, shift1, shift2, sentinel, freq_to_max, total, scale, p,
                                    missing);
     }
     _mm512_storeu_si512(state, x0);
@@ -923,8 +933,13 @@ inline bool encode_lanes(const encoder_table& enc, const symbol* symbols, std::s
         if (vector_paths_allowed() && avx512_paths_allowed() && cpu_has_avx512() &&
             enc.symbols.size() <= register_table_entries) {
             const register_tables tables = make_register_tables(enc);
-            missing |= tables.powers_of_two ? encode_groups_avx512<Lanes / 16, true>(enc, tables, symbols, groups, state, ptr)
-                                            : encode_groups_avx512<Lanes / 16, false>(enc, tables, symbols, groups, state, ptr);
+            constexpr unsigned v = Lanes / 16;
+            if (enc.symbols.size() <= narrow_table_entries)
+                missing |= tables.powers_of_two ? encode_groups_avx512<v, true, false>(enc, tables, symbols, groups, state, ptr)
+                                                : encode_groups_avx512<v, false, false>(enc, tables, symbols, groups, state, ptr);
+            else
+                missing |= tables.powers_of_two ? encode_groups_avx512<v, true, true>(enc, tables, symbols, groups, state, ptr)
+                                                : encode_groups_avx512<v, false, true>(enc, tables, symbols, groups, state, ptr);
             g = 0;
         } else if (vector_paths_allowed() && cpu_has_avx2()) {
             missing |= encode_groups_avx2<Lanes / 8>(enc, symbols, groups, state, ptr);
