@@ -133,6 +133,15 @@ TEST_CASE("quantizers chosen at run time") {
     CHECK(std::string(grphi::nn::weight_quantizer::by_name("2", o).base_name()) == "two");
     CHECK(std::string(grphi::nn::weight_quantizer::by_name("sqrt2", o).base_name()) == "sqrt2");
     CHECK_THROWS_AS(grphi::nn::weight_quantizer::by_name("e", o), std::invalid_argument);
+    CHECK(std::string(grphi::nn::weight_quantizer::by_name("1.5", o).base_name()) == "custom");
+    CHECK(grphi::nn::weight_quantizer::by_name("1.5", o).opts().base_value == 1.5);
+    for (const char* bad_base : {"1.0", "1.02", "nan", "inf", "1.5x", " 1.5", ""})
+        CHECK_THROWS_WITH_AS(grphi::nn::weight_quantizer::by_name(bad_base, o), doctest::Contains("base"),
+                             std::invalid_argument);
+    grphi::options valued = o;
+    valued.base_value = 1.5;
+    CHECK_THROWS_WITH_AS(grphi::nn::weight_quantizer::by_name("1.5", valued), doctest::Contains("base_value"),
+                         std::invalid_argument);
     grphi::options bad;
     bad.e_min = 3;
     bad.e_max = 1;
@@ -140,11 +149,13 @@ TEST_CASE("quantizers chosen at run time") {
 
     // Each base rounds to its own grid: |w| becomes b^k exactly for some integer k.
     const matrix<float> w = random_matrix<float>(4, 9, 6);
-    for (const char* base : {"phi", "two", "sqrt2"}) {
+    for (const char* base : {"phi", "two", "sqrt2", "1.5", "3.7"}) {
         const auto q = grphi::nn::weight_quantizer::by_name(base, grphi::options{});
         matrix<float> out;
         q.fake_quantize(w, out);
-        const double b = std::string(base) == "phi" ? (1 + std::sqrt(5.0)) / 2 : (std::string(base) == "two" ? 2.0 : std::sqrt(2.0));
+        const std::string name(base);
+        const double b = name == "phi" ? (1 + std::sqrt(5.0)) / 2
+                                       : (name == "two" ? 2.0 : (name == "sqrt2" ? std::sqrt(2.0) : std::stod(name)));
         for (Eigen::Index i = 0; i < out.size(); ++i) {
             const double k = std::log(std::abs(static_cast<double>(out.data()[i]))) / std::log(b);
             CHECK(std::abs(k - std::round(k)) < 1e-4);
@@ -153,6 +164,14 @@ TEST_CASE("quantizers chosen at run time") {
         CHECK(report.weights == 36);
         CHECK(report.bits_per_weight > 0);
     }
+    // A numeric base is grphi::custom: the same values as the library's fake_quantize with that value.
+    grphi::options custom_options = window_options();
+    custom_options.base_value = 1.5;
+    const matrix<float> expected = grphi::fake_quantize<grphi::custom>(w, custom_options);
+    matrix<float> got;
+    grphi::nn::weight_quantizer::by_name("1.5", window_options()).fake_quantize(w, got);
+    CHECK(got == expected);
+    CHECK(grphi::nn::weight_quantizer::by_name("1.5", window_options()).stored("w", w).base_value == 1.5);
 }
 
 TEST_CASE("quantized conv2d: forward is the convolution with fake-quantized weights; eval gives no weight gradient") {

@@ -5,7 +5,9 @@
 // eval(): the forward pass uses the same fixed rounding and records no gradient for W.
 #pragma once
 
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -42,14 +44,23 @@ public:
         return q;
     }
 
-    // "phi", "two" or "sqrt2" (also "2" and "sqrt(2)").
+    // "phi", "two" or "sqrt2" (also "2" and "sqrt(2)"), or a decimal number >= 1.03: grphi::custom
+    // with that value (the options must not carry a base_value of their own).
     static weight_quantizer by_name(std::string_view base, const grphi::options& opts, float grad_scale = 1.0f,
                                     bool mask_clipped = false) {
         if (base == "phi") return make<grphi::phi>(opts, grad_scale, mask_clipped);
         if (base == "two" || base == "2") return make<grphi::two>(opts, grad_scale, mask_clipped);
         if (base == "sqrt2" || base == "sqrt(2)") return make<grphi::sqrt2>(opts, grad_scale, mask_clipped);
-        throw std::invalid_argument("grphi::nn::weight_quantizer: unknown base '" + std::string(base) +
-                                    "' (expected phi, two or sqrt2)");
+        const std::optional<double> value = parse_number(base);
+        if (!value)
+            throw std::invalid_argument("grphi::nn::weight_quantizer: unknown base '" + std::string(base) +
+                                        "' (expected phi, two, sqrt2 or a number >= 1.03)");
+        if (opts.base_value)
+            throw std::invalid_argument("grphi::nn::weight_quantizer: base '" + std::string(base) +
+                                        "' given, but the options already carry base_value");
+        grphi::options with_value = opts;
+        with_value.base_value = *value;  // validate() names a value below 1.03 or not finite
+        return make<grphi::custom>(with_value, grad_scale, mask_clipped);
     }
 
     const char* base_name() const { return base_name_; }
@@ -83,6 +94,16 @@ public:
     }
 
 private:
+    // The whole text as a decimal number (std::strtod; leading or trailing junk is not a number).
+    static std::optional<double> parse_number(std::string_view text) {
+        const std::string copy(text);
+        if (copy.empty() || std::isspace(static_cast<unsigned char>(copy.front()))) return std::nullopt;
+        char* end = nullptr;
+        const double v = std::strtod(copy.c_str(), &end);
+        if (end != copy.c_str() + copy.size()) return std::nullopt;
+        return v;
+    }
+
     template <class Base>
     static grphi::entropy_report entropy_of(const ad::matrix<float>& w, const grphi::options& opts) {
         return grphi::entropy(grphi::quantize<Base>(w, opts));
