@@ -364,6 +364,23 @@ TEST_CASE("rans: every truncation and every single-byte corruption of a small st
     }
 }
 
+// Encodes s on the AVX-512, AVX2 and scalar paths (where the CPU has them): each must write expected.
+template <class Encoder, class Symbols>
+void check_every_encoder_path(const Encoder& enc, const Symbols& s, unsigned lanes_log2,
+                              const std::vector<std::uint8_t>& expected) {
+    for (int path = 0; path < 3; ++path) {
+        CAPTURE(lanes_log2);
+        CAPTURE(path);
+        rans::detail::avx512_paths_allowed() = path == 0;
+        rans::detail::vector_paths_allowed() = path < 2;
+        std::vector<std::uint8_t> payload;
+        rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
+        CHECK(payload == expected);
+        rans::detail::avx512_paths_allowed() = true;
+        rans::detail::vector_paths_allowed() = true;
+    }
+}
+
 TEST_CASE("rans: the AVX-512, AVX2 and scalar encoders write the documented stream for small alphabets") {
     // The AVX-512 coder tables live in registers: one permute up to 31 symbols, two and a blend up to 63;
     // larger alphabets take the AVX2 path.
@@ -377,19 +394,9 @@ TEST_CASE("rans: the AVX-512, AVX2 and scalar encoders write the documented stre
             const auto enc = rans::build_encoder(table);
             for (unsigned lanes_log2 : {4u, 5u}) {
                 const std::vector<std::uint8_t> expected = reference_payload(table, s, lanes_log2);
-                for (int path = 0; path < 3; ++path) {  // AVX-512, AVX2, scalar (where the CPU has them)
-                    CAPTURE(alphabet);
-                    CAPTURE(n);
-                    CAPTURE(lanes_log2);
-                    CAPTURE(path);
-                    rans::detail::avx512_paths_allowed() = path == 0;
-                    rans::detail::vector_paths_allowed() = path < 2;
-                    std::vector<std::uint8_t> payload;
-                    rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
-                    CHECK(payload == expected);
-                    rans::detail::avx512_paths_allowed() = true;
-                    rans::detail::vector_paths_allowed() = true;
-                }
+                CAPTURE(alphabet);
+                CAPTURE(n);
+                check_every_encoder_path(enc, s, lanes_log2, expected);
             }
             // encode_counted with the histogram given is encode().
             std::vector<std::uint8_t> counted;
@@ -412,18 +419,8 @@ TEST_CASE("rans: tables of power-of-two frequencies (the vector encoders' shift 
         const auto enc = rans::build_encoder(table);
         for (unsigned lanes_log2 : {4u, 5u}) {
             const std::vector<std::uint8_t> expected = reference_payload(table, s, lanes_log2);
-            for (int path = 0; path < 3; ++path) {
-                CAPTURE(freq.size());
-                CAPTURE(lanes_log2);
-                CAPTURE(path);
-                rans::detail::avx512_paths_allowed() = path == 0;
-                rans::detail::vector_paths_allowed() = path < 2;
-                std::vector<std::uint8_t> payload;
-                rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
-                CHECK(payload == expected);
-                rans::detail::avx512_paths_allowed() = true;
-                rans::detail::vector_paths_allowed() = true;
-            }
+            CAPTURE(freq.size());
+            check_every_encoder_path(enc, s, lanes_log2, expected);
         }
     }
 }

@@ -70,24 +70,10 @@ inline std::vector<std::uint8_t> carrier_bytes(const stored_tensor& t, const std
 }
 
 // ---------------------------------------------------------------------------------------------
-// A packed tensor's arrays moved (not copied) into a container tensor.
+// A packed tensor's arrays moved (not copied) into a container tensor; quantize's output is valid.
 template <class T, class Base>
 inline stored_tensor to_stored(std::string name, packed<T, Base>&& p) {
-    stored_tensor s;
-    s.name = std::move(name);
-    s.scalar = scalar_kind_of<T>();
-    s.base_name = Base::name;
-    s.base_value = base_value_of<Base>(p.opts);
-    s.rows = p.rows;
-    s.cols = p.cols;
-    s.opts = p.opts;
-    s.opts.base_value.reset();  // a custom base's value is stored once, as base_value
-    s.signs = std::move(p.signs);
-    s.exponents = std::move(p.exponents);
-    s.window_lo = std::move(p.window_lo);
-    s.window_hi = std::move(p.window_hi);
-    s.scale_steps = std::move(p.scale_steps);
-    return s;
+    return stored_tensor::from_valid(std::move(name), std::move(p));
 }
 
 // One container tensor, coded: its data section (with checksum) and directory entry.

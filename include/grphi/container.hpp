@@ -132,6 +132,13 @@ struct stored_tensor {
     template <class T, class Base>
     static stored_tensor from(std::string name, const packed<T, Base>& p) {
         validate(p);  // never write what cannot be read back
+        return from_valid(std::move(name), packed<T, Base>(p));
+    }
+
+    // from() without the validation pass, moving p's arrays: for tensors valid by construction (straight
+    // from grphi::quantize), where the pass would cost more than the move saves.
+    template <class T, class Base>
+    static stored_tensor from_valid(std::string name, packed<T, Base>&& p) {
         stored_tensor s;
         s.name = std::move(name);
         s.scalar = scalar_kind_of<T>();
@@ -140,12 +147,12 @@ struct stored_tensor {
         s.rows = p.rows;
         s.cols = p.cols;
         s.opts = p.opts;
-        s.opts.base_value.reset();
-        s.signs = p.signs;
-        s.exponents = p.exponents;
-        s.window_lo = p.window_lo;
-        s.window_hi = p.window_hi;
-        s.scale_steps = p.scale_steps;
+        s.opts.base_value.reset();  // a custom base's value is stored once, as base_value
+        s.signs = std::move(p.signs);
+        s.exponents = std::move(p.exponents);
+        s.window_lo = std::move(p.window_lo);
+        s.window_hi = std::move(p.window_hi);
+        s.scale_steps = std::move(p.scale_steps);
         return s;
     }
 };

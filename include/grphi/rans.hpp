@@ -585,6 +585,18 @@ __attribute__((target("avx2,popcnt"), always_inline)) inline void avx2_refill(__
     p += 2 * static_cast<unsigned>(__builtin_popcount(bits));
 }
 
+// The coder states back to memory: the first Vectors of x0..x3.
+template <unsigned Vectors>
+__attribute__((target("avx2"), always_inline)) inline void avx2_store_states(__m256i* states, __m256i x0, __m256i x1,
+                                                                             __m256i x2, __m256i x3) {
+    _mm256_storeu_si256(states, x0);
+    _mm256_storeu_si256(states + 1, x1);
+    if constexpr (Vectors == 4) {
+        _mm256_storeu_si256(states + 2, x2);
+        _mm256_storeu_si256(states + 3, x3);
+    }
+}
+
 __attribute__((target("avx2"), always_inline)) inline void avx2_store_symbols(symbol* out, __m256i lo, __m256i hi) {
     const __m256i packed16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), packed16);
@@ -631,12 +643,7 @@ __attribute__((target("avx2,popcnt"))) inline std::size_t decode_groups_avx2(con
             avx2_refill(x3, p, permutations);
         }
     }
-    _mm256_storeu_si256(states, x0);
-    _mm256_storeu_si256(states + 1, x1);
-    if constexpr (Vectors == 4) {
-        _mm256_storeu_si256(states + 2, x2);
-        _mm256_storeu_si256(states + 3, x3);
-    }
+    avx2_store_states<Vectors>(states, x0, x1, x2, x3);
     ptr = p;
     return g;
 }
@@ -733,12 +740,7 @@ __attribute__((target("avx2,popcnt"))) inline std::uint32_t encode_groups_avx2(c
         avx2_encode(x1, group + 8, entries, sentinel, freq_to_max, total, p, permutations, missing);
         avx2_encode(x0, group, entries, sentinel, freq_to_max, total, p, permutations, missing);
     }
-    _mm256_storeu_si256(states, x0);
-    _mm256_storeu_si256(states + 1, x1);
-    if constexpr (Vectors == 4) {
-        _mm256_storeu_si256(states + 2, x2);
-        _mm256_storeu_si256(states + 3, x3);
-    }
+    avx2_store_states<Vectors>(states, x0, x1, x2, x3);
     ptr = p;
     return static_cast<std::uint32_t>(_mm256_movemask_epi8(missing));
 }
