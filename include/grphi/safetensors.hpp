@@ -262,18 +262,28 @@ private:
             tensors_.push_back(parse_tensor(name, value, data_size));
         }
 
-        std::stable_sort(tensors_.begin(), tensors_.end(),
-                         [](const tensor_info& a, const tensor_info& b) { return a.begin < b.begin; });
-        const tensor_info* previous = nullptr;  // the non-empty tensor reaching furthest so far
+        // As the reference implementation: sorted by offsets, the tensors tile the data buffer exactly, from
+        // byte 0 to its end, with no gap (unreadable bytes a checker would never see) and no overlap.
+        std::stable_sort(tensors_.begin(), tensors_.end(), [](const tensor_info& a, const tensor_info& b) {
+            return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+        });
+        std::uint64_t covered = 0;
+        const tensor_info* previous = nullptr;  // the tensor ending at `covered`
         for (const auto& tensor : tensors_) {
-            if (tensor.bytes() == 0) continue;
-            if (previous && tensor.begin < previous->end)
-                fail_tensor(tensor.name, "data_offsets [" + std::to_string(tensor.begin) + ", " +
-                                             std::to_string(tensor.end) + ") overlap tensor '" + previous->name +
-                                             "' [" + std::to_string(previous->begin) + ", " +
-                                             std::to_string(previous->end) + ")");
-            if (!previous || tensor.end > previous->end) previous = &tensor;
+            const std::string range = "data_offsets [" + std::to_string(tensor.begin) + ", " + std::to_string(tensor.end) + ")";
+            if (tensor.begin < covered)
+                fail_tensor(tensor.name, range + " overlap tensor '" + previous->name + "' [" +
+                                             std::to_string(previous->begin) + ", " + std::to_string(previous->end) + ")");
+            if (tensor.begin > covered)
+                fail_tensor(tensor.name, range + " leave bytes [" + std::to_string(covered) + ", " +
+                                             std::to_string(tensor.begin) +
+                                             ") of the data unused (a gap between tensors is not allowed)");
+            covered = tensor.end;
+            previous = &tensor;
         }
+        if (covered != data_size)
+            fail(std::to_string(data_size - covered) + " unused bytes after the last tensor's data (from byte " +
+                 std::to_string(covered) + " of the data; a gap is not allowed)");
     }
 
     tensor_info parse_tensor(const std::string& name, const ::grphi::detail::json_value& value,
