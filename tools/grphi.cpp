@@ -89,9 +89,11 @@ inline std::vector<tensor_plan> plan_tensors(const input_checkpoint& in, const a
         tensor_plan plan;
         plan.rule = "default";
         bool ruled = false;
-        for (std::size_t r = 0; r < args.rules.size() && !ruled; ++r)
+        for (std::size_t r = 0; r < args.rules.size(); ++r)
             if (std::regex_search(t.name, args.rules[r].regex)) {
-                rule_used[r] = ruled = true;
+                rule_used[r] = true;
+                if (ruled) continue;  // the first match wins
+                ruled = true;
                 plan.spec = args.rules[r].spec;
                 plan.rule = "--rule " + args.rules[r].text;
             }
