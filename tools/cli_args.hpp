@@ -53,14 +53,18 @@ inline constexpr const char* quantizer_help =
     "  --rounding log|linear         nearest level in the log (default) or linear domain\n"
     "  --underflow clamp|flush       below the window: the lowest level (default) or zero\n"
     "  --fit-scale                   per-row scale b^(j/16) fitted by least squares (default: off)\n"
-    "  --block N                     block scaling: one scale per N weights of a row (default: off)\n"
+    "  --block N                     block scaling: one scale per N weights of a row, needs --levels\n"
+    "                                (default: off)\n"
+    "  --block-format exponent|fp16|e4m3  how a block's scale is stored (default exponent: a power of b)\n"
+    "  --search absmax|mse           scale from the largest magnitude (default) or a least-squares search\n"
     "tensor selection:\n"
     "  --rule 'REGEX=SPEC'           tensors whose name REGEX matches (ECMAScript, anywhere in the name; the\n"
     "                                first '=' ends REGEX) get SPEC: 'exact', or a base and options, e.g.\n"
     "                                'two,levels=4', 'phi,levels=8,fit-scale', 'phi,block=32'. Options:\n"
     "                                levels=N e-min=A e-max=B per-tensor cluster=N rounding=log|linear\n"
-    "                                underflow=clamp|flush fit-scale block=N; the others take the library's\n"
-    "                                defaults (not the flags above). Repeatable; the first match wins.\n"
+    "                                underflow=clamp|flush fit-scale block=N block-format=F search=S;\n"
+    "                                the others take the library's defaults (not the flags above).\n"
+    "                                Repeatable; the first match wins.\n"
     "  --include GLOB, --exclude GLOB  of the tensors no rule matches, quantize those matching an --include\n"
     "                                (default: all) and no --exclude; repeatable\n"
     "                                A rule, --include or --exclude that matches no tensor is an error.\n"
@@ -247,6 +251,9 @@ inline std::string spec_text(const quant_spec& s) {
     if (o.under == underflow::flush) text += ",underflow=flush";
     if (o.fit_scale) text += ",fit-scale";
     if (const int block = block_size_of(o)) text += ",block=" + std::to_string(block);
+    if (o.block_format == block_scale::fp16) text += ",block-format=fp16";
+    if (o.block_format == block_scale::e4m3) text += ",block-format=e4m3";
+    if (o.search == scale_search::mse) text += ",search=mse";
     return text;
 }
 
@@ -307,7 +314,18 @@ inline bool set_quantizer_option(quant_spec& s, const std::string& key, const st
     else if (key == "per-tensor") none(), o.per_channel = false;
     else if (key == "cluster") o.cluster_size = static_cast<int>(parse_integer(flag, need(), 0, 1 << 20));
     else if (key == "block") set_block_size(o, static_cast<int>(parse_integer(flag, need(), 1, 1 << 20)));
-    else if (key == "rounding") {
+    else if (key == "block-format") {
+        const std::string& v = need();
+        if (v == "exponent") o.block_format = block_scale::exponent;
+        else if (v == "fp16") o.block_format = block_scale::fp16;
+        else if (v == "e4m3") o.block_format = block_scale::e4m3;
+        else throw usage_error(flag + " " + v + ": expected exponent, fp16 or e4m3");
+    } else if (key == "search") {
+        const std::string& v = need();
+        if (v == "absmax") o.search = scale_search::absmax;
+        else if (v == "mse") o.search = scale_search::mse;
+        else throw usage_error(flag + " " + v + ": expected absmax or mse");
+    } else if (key == "rounding") {
         const std::string& v = need();
         if (v == "log") o.round = rounding::log;
         else if (v == "linear") o.round = rounding::linear;
@@ -355,7 +373,7 @@ inline quant_spec parse_spec(const std::string& text, const std::string& where) 
             eq == std::string::npos ? std::nullopt : std::optional<std::string>(items[i].substr(eq + 1));
         if (key == "base" || !set_quantizer_option(s, key, value, where + ": " + key))
             throw usage_error(where + ": unknown option '" + key + "' (expected levels, e-min, e-max, per-tensor, "
-                              "cluster, rounding, underflow, fit-scale or block)");
+                              "cluster, rounding, underflow, fit-scale, block, block-format or search)");
     }
     validate_spec(s, where);
     return s;
