@@ -69,10 +69,11 @@ inline constexpr std::size_t rows_per_task = 16;
 
 }  // namespace kernels
 
+// W: a code_matrix<T, Base> or an any_code_matrix<T>.
 // y = W x. x: any Eigen vector expression of float or double (copied when not contiguous); y is
 // resized when it is a plain vector. Throws std::invalid_argument on a shape mismatch.
-template <class T, class Base, class XD, class YD>
-void gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>& y,
+template <class Codes, class XD, class YD>
+void gemv(const Codes& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>& y,
           level_product mode = level_product::multiply) {
     using A = typename XD::Scalar;
     static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "grphi::gemv: activations are float or double");
@@ -101,8 +102,8 @@ void gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x, Eigen::
     y = out;
 }
 
-template <class T, class Base, class XD>
-Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x,
+template <class Codes, class XD>
+Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> gemv(const Codes& W, const Eigen::MatrixBase<XD>& x,
                                                            level_product mode = level_product::multiply) {
     Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> y(W.rows());
     gemv(W, x, y, mode);
@@ -145,8 +146,8 @@ inline void gemm_outer_avx512(const code_view& v, const float* X, std::size_t ld
 
 // Y = W X. On the AVX-512 path (float activations) every entry is summed in the scalar reference's
 // order, so it equals the scalar gemm bit for bit; on the other paths column j equals gemv(W, X.col(j)).
-template <class T, class Base, class XD, class YD>
-void gemm(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>& Y,
+template <class Codes, class XD, class YD>
+void gemm(const Codes& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>& Y,
           level_product mode = level_product::multiply) {
     using A = typename XD::Scalar;
     static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "grphi::gemm: activations are float or double");
@@ -189,8 +190,8 @@ void gemm(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& X, Eigen::
     Y = out;
 }
 
-template <class T, class Base, class XD>
-Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> gemm(const code_matrix<T, Base>& W,
+template <class Codes, class XD>
+Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> gemm(const Codes& W,
                                                                         const Eigen::MatrixBase<XD>& X,
                                                                         level_product mode = level_product::multiply) {
     Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> Y(W.rows(), X.cols());
