@@ -323,6 +323,9 @@ public:
 
     // ---- access -------------------------------------------------------------------------------
     const matrix_type& value(var v) const { return value_of(v.index); }
+    // conv2d's patch matrix, for kernels that run the product themselves (nn's eval from codes);
+    // geometry = {C, H, W, Ho, Wo, kh, kw, stride, padding}.
+    static void patches(const matrix_type& x, const std::array<int, 9>& geometry, matrix_type& cols) { im2col(x, geometry, cols); }
     // Gradient of a non-parameter node after backward(); parameters keep theirs in p.grad.
     const matrix_type& grad(var v) const {
         const node& n = nodes_.at(v.index);

@@ -5,6 +5,7 @@
 // eval(): the forward pass uses the same fixed rounding and records no gradient for W.
 #pragma once
 
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "code_matrix.hpp"
+#include "kernels/code_matmul.hpp"
 #include "autodiff.hpp"
 #include "base.hpp"
 #include "container.hpp"
@@ -141,6 +144,16 @@ inline void check_layer_dims(long a, long b, const char* what) {
     if (a <= 0 || b <= 0) throw std::invalid_argument(std::string("grphi::nn::") + what + ": dimensions must be positive");
 }
 
+// A layer's codes: its quantizer's stored tensor (the exponents, never floats) as 4- or 8-bit codes.
+template <class T>
+any_code_matrix<T> codes_of(const ad::matrix<T>& w, const std::optional<weight_quantizer>& quantizer, int code_bits,
+                            const char* layer) {
+    static_assert(std::is_same_v<T, float>, "grphi::nn: codes are built from the float quantizer");
+    if (!quantizer)
+        throw std::invalid_argument(std::string("grphi::nn::") + layer + "::use_codes: the layer has no quantizer");
+    return code_matrix_from<T>(quantizer->stored("weight", w), code_bits);
+}
+
 // The layer's weight as it enters the forward pass, per mode and quantizer.
 template <class T>
 ad::var weight_var(ad::tape<T>& t, ad::parameter<T>& weight, const std::optional<weight_quantizer>& quantizer,
@@ -190,10 +203,24 @@ public:
         return out;
     }
 
+    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
+    std::optional<any_code_matrix<T>> codes;
+    // Codes of the quantized weight (4 or 8 bits; throws std::invalid_argument when it does not fit).
+    void use_codes(int code_bits = 4) { codes = detail::codes_of(weight.value, quantizer, code_bits, "linear"); }
+
     ad::var forward(ad::tape<T>& t, ad::var x) {
         if (x.features() != in_features_)
             throw std::invalid_argument("grphi::nn::linear: input has " + std::to_string(x.features()) +
                                         " features, expected " + std::to_string(in_features_));
+        if (!training_ && codes) {
+            // y^T = W x^T: x's row-major rows are the columns of a column-major matrix.
+            const auto& xv = t.value(x);
+            const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> columns(xv.data(), in_features_, xv.rows());
+            const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> yt = grphi::gemm(*codes, columns);
+            ad::var y = t.constant(Eigen::Map<const ad::matrix<T>>(yt.data(), xv.rows(), out_features_));
+            if (has_bias_) y = t.add_bias(y, t.param(bias));
+            return y;
+        }
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
         ad::var y = t.matmul(t.flatten(x), w);
         if (has_bias_) y = t.add_bias(y, t.param(bias));
@@ -253,10 +280,15 @@ public:
         return out;
     }
 
+    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
+    std::optional<any_code_matrix<T>> codes;
+    void use_codes(int code_bits = 4) { codes = detail::codes_of(weight.value, quantizer, code_bits, "conv2d"); }
+
     ad::var forward(ad::tape<T>& t, ad::var x) {
         if (x.channels != in_channels_)
             throw std::invalid_argument("grphi::nn::conv2d: input has " + std::to_string(x.channels) +
                                         " channels, expected " + std::to_string(in_channels_));
+        if (!training_ && codes) return forward_from_codes(t, x);
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
         ad::var y = t.conv2d(x, w, geometry_);
         if (has_bias_) y = t.add_bias(y, t.param(bias));
@@ -270,6 +302,27 @@ public:
     }
 
 private:
+    // The patch matrix times the codes, scattered back to NCHW rows.
+    ad::var forward_from_codes(ad::tape<T>& t, ad::var x) {
+        const ad::conv_geometry& g = geometry_;
+        const int Ho = (x.height + 2 * g.padding - g.kernel_h) / g.stride + 1;
+        const int Wo = (x.width + 2 * g.padding - g.kernel_w) / g.stride + 1;
+        if (Ho <= 0 || Wo <= 0) throw std::invalid_argument("grphi::nn::conv2d: kernel larger than the padded input");
+        const std::array<int, 9> geo{x.channels, x.height, x.width, Ho, Wo, g.kernel_h, g.kernel_w, g.stride, g.padding};
+        ad::matrix<T> patches;
+        ad::tape<T>::patches(t.value(x), geo, patches);
+        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> columns = patches;
+        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> y = grphi::gemm(*codes, columns);
+        const Eigen::Index N = t.value(x).rows(), positions = static_cast<Eigen::Index>(Ho) * Wo;
+        ad::matrix<T> out(N, out_channels_ * positions);
+        for (Eigen::Index s = 0; s < N; ++s)
+            for (Eigen::Index o = 0; o < out_channels_; ++o)
+                for (Eigen::Index p = 0; p < positions; ++p) out(s, o * positions + p) = y(o, s * positions + p);
+        ad::var result = t.constant(out, out_channels_, Ho, Wo);
+        if (has_bias_) result = t.add_bias(result, t.param(bias));
+        return result;
+    }
+
     int in_channels_, out_channels_;
     bool has_bias_;
     ad::conv_geometry geometry_;
