@@ -19,6 +19,7 @@
 #include <grphi/fashion_mnist.hpp>
 #include <grphi/nn.hpp>
 #include <grphi/optim.hpp>
+#include <grphi/train/reproducible.hpp>
 #include <grphi/options.hpp>
 #include <grphi/quantize.hpp>
 
@@ -138,6 +139,7 @@ int parse_count(const std::string& flag, const char* text) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+    grphi::train::pin_eigen_blocking();  // the same weights on any x86-64 CPU (see reproducible.hpp)
     int epochs = 1;
     std::size_t train_limit = 0;
     std::string directory = fm::default_directory;

@@ -25,6 +25,7 @@
 #include <grphi/optim.hpp>
 #include <grphi/options.hpp>
 #include <grphi/safetensors.hpp>
+#include <grphi/train/reproducible.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -238,6 +239,7 @@ struct row {
 
 int main(int argc, char** argv) try {
     const settings s = parse(argc, argv);
+    grphi::train::pin_eigen_blocking();  // the same weights on any x86-64 CPU (see reproducible.hpp)
     fm::dataset train_set = fm::load(fm::split::train, fm::normalization::unit, s.data);
     const fm::dataset test_set = fm::load(fm::split::test, fm::normalization::unit, s.data);
     if (s.train_limit > 0 && s.train_limit < train_set.size()) {

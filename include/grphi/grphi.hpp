@@ -18,6 +18,8 @@
 #include "autodiff.hpp"
 #include "nn.hpp"
 #include "optim.hpp"
+#include "train/reproducible.hpp"
+#include "kernels/dispatch.hpp"
 
 #define GRPHI_VERSION_MAJOR 0
 #define GRPHI_VERSION_MINOR 1

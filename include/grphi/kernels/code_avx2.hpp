@@ -1,0 +1,182 @@
+// AVX2 + FMA kernels on code matrices (GRPHI_TARGET_AVX2). 4-bit, float activations: a block's 8
+// magnitudes in one ymm register, stored XOR (offset << 28) so that XOR-ing the looked-up entry with
+// (nibble << 28) both cancels that and sets the sign bit: a lookup, a shift and a XOR per 8 weights.
+// 8-bit codes gather from the block's table. Double activations and the exponent-add product run the
+// scalar reference here.
+// Summation order (float): chunk q of 32 weights adds weights 8g..8g+7 into accumulator g (g = 0..3);
+// the row's sum is ((a0 + a1) + (a2 + a3)) reduced across lanes in a fixed order. gemm follows it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../code_matrix.hpp"
+#include "code_scalar.hpp"
+#include "dispatch.hpp"
+
+#if GRPHI_X86_DISPATCH
+#include <immintrin.h>
+
+namespace grphi::kernels::avx2 {
+
+GRPHI_TARGET_AVX2 inline __m256 table8(const float* levels, std::uint32_t entry) {
+    alignas(32) std::uint32_t t[8];
+    std::memcpy(t, levels + (entry >> 1), sizeof t);
+    if (entry & 1u) t[7] = 0;  // the zero slot
+    for (std::uint32_t o = 0; o < 8; ++o) t[o] ^= o << 28;
+    return _mm256_load_ps(reinterpret_cast<const float*>(t));
+}
+
+GRPHI_TARGET_AVX2 inline __m256 lookup4(__m256 table, __m256i nibbles) {
+    return _mm256_xor_ps(_mm256_permutevar8x32_ps(table, nibbles), _mm256_castsi256_ps(_mm256_slli_epi32(nibbles, 28)));
+}
+
+// Lanes below n as a maskload mask.
+GRPHI_TARGET_AVX2 inline __m256i first_lanes(std::size_t n) {
+    const int k = n >= 8 ? 8 : static_cast<int>(n);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+GRPHI_TARGET_AVX2 inline __m256 load_first(const float* x, std::size_t n, std::size_t g) {
+    return n >= 8 * (g + 1) ? _mm256_loadu_ps(x + 8 * g)
+                            : _mm256_maskload_ps(x + 8 * g, first_lanes(n > 8 * g ? n - 8 * g : 0));
+}
+
+// Weights 8g..8g+7 of a 4-bit chunk.
+GRPHI_TARGET_AVX2 inline void decode_chunk4(const std::uint8_t* bytes, __m256 table, __m256 w[4]) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+    const __m256i i0 = _mm256_cvtepu8_epi32(b);
+    const __m256i i1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b));
+    w[0] = lookup4(table, i0);
+    w[1] = lookup4(table, i1);
+    w[2] = lookup4(table, _mm256_srli_epi32(i0, 4));
+    w[3] = lookup4(table, _mm256_srli_epi32(i1, 4));
+}
+
+// Weights c..c+7 of an 8-bit row (zero slot 127 always reserved).
+GRPHI_TARGET_AVX2 inline __m256 decode8(const std::uint8_t* bytes, const float* table) {
+    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)));
+    const __m256i offset = _mm256_and_si256(idx, _mm256_set1_epi32(127));
+    const __m256i nonzero = _mm256_xor_si256(_mm256_cmpeq_epi32(offset, _mm256_set1_epi32(127)), _mm256_set1_epi32(-1));
+    const __m256 mag = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), table, offset, _mm256_castsi256_ps(nonzero), 4);
+    return _mm256_xor_ps(mag, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_srli_epi32(idx, 7), 31)));
+}
+
+// The 32 weights of chunk c (n of them real; the rest decode padding).
+GRPHI_TARGET_AVX2 inline void decode_chunk(const code_view& v, const std::uint8_t* row, std::size_t c, __m256 table4,
+                                           const float* table, __m256 w[4]) {
+    if (v.bits == 4) {
+        decode_chunk4(row + c / 2, table4, w);
+    } else {
+        for (std::size_t g = 0; g < 4; ++g) w[g] = decode8(row + c + 8 * g, table);
+    }
+}
+
+GRPHI_TARGET_AVX2 inline float reduce(const __m256 a[4]) {
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+}
+
+GRPHI_TARGET_AVX2 inline float dot_row_float(const code_view& v, std::size_t r, const float* x) {
+    const std::uint8_t* row = v.row(r);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (std::size_t b = 0; b < v.blocks_per_row; ++b) {
+        const std::size_t first = b * v.block_size, last = std::min(v.cols, first + v.block_size);
+        const std::uint32_t entry = v.block(r, b);
+        const __m256 table4 = v.bits == 4 ? table8(v.levels_f, entry) : _mm256_setzero_ps();
+        const float* table = v.levels_f + (entry >> 1);
+        std::size_t c = first;
+        if (v.bits == 4) {
+            for (; c + 32 <= last; c += 32) {
+                __m256 w[4];
+                decode_chunk4(row + c / 2, table4, w);
+                for (std::size_t g = 0; g < 4; ++g) acc[g] = _mm256_fmadd_ps(w[g], _mm256_loadu_ps(x + c + 8 * g), acc[g]);
+            }
+        }
+        for (; c < last; c += 32) {
+            __m256 w[4];
+            decode_chunk(v, row, c, table4, table, w);
+            const std::size_t n = last - c;
+            for (std::size_t g = 0; g < 4; ++g) acc[g] = _mm256_fmadd_ps(w[g], load_first(x + c, n, g), acc[g]);
+        }
+    }
+    return reduce(acc);
+}
+
+template <class A>
+GRPHI_TARGET_AVX2 A dot_row(const code_view& v, std::size_t r, const A* x, level_product mode) {
+    if constexpr (std::is_same_v<A, float>) {
+        if (mode == level_product::multiply) return dot_row_float(v, r, x);
+    }
+    return scalar::dot_row(v, r, x, mode);
+}
+
+// Decodes row r into dst (zeros past cols, dst holds a multiple of 32).
+GRPHI_TARGET_AVX2 inline void decode_row(const code_view& v, std::size_t r, float* dst) {
+    const std::uint8_t* row = v.row(r);
+    for (std::size_t b = 0; b < v.blocks_per_row; ++b) {
+        const std::size_t first = b * v.block_size, last = std::min(v.cols, first + v.block_size);
+        const std::uint32_t entry = v.block(r, b);
+        const __m256 table4 = v.bits == 4 ? table8(v.levels_f, entry) : _mm256_setzero_ps();
+        for (std::size_t c = first; c < last; c += 32) {
+            __m256 w[4];
+            decode_chunk(v, row, c, table4, v.levels_f + (entry >> 1), w);
+            const std::size_t n = last - c;
+            for (std::size_t g = 0; g < 4; ++g) {
+                const __m256i keep = first_lanes(n > 8 * g ? n - 8 * g : 0);
+                _mm256_storeu_ps(dst + c + 8 * g, _mm256_and_ps(w[g], _mm256_castsi256_ps(keep)));
+            }
+        }
+    }
+}
+
+template <class A>
+GRPHI_TARGET_AVX2 void gemm_rows(const code_view& v, std::size_t r0, std::size_t r1, const A* X, std::size_t ldx,
+                                 std::size_t m, A* Y, std::size_t ldy, level_product mode, std::vector<A>& scratch) {
+    if constexpr (std::is_same_v<A, float>) {
+        if (mode == level_product::multiply) {
+            const std::size_t stride = (v.cols + 31) / 32 * 32;
+            scratch.assign(stride, 0.0f);
+            for (std::size_t r = r0; r < r1; ++r) {
+                decode_row(v, r, scratch.data());
+                const float* w = scratch.data();
+                std::size_t j = 0;
+                for (; j + 2 <= m; j += 2) {  // two columns: 8 accumulators
+                    const float* x0 = X + j * ldx;
+                    const float* x1 = x0 + ldx;
+                    __m256 a0[4], a1[4];
+                    for (std::size_t g = 0; g < 4; ++g) a0[g] = a1[g] = _mm256_setzero_ps();
+                    for (std::size_t c = 0; c < v.cols; c += 32) {
+                        const std::size_t n = v.cols - c;
+                        for (std::size_t g = 0; g < 4; ++g) {
+                            const __m256 wv = _mm256_loadu_ps(w + c + 8 * g);
+                            a0[g] = _mm256_fmadd_ps(wv, load_first(x0 + c, n, g), a0[g]);
+                            a1[g] = _mm256_fmadd_ps(wv, load_first(x1 + c, n, g), a1[g]);
+                        }
+                    }
+                    Y[j * ldy + r] = reduce(a0);
+                    Y[(j + 1) * ldy + r] = reduce(a1);
+                }
+                for (; j < m; ++j) {
+                    const float* x0 = X + j * ldx;
+                    __m256 a0[4];
+                    for (std::size_t g = 0; g < 4; ++g) a0[g] = _mm256_setzero_ps();
+                    for (std::size_t c = 0; c < v.cols; c += 32)
+                        for (std::size_t g = 0; g < 4; ++g)
+                            a0[g] = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + 8 * g), load_first(x0 + c, v.cols - c, g), a0[g]);
+                    Y[j * ldy + r] = reduce(a0);
+                }
+            }
+            return;
+        }
+    }
+    (void)scratch;
+    for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t j = 0; j < m; ++j) Y[j * ldy + r] = dot_row(v, r, X + j * ldx, mode);
+}
+
+}  // namespace grphi::kernels::avx2
+#endif

@@ -1,0 +1,160 @@
+// Products straight from codes: y = W x (gemv) and Y = W X (gemm) for a code_matrix W, float or
+// double activations, on the best instruction set the CPU has (kernels/dispatch.hpp), OpenMP over rows.
+// Every row is one task with a fixed summation order, so the output is identical for any thread count.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "../code_matrix.hpp"
+#include "code_avx2.hpp"
+#include "code_avx512.hpp"
+#include "code_scalar.hpp"
+#include "dispatch.hpp"
+
+namespace grphi {
+
+using kernels::level_product;
+
+namespace kernels {
+
+// The path a product on v takes now: the active ISA, or scalar where SIMD does not apply (8-bit
+// windows too wide for register tables, blocks that do not start on a 32-weight chunk).
+inline isa code_path(const code_view& v, level_product mode) {
+    const isa best = active_isa();
+    if (best == isa::scalar) return isa::scalar;
+    if (v.blocks_per_row > 1 && v.block_size % 32 != 0) return isa::scalar;
+    if (mode == level_product::exponent_add && !v.pure_powers_of_two)
+        return isa::scalar;  // the scalar path multiplies where levels are not powers of two
+    return best;
+}
+
+// Rows [r0, r1) of y = W x.
+template <class A>
+void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, const A* x, A* y, level_product mode) {
+    switch (path) {
+#if GRPHI_X86_DISPATCH
+    case isa::avx512:
+        for (std::size_t r = r0; r < r1; ++r) y[r] = avx512::dot_row(v, r, x, mode);
+        return;
+    case isa::avx2:
+        for (std::size_t r = r0; r < r1; ++r) y[r] = avx2::dot_row(v, r, x, mode);
+        return;
+#endif
+    default:
+        for (std::size_t r = r0; r < r1; ++r) y[r] = scalar::dot_row(v, r, x, mode);
+        return;
+    }
+}
+
+template <class A>
+void gemm_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, const A* X, std::size_t ldx, std::size_t m,
+               A* Y, std::size_t ldy, level_product mode, std::vector<A>& scratch) {
+    switch (path) {
+#if GRPHI_X86_DISPATCH
+    case isa::avx512: return avx512::gemm_rows(v, r0, r1, X, ldx, m, Y, ldy, mode, scratch);
+    case isa::avx2: return avx2::gemm_rows(v, r0, r1, X, ldx, m, Y, ldy, mode, scratch);
+#endif
+    default: return scalar::gemm_rows(v, r0, r1, X, ldx, m, Y, ldy, mode, scratch);
+    }
+}
+
+// Rows per task: a tile of the gemm kernels, and few enough tasks to share among threads evenly.
+inline constexpr std::size_t rows_per_task = 16;
+
+}  // namespace kernels
+
+// y = W x. x: any Eigen vector expression of float or double (copied when not contiguous); y is
+// resized when it is a plain vector. Throws std::invalid_argument on a shape mismatch.
+template <class T, class Base, class XD, class YD>
+void gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>& y,
+          level_product mode = level_product::multiply) {
+    using A = typename XD::Scalar;
+    static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "grphi::gemv: activations are float or double");
+    static_assert(std::is_same_v<typename YD::Scalar, A>, "grphi::gemv: y has the scalar type of x");
+    if (x.cols() != 1 || x.rows() != W.cols())
+        throw std::invalid_argument("grphi::gemv: x is " + std::to_string(x.rows()) + "x" + std::to_string(x.cols()) +
+                                    ", expected a vector of " + std::to_string(W.cols()));
+    using vector = Eigen::Matrix<A, Eigen::Dynamic, 1>;
+    const Eigen::Ref<const vector> xs(x.derived());
+    vector out(W.rows());
+    const kernels::code_view v = W.view();
+    const kernels::isa path = kernels::code_path(v, mode);
+    const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (v.rows * v.cols >= (std::size_t(1) << 18))
+#endif
+    for (long t = 0; t < tasks; ++t) {
+        const std::size_t r0 = static_cast<std::size_t>(t) * kernels::rows_per_task;
+        const std::size_t r1 = std::min(v.rows, r0 + kernels::rows_per_task);
+        kernels::gemv_rows<A>(path, v, r0, r1, xs.data(), out.data(), mode);
+    }
+    if constexpr (std::is_same_v<YD, vector>) y.derived().resize(W.rows());
+    if (y.rows() != W.rows() || y.cols() != 1)
+        throw std::invalid_argument("grphi::gemv: y is " + std::to_string(y.rows()) + "x" + std::to_string(y.cols()) +
+                                    ", expected a vector of " + std::to_string(W.rows()));
+    y = out;
+}
+
+template <class T, class Base, class XD>
+Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x,
+                                                           level_product mode = level_product::multiply) {
+    Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> y(W.rows());
+    gemv(W, x, y, mode);
+    return y;
+}
+
+// Y = W X: column j of Y equals gemv(W, X.col(j)) bit for bit on the same path.
+template <class T, class Base, class XD, class YD>
+void gemm(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>& Y,
+          level_product mode = level_product::multiply) {
+    using A = typename XD::Scalar;
+    static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "grphi::gemm: activations are float or double");
+    static_assert(std::is_same_v<typename YD::Scalar, A>, "grphi::gemm: Y has the scalar type of X");
+    if (X.rows() != W.cols())
+        throw std::invalid_argument("grphi::gemm: X has " + std::to_string(X.rows()) + " rows, expected " +
+                                    std::to_string(W.cols()));
+    using matrix = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic>;  // column-major: columns are contiguous
+    const Eigen::Ref<const matrix> Xs(X.derived());
+    matrix out(W.rows(), X.cols());
+    const kernels::code_view v = W.view();
+    const kernels::isa path = kernels::code_path(v, mode);
+    const auto m = static_cast<std::size_t>(X.cols());
+    const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
+#if defined(_OPENMP)
+#pragma omp parallel if (v.rows * v.cols * m >= (std::size_t(1) << 18))
+#endif
+    {
+        std::vector<A> scratch;
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (long t = 0; t < tasks; ++t) {
+            const std::size_t r0 = static_cast<std::size_t>(t) * kernels::rows_per_task;
+            const std::size_t r1 = std::min(v.rows, r0 + kernels::rows_per_task);
+            kernels::gemm_rows<A>(path, v, r0, r1, Xs.data(), static_cast<std::size_t>(Xs.outerStride()), m, out.data(),
+                                  static_cast<std::size_t>(out.rows()), mode, scratch);
+        }
+    }
+    if constexpr (std::is_same_v<YD, matrix>) Y.derived().resize(W.rows(), X.cols());
+    if (Y.rows() != W.rows() || Y.cols() != X.cols())
+        throw std::invalid_argument("grphi::gemm: Y is " + std::to_string(Y.rows()) + "x" + std::to_string(Y.cols()) +
+                                    ", expected " + std::to_string(W.rows()) + "x" + std::to_string(X.cols()));
+    Y = out;
+}
+
+template <class T, class Base, class XD>
+Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> gemm(const code_matrix<T, Base>& W,
+                                                                        const Eigen::MatrixBase<XD>& X,
+                                                                        level_product mode = level_product::multiply) {
+    Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> Y(W.rows(), X.cols());
+    gemm(W, X, Y, mode);
+    return Y;
+}
+
+}  // namespace grphi
