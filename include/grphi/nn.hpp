@@ -66,6 +66,19 @@ public:
         return make<grphi::custom>(with_value, grad_scale, mask_clipped);
     }
 
+    // Any fake-quantizer pair (e.g. a block baseline's, grphi/baselines/fake_quantize.hpp) for STE
+    // training and eval; entropy() and stored() need a log base and throw for these.
+    static weight_quantizer from_function(const char* name, ad::fake_quantize_fn<float> float_fn,
+                                          ad::fake_quantize_fn<double> double_fn, float grad_scale = 1.0f) {
+        if (!float_fn || !double_fn) throw std::invalid_argument("grphi::nn::weight_quantizer::from_function: null function");
+        weight_quantizer q;
+        q.base_name_ = name;
+        q.grad_scale_ = grad_scale;
+        q.float_fn_ = float_fn;
+        q.double_fn_ = double_fn;
+        return q;
+    }
+
     const char* base_name() const { return base_name_; }
     const grphi::options& opts() const { return opts_; }
     float grad_scale() const { return grad_scale_; }
@@ -86,10 +99,16 @@ public:
     }
 
     // Entropy estimate of quantize<base>(w, opts): bits per weight including signs and metadata.
-    grphi::entropy_report entropy(const ad::matrix<float>& w) const { return entropy_fn_(w, opts_); }
+    grphi::entropy_report entropy(const ad::matrix<float>& w) const {
+        if (!entropy_fn_) throw std::logic_error(std::string("grphi::nn::weight_quantizer: ") + base_name_ + " has no log-base entropy");
+        return entropy_fn_(w, opts_);
+    }
 
     // quantize<base>(w, opts) as a named tensor for the .grphi container (grphi::serialize / save).
-    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const { return store_fn_(std::move(name), w, opts_); }
+    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const {
+        if (!store_fn_) throw std::logic_error(std::string("grphi::nn::weight_quantizer: ") + base_name_ + " cannot be stored as a log tensor");
+        return store_fn_(std::move(name), w, opts_);
+    }
 
     template <class T>
     ad::var apply(ad::tape<T>& t, ad::var w) const {
