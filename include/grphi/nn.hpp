@@ -90,7 +90,7 @@ public:
 
     template <class T>
     ad::var apply(ad::tape<T>& t, ad::var w) const {
-        return t.quantize_ste(w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
+        return ad::quantize_ste(t, w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
     }
 
 private:
@@ -195,8 +195,8 @@ public:
             throw std::invalid_argument("grphi::nn::linear: input has " + std::to_string(x.features()) +
                                         " features, expected " + std::to_string(in_features_));
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.matmul(t.flatten(x), w);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::matmul(t, ad::flatten(t, x), w);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -258,8 +258,8 @@ public:
             throw std::invalid_argument("grphi::nn::conv2d: input has " + std::to_string(x.channels) +
                                         " channels, expected " + std::to_string(in_channels_));
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.conv2d(x, w, geometry_);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::conv2d(t, x, w, geometry_);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
