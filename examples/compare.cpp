@@ -184,7 +184,7 @@ void train(Net& net, const fm::dataset& train_set, int epochs, double lr, std::u
         while (batches.next()) {
             t.clear();
             opt.zero_grad();
-            const grphi::ad::var loss = t.softmax_cross_entropy(net.forward(t, net.input(t, batches.images())), batches.labels());
+            const grphi::ad::var loss = grphi::ad::softmax_cross_entropy(t, net.forward(t, net.input(t, batches.images())), batches.labels());
             t.backward(loss);
             opt.step();
         }
@@ -215,7 +215,7 @@ struct tinynet {
     grphi::nn::linear fc1{784, 256, false, 1};
     grphi::nn::linear fc2{256, 10, false, 2};
     grphi::ad::var input(grphi::ad::tape<float>& t, const matrix& x) { return t.constant_ref(x); }
-    grphi::ad::var forward(grphi::ad::tape<float>& t, grphi::ad::var x) { return fc2.forward(t, t.relu(fc1.forward(t, x))); }
+    grphi::ad::var forward(grphi::ad::tape<float>& t, grphi::ad::var x) { return fc2.forward(t, grphi::ad::relu(t, fc1.forward(t, x))); }
     std::vector<grphi::ad::parameter<float>*> parameters() { return {&fc1.weight, &fc2.weight}; }
     std::vector<grphi::ad::parameter<float>*> weights() { return {&fc1.weight, &fc2.weight}; }
     void quantize_with(const std::optional<grphi::nn::weight_quantizer>& q) { fc1.quantizer = fc2.quantizer = q; }
@@ -232,9 +232,9 @@ struct small_cnn {
     grphi::nn::linear fc{16 * 7 * 7, 10, true, 13};
     grphi::ad::var input(grphi::ad::tape<float>& t, const matrix& x) { return t.constant_ref(x, 1, 28, 28); }
     grphi::ad::var forward(grphi::ad::tape<float>& t, grphi::ad::var x) {
-        x = t.max_pool2x2(t.relu(conv1.forward(t, x)));
-        x = t.max_pool2x2(t.relu(conv2.forward(t, x)));
-        return fc.forward(t, t.flatten(x));
+        x = grphi::ad::max_pool2x2(t, grphi::ad::relu(t, conv1.forward(t, x)));
+        x = grphi::ad::max_pool2x2(t, grphi::ad::relu(t, conv2.forward(t, x)));
+        return fc.forward(t, grphi::ad::flatten(t, x));
     }
     std::vector<grphi::ad::parameter<float>*> parameters() {
         std::vector<grphi::ad::parameter<float>*> all;

@@ -112,7 +112,7 @@ public:
 
     template <class T>
     ad::var apply(ad::tape<T>& t, ad::var w) const {
-        return t.quantize_ste(w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
+        return ad::quantize_ste(t, w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
     }
 
 private:
@@ -237,12 +237,12 @@ public:
             const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> columns(xv.data(), in_features_, xv.rows());
             const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> yt = grphi::gemm(*codes, columns);
             ad::var y = t.constant(Eigen::Map<const ad::matrix<T>>(yt.data(), xv.rows(), out_features_));
-            if (has_bias_) y = t.add_bias(y, t.param(bias));
+            if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
             return y;
         }
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.matmul(t.flatten(x), w);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::matmul(t, ad::flatten(t, x), w);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -309,8 +309,8 @@ public:
                                         " channels, expected " + std::to_string(in_channels_));
         if (!training_ && codes) return forward_from_codes(t, x);
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.conv2d(x, w, geometry_);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::conv2d(t, x, w, geometry_);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -327,9 +327,15 @@ private:
         const int Ho = (x.height + 2 * g.padding - g.kernel_h) / g.stride + 1;
         const int Wo = (x.width + 2 * g.padding - g.kernel_w) / g.stride + 1;
         if (Ho <= 0 || Wo <= 0) throw std::invalid_argument("grphi::nn::conv2d: kernel larger than the padded input");
-        const std::array<int, 9> geo{x.channels, x.height, x.width, Ho, Wo, g.kernel_h, g.kernel_w, g.stride, g.padding};
+        ad::detail::conv_shape shape;
+        shape.C = x.channels;
+        shape.H = x.height;
+        shape.W = x.width;
+        shape.Ho = Ho;
+        shape.Wo = Wo;
+        shape.g = g;
         ad::matrix<T> patches;
-        ad::tape<T>::patches(t.value(x), geo, patches);
+        ad::detail::im2col(t.value(x), shape, patches);
         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> columns = patches;
         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> y = grphi::gemm(*codes, columns);
         const Eigen::Index N = t.value(x).rows(), positions = static_cast<Eigen::Index>(Ho) * Wo;
@@ -338,7 +344,7 @@ private:
             for (Eigen::Index o = 0; o < out_channels_; ++o)
                 for (Eigen::Index p = 0; p < positions; ++p) out(s, o * positions + p) = y(o, s * positions + p);
         ad::var result = t.constant(out, out_channels_, Ho, Wo);
-        if (has_bias_) result = t.add_bias(result, t.param(bias));
+        if (has_bias_) result = ad::add_bias(t, result, t.param(bias));
         return result;
     }
 
