@@ -21,6 +21,7 @@
 #include <grphi/container.hpp>
 #include <grphi/quantize.hpp>
 
+#include "format1_fixtures.hpp"
 #include "option_sets.hpp"
 
 namespace fs = std::filesystem;
@@ -613,5 +614,48 @@ TEST_CASE("container: the carry-less and table CRC-32 agree with zlib at every l
                   ::crc32(0, bytes.data(), static_cast<uInt>(n)));
         }
         grphi::detail::crc32_clmul_allowed() = true;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format-1 files (written before format 2) still load: the committed fixtures hold exactly what
+// quantizing their documented weights gives, and dequantize to fake_quantize bit for bit.
+namespace {
+
+template <class T, class B>
+void check_fixture_tensor(const grphi::stored_tensor& s, const grphi_test::format1::tensor& t) {
+    const auto W = grphi_test::format1::weights<T>(t.rows, t.cols, t.seed, t.zeros_only);
+    REQUIRE(s.template holds<T, B>());
+    const auto p = s.template as<T, B>();
+    check_same(p, grphi::quantize<B>(W, t.opts));
+    const auto expected = grphi::fake_quantize<B>(W, t.opts);
+    const auto got = grphi::dequantize(p);
+    REQUIRE(got.rows() == expected.rows());
+    REQUIRE(got.cols() == expected.cols());
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(T) * static_cast<std::size_t>(got.size())) == 0);
+}
+
+template <class T>
+void check_fixture_tensor(const grphi::stored_tensor& s, const grphi_test::format1::tensor& t) {
+    using grphi_test::format1::base;
+    if (t.b == base::phi) check_fixture_tensor<T, grphi::phi>(s, t);
+    else if (t.b == base::two) check_fixture_tensor<T, grphi::two>(s, t);
+    else check_fixture_tensor<T, grphi::custom>(s, t);
+}
+
+}  // namespace
+
+TEST_CASE("container: the committed format-1 fixtures load to the values their weights quantize to") {
+    namespace f1 = grphi_test::format1;
+    for (const auto& f : f1::files()) {
+        CAPTURE(f.name);
+        const auto tensors = grphi::load(std::string(GRPHI_SOURCE_DIR) + "/tests/data/format1/" + f.name);
+        REQUIRE(tensors.size() == f.tensors.size());
+        for (std::size_t i = 0; i < tensors.size(); ++i) {
+            CAPTURE(f.tensors[i].name);
+            CHECK(tensors[i].name == f.tensors[i].name);
+            if (f.tensors[i].type == f1::scalar::f32) check_fixture_tensor<float>(tensors[i], f.tensors[i]);
+            else check_fixture_tensor<double>(tensors[i], f.tensors[i]);
+        }
     }
 }
