@@ -45,7 +45,7 @@ struct comparison_row {
     std::string family;                  // one curve of the plot, e.g. "phi", "int-N per-channel"
     std::string method;                  // the row label, e.g. "phi levels=8"
     std::size_t weights = 0;
-    std::size_t coded_bytes = 0;         // log: the one-tensor .grphi file; int-N, k-means: the rANS stream
+    std::size_t coded_bytes = 0;         // log: the tensor in a .grphi file; int-N, k-means: the rANS stream
                                          // (count, table, payload) + raw scales or codebook
     double coded_bits_per_weight = 0;    // 8 * coded_bytes / weights
     double entropy_bits_per_weight = 0;  // order-0 entropy of the same streams + metadata, per weight
@@ -93,8 +93,8 @@ inline coded_stream code_stream(const std::vector<rans::symbol>& symbols, const 
     return s;
 }
 
-// A log method's coded size is a real one-tensor .grphi file (header, directory entry, per-channel
-// window and scale, rANS sign and exponent streams, checksums); the rebuilt weights come from loading it.
+// A log method's coded size is what its tensor takes in a real .grphi file (index record, per-channel
+// window and scale, rANS sign and exponent streams); the rebuilt weights come from loading that file.
 template <class Base, class T>
 method_output<T> run_log(const row_matrix<T>& W, const options& opts) {
     const packed<T, Base> p = quantize<Base>(W, opts);
@@ -107,7 +107,7 @@ method_output<T> run_log(const row_matrix<T>& W, const options& opts) {
         throw std::logic_error("grphi::compare: the tensor loaded from the container differs from the quantized one");
     method_output<T> out;
     out.rebuilt = dequantize(q);
-    out.coded_bytes = file.size();
+    out.coded_bytes = loaded.at(0).coded_bytes;  // the tensor's index record + sections, not the per-file header
     out.entropy_bits = report.bits_per_weight * static_cast<double>(report.weights);
     out.symbol_entropy = report.exponent_entropy;
     out.symbols = report.exponent_symbols;

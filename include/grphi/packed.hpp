@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "core/channels.hpp"
 #include "base.hpp"
 #include "options.hpp"
 
@@ -26,8 +27,8 @@ struct packed {
     std::vector<std::int16_t> window_hi;     // per channel: highest exponent
     std::vector<std::int8_t> scale_steps;    // per channel: scale = b^(step/16); all 0 unless fit_scale
 
-    Eigen::Index channels() const { return opts.per_channel ? rows : (rows > 0 ? 1 : 0); }
-    Eigen::Index channel_of_row(Eigen::Index r) const { return opts.per_channel ? r : 0; }
+    Eigen::Index channels() const { return static_cast<Eigen::Index>(channel_count(opts.per_channel, rows)); }
+    Eigen::Index channel_of_row(Eigen::Index r) const { return static_cast<Eigen::Index>(grphi::channel_of_row(opts.per_channel, r)); }
     Eigen::Index block_size() const { return opts.clustered() ? opts.cluster_size : 1; }
     Eigen::Index blocks_per_row() const {
         const Eigen::Index b = block_size();
