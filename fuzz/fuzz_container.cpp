@@ -1,6 +1,7 @@
-// libFuzzer target: grphi::deserialize (what load() runs) on arbitrary bytes. It must either throw
-// grphi::format_error or return tensors that re-serialize and load back unchanged.
-// Seed corpus: fuzz/corpus/container/ (regenerate with fuzz/make_container_corpus.cpp); see docs/container.md.
+// libFuzzer target: grphi::deserialize (what load() runs) on arbitrary bytes, seeded with format-1 files.
+// It must either throw grphi::format_error or return tensors that re-serialize (as format 2) and load
+// back unchanged. Seed corpus: fuzz/corpus/container/ (format-1 files written by
+// fuzz/make_container_corpus.cpp before format 2; rerunning it now writes format 2); see docs/format.md.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

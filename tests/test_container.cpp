@@ -21,6 +21,7 @@
 #include <grphi/container.hpp>
 #include <grphi/quantize.hpp>
 
+#include "format1_fixtures.hpp"
 #include "option_sets.hpp"
 
 namespace fs = std::filesystem;
@@ -85,7 +86,10 @@ grphi::packed<T, B> round_trip(const grphi::packed<T, B>& p, const std::string& 
     REQUIRE(back.size() == 1);
     CHECK(back[0].name == name);
     CHECK(back[0].template holds<T, B>());
-    CHECK(back[0].coded_bytes + 25 == bytes.size());  // all but the header (20), tensor count (1), directory CRC (4)
+    // All but the header (64), the tensor and metadata counts (1 + 1), the footer (32) and alignment padding.
+    const std::size_t parts = grphi::file_reader(bytes.data(), bytes.size()).at(name).sections.size();
+    CHECK(bytes.size() >= back[0].coded_bytes + 98);
+    CHECK(bytes.size() < back[0].coded_bytes + 98 + 64 * std::max<std::size_t>(parts, 1));
     return back[0].template as<T, B>();
 }
 
@@ -418,10 +422,10 @@ TEST_CASE("container: every single-byte corruption and every truncation of a sma
     MESSAGE(accepted << " of " << 255 * file.size() << " corruptions parse without checksums (CRC bytes, names, ...)");
     auto longer = file;
     longer.push_back(0);
-    CHECK(load_error(longer).find("truncated or padded") != std::string::npos);
+    CHECK(load_error(longer).find("footer") != std::string::npos);
 }
 
-TEST_CASE("container: hostile content with valid checksums is refused with a message") {
+TEST_CASE("container: hostile format-1 content with valid checksums is refused with a message") {
     const auto a = grphi::quantize<grphi::phi>(weights<float>(2, 3, 12));
     auto t = grphi::named("t", a);
     std::vector<std::uint8_t> data;
@@ -432,9 +436,12 @@ TEST_CASE("container: hostile content with valid checksums is refused with a mes
         grphi::detail::write_directory_entry(entry, data_bytes, d);
         return d;
     };
-    // The honest file assembles to exactly what serialize writes.
-    CHECK(assemble(directory_for(t, data.size()), {data}) == grphi::serialize({t}));
-    CHECK(load_error(assemble(directory_for(t, data.size()), {data}, 2)).find("unsupported format version 2") != std::string::npos);
+    // The honest format-1 file loads to the tensor; unknown versions are refused.
+    const auto honest = grphi::deserialize(assemble(directory_for(t, data.size()), {data}));
+    REQUIRE(honest.size() == 1);
+    CHECK(honest[0].signs == t.signs);
+    CHECK(honest[0].exponents == t.exponents);
+    CHECK(load_error(assemble(directory_for(t, data.size()), {data}, 3)).find("unsupported format version 3") != std::string::npos);
 
     auto huge = t;
     huge.rows = std::int64_t{1} << 40;
@@ -589,29 +596,113 @@ TEST_CASE("container: the one-pass writer stores raw exponents when neither map 
     CHECK(back.at(0).exponents == t.exponents);
 }
 
-TEST_CASE("container: the carry-less and table CRC-32 agree with zlib at every length and alignment") {
-    std::mt19937_64 rng(11);
-    std::vector<std::uint8_t> bytes(70000);
-    for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
-    const char* check = "123456789";
-    CHECK(grphi::detail::crc32(reinterpret_cast<const std::uint8_t*>(check), 9) == 0xCBF43926u);  // the CRC-32 check value
-    for (bool clmul : {true, false}) {
-        CAPTURE(clmul);
-        grphi::detail::crc32_clmul_allowed() = clmul;
-        for (std::size_t offset = 0; offset < 4; ++offset)
-            for (std::size_t n = 0; n <= 300; ++n) {
-                CAPTURE(offset);
-                CAPTURE(n);
-                const std::uint8_t* p = bytes.data() + offset;
-                REQUIRE(grphi::detail::crc32(p, n) == ::crc32(0, p, static_cast<uInt>(n)));
-            }
-        for (std::size_t n : {1023, 4096, 65537, 69990}) {
-            CHECK(grphi::detail::crc32(bytes.data() + 1, n) == ::crc32(0, bytes.data() + 1, static_cast<uInt>(n)));
-            // Chained: the CRC of a concatenation continues from the CRC of its first part.
-            const std::uint32_t first = grphi::detail::crc32(bytes.data(), n / 3);
-            CHECK(grphi::detail::crc32(bytes.data() + n / 3, n - n / 3, first) ==
-                  ::crc32(0, bytes.data(), static_cast<uInt>(n)));
+// ---------------------------------------------------------------------------------------------
+// Format-1 files (written before format 2) still load: the committed fixtures hold exactly what
+// quantizing their documented weights gives, and dequantize to fake_quantize bit for bit.
+namespace {
+
+template <class T, class B>
+void check_fixture_tensor(const grphi::stored_tensor& s, const grphi_test::format1::tensor& t) {
+    const auto W = grphi_test::format1::weights<T>(t.rows, t.cols, t.seed, t.zeros_only);
+    REQUIRE(s.template holds<T, B>());
+    const auto p = s.template as<T, B>();
+    check_same(p, grphi::quantize<B>(W, t.opts));
+    const auto expected = grphi::fake_quantize<B>(W, t.opts);
+    const auto got = grphi::dequantize(p);
+    REQUIRE(got.rows() == expected.rows());
+    REQUIRE(got.cols() == expected.cols());
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(T) * static_cast<std::size_t>(got.size())) == 0);
+}
+
+template <class T>
+void check_fixture_tensor(const grphi::stored_tensor& s, const grphi_test::format1::tensor& t) {
+    using grphi_test::format1::base;
+    if (t.b == base::phi) check_fixture_tensor<T, grphi::phi>(s, t);
+    else if (t.b == base::two) check_fixture_tensor<T, grphi::two>(s, t);
+    else check_fixture_tensor<T, grphi::custom>(s, t);
+}
+
+}  // namespace
+
+TEST_CASE("container: the committed format-1 fixtures load to the values their weights quantize to") {
+    namespace f1 = grphi_test::format1;
+    for (const auto& f : f1::files()) {
+        CAPTURE(f.name);
+        const auto tensors = grphi::load(std::string(GRPHI_SOURCE_DIR) + "/tests/data/format1/" + f.name);
+        REQUIRE(tensors.size() == f.tensors.size());
+        for (std::size_t i = 0; i < tensors.size(); ++i) {
+            CAPTURE(f.tensors[i].name);
+            CHECK(tensors[i].name == f.tensors[i].name);
+            if (f.tensors[i].type == f1::scalar::f32) check_fixture_tensor<float>(tensors[i], f.tensors[i]);
+            else check_fixture_tensor<double>(tensors[i], f.tensors[i]);
         }
-        grphi::detail::crc32_clmul_allowed() = true;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile shapes and arrays: refused with std::invalid_argument before any array is read or sized.
+TEST_CASE("container: shapes whose rows x cols overflow are refused by validate, dequantize and serialize") {
+    grphi::packed<float, grphi::phi> p;
+    p.rows = std::int64_t{1} << 33;
+    p.cols = std::int64_t{1} << 31;  // rows x cols wraps to 0 in 64 bits: the empty arrays "match"
+    p.opts.per_channel = false;
+    p.window_lo = {-3};
+    p.window_hi = {0};
+    p.scale_steps = {0};
+    CHECK_THROWS_WITH_AS(grphi::validate(p), doctest::Contains("2^62"), std::invalid_argument);
+    CHECK_THROWS_AS(grphi::dequantize(p), std::invalid_argument);
+    CHECK_THROWS_AS(grphi::named("w", p), std::invalid_argument);
+    grphi::stored_tensor s;
+    s.name = "w";
+    s.base_name = "phi";
+    s.base_value = static_cast<double>(grphi::phi::value);
+    s.rows = p.rows;
+    s.cols = p.cols;
+    s.opts = p.opts;
+    s.window_lo = p.window_lo;
+    s.window_hi = p.window_hi;
+    s.scale_steps = p.scale_steps;
+    CHECK_THROWS_WITH_AS(grphi::serialize({s}), doctest::Contains("2^62"), std::invalid_argument);
+}
+
+TEST_CASE("container: dequantize of a packed tensor with negative rows throws before Eigen sees the shape") {
+    grphi::packed<double, grphi::two> p;
+    p.rows = -3;
+    p.cols = 4;
+    CHECK_THROWS_WITH_AS(grphi::dequantize(p), doctest::Contains("negative shape"), std::invalid_argument);
+    matrix<double> out;
+    CHECK_THROWS_AS(grphi::dequantize(p, out), std::invalid_argument);
+}
+
+TEST_CASE("container: serialize never writes a scale step the reader refuses") {
+    auto t = grphi::named("w", grphi::quantize<grphi::phi>(weights<float>(2, 3, 4)));
+    t.scale_steps[1] = 9;
+    CHECK_THROWS_WITH_AS(grphi::serialize({t}), doctest::Contains("scale step 9"), std::invalid_argument);
+    t.scale_steps[1] = -9;
+    CHECK_THROWS_AS(grphi::serialize({t}), std::invalid_argument);
+    t.scale_steps[1] = 8;
+    CHECK_NOTHROW(grphi::serialize({t}));
+}
+
+TEST_CASE("container: a tiny file claiming a huge all-zero tensor is refused by the limits, not allocated") {
+    grphi::options per_tensor;
+    per_tensor.per_channel = false;
+    const auto zeros = grphi::quantize<grphi::two>(matrix<float>::Zero(4, 4), per_tensor);
+    std::vector<std::uint8_t> bytes = grphi::serialize({grphi::named("z", zeros)});
+    const grphi::file_reader honest(bytes.data(), bytes.size());
+    std::vector<grphi::tensor_info> tensors = honest.tensors();
+    tensors[0].shape = {std::uint64_t{1} << 17, std::uint64_t{1} << 17};  // 2^34 weights
+    tensors[0].sections[0].rows = std::int64_t{1} << 17;
+    const std::vector<std::uint8_t> index = grphi::format::detail::write_index(tensors, {});
+    const std::uint64_t offset = grphi::detail::load_u64(bytes.data() + bytes.size() - 32);
+    bytes.resize(static_cast<std::size_t>(offset));
+    bytes.insert(bytes.end(), index.begin(), index.end());
+    grphi::format::detail::write_footer(offset, index, bytes);
+    MESSAGE("forged file: " << bytes.size() << " bytes claiming 2^34 weights");
+    CHECK(load_error(bytes).find("limit") != std::string::npos);
+    grphi::load_options generous;
+    generous.max_weights = std::uint64_t{1} << 40;
+    generous.verify_checksums = true;
+    // Within a raised total limit the single part still exceeds what the sections can decode to.
+    CHECK(load_error(bytes, generous) != "no error");
 }

@@ -52,7 +52,7 @@ struct comparison_row {
     std::string family;                  // one curve of the plot, e.g. "phi", "int-N per-channel"
     std::string method;                  // the row label, e.g. "phi levels=8"
     std::size_t weights = 0;
-    std::size_t coded_bytes = 0;         // log: the one-tensor .grphi file; int-N, k-means: the rANS stream
+    std::size_t coded_bytes = 0;         // log: the tensor in a .grphi file; int-N, k-means: the rANS stream
                                          // (count, table, payload) + raw scales or codebook
     double coded_bits_per_weight = 0;    // 8 * coded_bytes / weights
     double fixed_bits_per_weight = 0;    // the method's fixed-rate layout in memory, every scale included
@@ -119,8 +119,8 @@ double log_fixed_bits(const packed<T, Base>& p) {
     return weights * 2 + clusters * ceil_log2(widest) + channel_bits;
 }
 
-// A log method's coded size is a real one-tensor .grphi file (header, directory entry, per-channel
-// window and scale, rANS sign and exponent streams, checksums); the rebuilt weights come from loading it.
+// A log method's coded size is what its tensor takes in a real .grphi file (index record, per-channel
+// window and scale, rANS sign and exponent streams); the rebuilt weights come from loading that file.
 template <class Base, class T>
 method_output<T> run_log(const row_matrix<T>& W, const options& opts) {
     const packed<T, Base> p = quantize<Base>(W, opts);
@@ -133,7 +133,7 @@ method_output<T> run_log(const row_matrix<T>& W, const options& opts) {
         throw std::logic_error("grphi::compare: the tensor loaded from the container differs from the quantized one");
     method_output<T> out;
     out.rebuilt = dequantize(q);
-    out.coded_bytes = file.size();
+    out.coded_bytes = loaded.at(0).coded_bytes;  // the tensor's index record + sections, not the per-file header
     out.fixed_bits = log_fixed_bits(p);
     out.entropy_bits = report.bits_per_weight * static_cast<double>(report.weights);
     out.symbol_entropy = report.exponent_entropy;

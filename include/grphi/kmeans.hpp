@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/channels.hpp"
 #include "base.hpp"
 #include "uniform.hpp"  // detail::baseline_evaluated_t, check_finite, prepare_output
 
@@ -59,8 +60,8 @@ struct kmeans_packed {
     int iterations = 0;                // Lloyd iterations run (the slowest channel when per channel)
     bool converged = false;            // every channel reached a fixed point (or the tolerance)
 
-    Eigen::Index channels() const { return opts.per_channel ? rows : (rows > 0 ? 1 : 0); }
-    Eigen::Index channel_of_row(Eigen::Index r) const { return opts.per_channel ? r : 0; }
+    Eigen::Index channels() const { return static_cast<Eigen::Index>(channel_count(opts.per_channel, rows)); }
+    Eigen::Index channel_of_row(Eigen::Index r) const { return static_cast<Eigen::Index>(grphi::channel_of_row(opts.per_channel, r)); }
     std::size_t size() const { return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols); }
     T value(Eigen::Index r, Eigen::Index c) const {
         const std::size_t i = static_cast<std::size_t>(r) * static_cast<std::size_t>(cols) + static_cast<std::size_t>(c);

@@ -84,12 +84,13 @@ public:
     std::size_t written() const { return written_; }
     const std::string& path() const { return path_; }
 
-    // Flush, close and move into place; after this the file is the target.
-    void commit() {
+    // Flush, close and move into place; after this the file is the target. With `durable` the data
+    // reach the disk (fsync) before the rename, so a crash cannot leave a renamed but empty file.
+    void commit(bool durable = false) {
         if (!stream_) throw io_error(path_ + ": output already closed");
         std::FILE* stream = stream_;
         stream_ = nullptr;
-        if (std::fflush(stream) != 0 || std::ferror(stream)) {
+        if (std::fflush(stream) != 0 || std::ferror(stream) || (durable && ::fsync(::fileno(stream)) != 0)) {
             const int error = errno;
             std::fclose(stream);
             ::unlink(temp_path_.c_str());

@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "core/channels.hpp"
 #include "base.hpp"
 #include "options.hpp"
 
@@ -31,8 +32,8 @@ struct packed {
     std::vector<std::int8_t> block_steps;    // exponent scales: step j, levels b^(k + j/16); all 0 unless fit_scale
     std::vector<std::uint16_t> block_scales; // fp16 bits, or the e4m3 byte, of the block's scale in (0, 1]
 
-    Eigen::Index channels() const { return opts.per_channel ? rows : (rows > 0 ? 1 : 0); }
-    Eigen::Index channel_of_row(Eigen::Index r) const { return opts.per_channel ? r : 0; }
+    Eigen::Index channels() const { return static_cast<Eigen::Index>(channel_count(opts.per_channel, rows)); }
+    Eigen::Index channel_of_row(Eigen::Index r) const { return static_cast<Eigen::Index>(grphi::channel_of_row(opts.per_channel, r)); }
     // Weights per stored exponent (cluster_size when clustered, else 1); not the scale block.
     Eigen::Index block_size() const { return opts.clustered() ? opts.cluster_size : 1; }
     // Scale blocks: opts.block_size weights of a row share a scale (the last block of a row may be short).

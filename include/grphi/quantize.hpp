@@ -798,7 +798,7 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
                                          const std::vector<T>& row_max) {
     const options& o = q.opts();
     const Eigen::Index rows = W.rows();
-    const Eigen::Index channels = o.per_channel ? rows : (rows > 0 ? 1 : 0);
+    const auto channels = static_cast<Eigen::Index>(channel_count(o.per_channel, rows));
     std::vector<channel_state> plan(static_cast<std::size_t>(channels));
     auto channel_max = [&](Eigen::Index ch) {
         if (o.per_channel) return row_max[static_cast<std::size_t>(ch)];
@@ -1336,7 +1336,7 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
                                         opts.cluster_size <= (1 << 16);
 #endif
     for_each_row<T>(W.rows(), W.cols(), [&](Eigen::Index r, row_scratch<T>& scratch) {
-        const channel_state& c = plan[static_cast<std::size_t>(opts.per_channel ? r : 0)];
+        const channel_state& c = plan[static_cast<std::size_t>(grphi::channel_of_row(opts.per_channel, r))];
         const T* w = row_pointer(W, r);
         thread_local std::vector<T> buffer;
         thread_local std::vector<bits_t<T>> blocks;
@@ -1546,6 +1546,8 @@ void validate(const packed<T, Base>& p) {
         fail(e.what());
     }
     if (p.rows < 0 || p.cols < 0) fail("negative shape");
+    if (p.cols != 0 && static_cast<std::uint64_t>(p.rows) > max_tensor_elements / static_cast<std::uint64_t>(p.cols))
+        fail("shape " + std::to_string(p.rows) + " x " + std::to_string(p.cols) + " holds more than 2^62 weights");
     if (p.signs.size() != p.size()) fail("signs has " + std::to_string(p.signs.size()) + " entries, expected " + std::to_string(p.size()));
     const auto expected_exps = static_cast<std::size_t>(p.rows) * static_cast<std::size_t>(p.blocks_per_row());
     if (p.exponents.size() != expected_exps)
@@ -1597,10 +1599,10 @@ void validate(const packed<T, Base>& p) {
             if (s < -1 || s > 1) fail("sign value " + std::to_string(s) + " is not -1, 0 or +1");
 }
 
-// Rebuilds the weights into out (any Eigen matrix of the right shape; plain matrices are resized).
+namespace detail {
+// dequantize() of a tensor already validated (the file reader validates each part once).
 template <class T, class Base, class Out>
-void dequantize(const packed<T, Base>& p, Out&& out) {
-    validate(p);
+void dequantize_valid(const packed<T, Base>& p, Out&& out) {
     detail::prepare_output(out, p.rows, p.cols, "grphi::dequantize", "output");
     const detail::quantizer<T, Base> q(p.opts);
     const auto n = static_cast<std::size_t>(p.cols);
@@ -1639,10 +1641,18 @@ void dequantize(const packed<T, Base>& p, Out&& out) {
         });
     }
 }
+}  // namespace detail
+
+// Rebuilds the weights into out (any Eigen matrix of the right shape; plain matrices are resized).
+template <class T, class Base, class Out>
+void dequantize(const packed<T, Base>& p, Out&& out) {
+    validate(p);
+    detail::dequantize_valid(p, std::forward<Out>(out));
+}
 
 template <class T, class Base>
 row_matrix<T> dequantize(const packed<T, Base>& p) {
-    row_matrix<T> out(p.rows, p.cols);
+    row_matrix<T> out;  // sized after validation: a forged shape never reaches Eigen
     dequantize(p, out);
     return out;
 }

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/bytes.hpp"
 #include "error.hpp"
 
 // x86-64 with GCC/Clang: an AVX2 decoder for 16 and 32 lanes, chosen at run time (target attributes,
@@ -57,43 +58,17 @@ struct frequency_table {
 
 namespace detail {
 
-inline void put_u8(std::vector<std::uint8_t>& out, unsigned v) { out.push_back(static_cast<std::uint8_t>(v)); }
-
-inline void put_varint(std::vector<std::uint8_t>& out, std::uint64_t v) {
-    while (v >= 0x80) {
-        out.push_back(static_cast<std::uint8_t>(v | 0x80));
-        v >>= 7;
-    }
-    out.push_back(static_cast<std::uint8_t>(v));
-}
+// The byte helpers live in detail/bytes.hpp; these names keep the coder's code short.
+using grphi::detail::load_u16;
+using grphi::detail::load_u32;
+using grphi::detail::put_u8;
+using grphi::detail::put_varint;
+using grphi::detail::store_u16;
 
 inline unsigned ceil_log2(std::uint64_t v) {
     unsigned bits = 0;
     while ((std::uint64_t{1} << bits) < v) ++bits;
     return bits;
-}
-
-// Little-endian 16-bit access; one plain load/store on little-endian hosts.
-inline std::uint32_t load_u16(const std::uint8_t* p) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    std::uint16_t v;
-    std::memcpy(&v, p, 2);
-    return v;
-#else
-    return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8);
-#endif
-}
-inline std::uint32_t load_u32(const std::uint8_t* p) {
-    return load_u16(p) | (load_u16(p + 2) << 16);
-}
-inline void store_u16(std::uint8_t* p, std::uint32_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const auto w = static_cast<std::uint16_t>(v);
-    std::memcpy(p, &w, 2);
-#else
-    p[0] = static_cast<std::uint8_t>(v);
-    p[1] = static_cast<std::uint8_t>(v >> 8);
-#endif
 }
 
 // Calls f(0), f(1), ..., f(N-1) with compile-time indices: the lane loop unrolled on every compiler,
@@ -115,57 +90,8 @@ inline std::uint64_t mul_high(std::uint64_t a, std::uint64_t b) {
 
 }  // namespace detail
 
-// A bounded cursor over untrusted bytes: every read checks the remaining length first.
-class byte_reader {
-public:
-    byte_reader(const std::uint8_t* data, std::size_t size, std::string context = "grphi::rans")
-        : ptr_(data), end_(data + size), context_(std::move(context)) {}
-
-    std::size_t remaining() const { return static_cast<std::size_t>(end_ - ptr_); }
-    const std::uint8_t* position() const { return ptr_; }
-    const std::string& context() const { return context_; }
-
-    [[noreturn]] void fail(const std::string& what) const { throw format_error(context_ + ": " + what); }
-
-    void need(std::size_t bytes, const char* what) const {
-        if (remaining() < bytes)
-            fail(std::string("truncated ") + what + " (needs " + std::to_string(bytes) + " bytes, " +
-                 std::to_string(remaining()) + " left)");
-    }
-    std::uint8_t u8(const char* what) {
-        need(1, what);
-        return *ptr_++;
-    }
-    std::uint32_t u32(const char* what) {
-        need(4, what);
-        const std::uint32_t v = detail::load_u32(ptr_);
-        ptr_ += 4;
-        return v;
-    }
-    std::uint64_t varint(const char* what) {
-        std::uint64_t v = 0;
-        for (unsigned shift = 0;; shift += 7) {
-            const std::uint8_t b = u8(what);
-            if (shift == 63 && b > 1) fail(std::string(what) + ": varint overflows 64 bits");
-            v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
-            if (!(b & 0x80)) {
-                if (b == 0 && shift != 0) fail(std::string(what) + ": varint is not minimally encoded");
-                return v;
-            }
-        }
-    }
-    const std::uint8_t* bytes(std::size_t n, const char* what) {
-        need(n, what);
-        const std::uint8_t* p = ptr_;
-        ptr_ += n;
-        return p;
-    }
-
-private:
-    const std::uint8_t* ptr_;
-    const std::uint8_t* end_;
-    std::string context_;
-};
+// A bounded cursor over untrusted bytes (detail/bytes.hpp).
+using byte_reader = grphi::detail::byte_reader;
 
 // ---------------------------------------------------------------------------------------------
 // Step 1: histogram. counts.size() = max symbol + 1 (empty for no symbols).

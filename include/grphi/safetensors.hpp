@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/bytes.hpp"
 #include "detail/json.hpp"
 #include "half.hpp"
 #include "mapped_file.hpp"
@@ -42,20 +43,7 @@ inline constexpr dtype_row dtype_table[] = {
     {dtype::F64, "F64", 8},  {dtype::I64, "I64", 8}, {dtype::U64, "U64", 8},
 };
 
-inline std::uint64_t load_u64_le(const std::byte* p) {
-    std::uint64_t value = 0;
-    for (int i = 7; i >= 0; --i) value = (value << 8) | static_cast<std::uint8_t>(p[i]);
-    return value;
-}
-inline void store_u64_le(std::uint64_t value, unsigned char* p) {
-    for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(value >> (8 * i));
-}
-inline bool host_is_little_endian() {
-    const std::uint16_t probe = 1;
-    unsigned char first;
-    std::memcpy(&first, &probe, 1);
-    return first == 1;
-}
+using grphi::detail::host_is_little_endian;  // byte helpers: detail/bytes.hpp
 // Reverse each element's bytes in place (only on big-endian hosts).
 inline void swap_bytes(void* data, std::size_t count, std::size_t width) {
     auto* bytes = static_cast<unsigned char*>(data);
@@ -230,7 +218,7 @@ private:
         const std::size_t size = file_.size();
         if (size < 8)
             fail("truncated file: " + std::to_string(size) + " bytes, need 8 for the header length");
-        const std::uint64_t header_length = detail::load_u64_le(file_.data());
+        const std::uint64_t header_length = grphi::detail::load_u64(file_.data());
         if (header_length > size - 8)
             fail("header length " + std::to_string(header_length) + " exceeds the file size (" + std::to_string(size) +
                  " bytes)");
@@ -414,7 +402,7 @@ public:
         }
         const std::string header = make_header(tensors_, metadata);
         unsigned char length[8];
-        detail::store_u64_le(header.size(), length);
+        grphi::detail::store_u64(length, header.size());
         out_.write(length, 8);
         out_.write(header.data(), header.size());
         skip_finished_tensors();

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/channels.hpp"
 #include "base.hpp"
 
 namespace grphi {
@@ -45,8 +46,8 @@ struct uniform_packed {
     std::vector<std::int8_t> codes;  // rows*cols, row-major
     std::vector<T> scales;           // per channel (one entry when per-tensor); 0 for an all-zero channel
 
-    Eigen::Index channels() const { return opts.per_channel ? rows : (rows > 0 ? 1 : 0); }
-    Eigen::Index channel_of_row(Eigen::Index r) const { return opts.per_channel ? r : 0; }
+    Eigen::Index channels() const { return static_cast<Eigen::Index>(channel_count(opts.per_channel, rows)); }
+    Eigen::Index channel_of_row(Eigen::Index r) const { return static_cast<Eigen::Index>(grphi::channel_of_row(opts.per_channel, r)); }
     std::size_t size() const { return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols); }
 };
 
@@ -83,10 +84,10 @@ void prepare_baseline_output(Out& out, Eigen::Index rows, Eigen::Index cols, con
 template <class T, class Matrix>
 std::vector<T> uniform_scales(const Matrix& W, const uniform_options& opts) {
     const Eigen::Index rows = W.rows(), cols = W.cols();
-    const Eigen::Index channels = opts.per_channel ? rows : (rows > 0 ? 1 : 0);
+    const auto channels = static_cast<Eigen::Index>(channel_count(opts.per_channel, rows));
     std::vector<T> max_abs(static_cast<std::size_t>(channels), T(0));
     for (Eigen::Index r = 0; r < rows; ++r) {
-        T& m = max_abs[static_cast<std::size_t>(opts.per_channel ? r : 0)];
+        T& m = max_abs[static_cast<std::size_t>(grphi::channel_of_row(opts.per_channel, r))];
         for (Eigen::Index c = 0; c < cols; ++c) m = std::max(m, static_cast<T>(std::abs(W(r, c))));
     }
     for (T& m : max_abs) {
@@ -171,7 +172,7 @@ void fake_quantize_uniform(const Eigen::MatrixBase<Derived>& W, const uniform_op
     detail::prepare_baseline_output(out, Wn.rows(), Wn.cols(), "grphi::fake_quantize_uniform");
     const int max_code = opts.max_code();
     for (Eigen::Index r = 0; r < Wn.rows(); ++r) {
-        const T scale = scales[static_cast<std::size_t>(opts.per_channel ? r : 0)];
+        const T scale = scales[static_cast<std::size_t>(grphi::channel_of_row(opts.per_channel, r))];
         for (Eigen::Index c = 0; c < Wn.cols(); ++c)
             out(r, c) = static_cast<typename std::decay_t<Out>::Scalar>(
                 detail::uniform_value(detail::uniform_code(Wn(r, c), scale, max_code), scale));

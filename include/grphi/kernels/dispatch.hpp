@@ -21,7 +21,7 @@ namespace grphi::kernels {
 // Ordered: a larger value is a superset of the smaller ones.
 enum class isa : int {
     scalar = 0,  // portable C++ (may still auto-vectorise to the build's baseline)
-    avx2 = 1,    // AVX2 + FMA + BMI2 + F16C + POPCNT
+    avx2 = 1,    // AVX2 + FMA + BMI2 + F16C + POPCNT + PCLMULQDQ
     avx512 = 2,  // AVX-512 F/BW/VL/DQ/CD on top of avx2
 };
 
@@ -36,9 +36,9 @@ inline const char* isa_name(isa i) {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define GRPHI_X86_DISPATCH 1
 // Functions compiled for one instruction set regardless of the build's -march.
-#define GRPHI_TARGET_AVX2 __attribute__((target("avx2,fma,bmi,bmi2,f16c,popcnt,lzcnt")))
+#define GRPHI_TARGET_AVX2 __attribute__((target("avx2,fma,bmi,bmi2,f16c,popcnt,lzcnt,pclmul")))
 #define GRPHI_TARGET_AVX512 \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,popcnt,lzcnt")))
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx2,fma,bmi,bmi2,f16c,popcnt,lzcnt,pclmul")))
 #else
 #define GRPHI_X86_DISPATCH 0
 #define GRPHI_TARGET_AVX2
@@ -51,7 +51,8 @@ inline isa detected_isa() {
     static const isa best = [] {
         __builtin_cpu_init();
         const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
+                          __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt") &&
+                          __builtin_cpu_supports("pclmul");
         const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                             __builtin_cpu_supports("avx512cd");

@@ -1,0 +1,527 @@
+// One quantized data section: the per-channel state, the rANS sign stream and the exponent stream of a
+// block of rows (a whole tensor in format 1, one row part in format 2). Byte layout: docs/format.md,
+// "Quantized section". Writers check the tensor first (check_storable); the reader validates every
+// count, table and exponent before use and throws grphi::format_error naming the field.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "../core/channels.hpp"
+#include "../detail/bytes.hpp"
+#include "../rans.hpp"
+#include "stored_tensor.hpp"
+
+namespace grphi {
+
+namespace container {
+inline constexpr std::size_t max_name_bytes = 65535;  // tensor and base names, in both formats
+
+// Exponent stream modes (low 2 bits of the mode byte); bit 7 set: every exponent is stored, zeros too.
+enum class exponent_mode : std::uint8_t { none = 0, absolute = 1, below_window_top = 2, raw = 3 };
+inline constexpr std::uint8_t all_exponents_stored = 0x80;
+}  // namespace container
+
+namespace detail {
+
+// The shape-derived counts both sides agree on (core/channels.hpp, packed's blocks_per_row()).
+struct tensor_geometry {
+    bool per_channel;
+    std::uint64_t rows, cols, channels, block, blocks_per_row;
+    explicit tensor_geometry(const stored_tensor& t)
+        : per_channel(t.opts.per_channel), rows(static_cast<std::uint64_t>(t.rows)), cols(static_cast<std::uint64_t>(t.cols)),
+          channels(static_cast<std::uint64_t>(channel_count(t.opts.per_channel, t.rows))),
+          block(t.opts.clustered() ? static_cast<std::uint64_t>(t.opts.cluster_size) : 1),
+          blocks_per_row(cols == 0 ? 0 : (cols - 1) / block + 1) {}
+    std::uint64_t channel_of_row(std::uint64_t r) const {
+        return static_cast<std::uint64_t>(grphi::channel_of_row(per_channel, static_cast<std::int64_t>(r)));
+    }
+};
+
+// Calls visit(exponent_index, channel, has_nonzero) for every exponent slot, row-major.
+template <class Visit>
+void for_each_exponent(const stored_tensor& t, const tensor_geometry& g, Visit&& visit) {
+    if (g.blocks_per_row == 0) return;  // no columns: nothing to visit, however many rows
+    for (std::uint64_t r = 0; r < g.rows; ++r) {
+        const std::uint64_t ch = g.channel_of_row(r);
+        const std::int8_t* row_signs = t.signs.data() + r * g.cols;
+        if (g.block == 1) {  // one exponent per weight: the common case, kept branch-light
+            for (std::uint64_t i = 0; i < g.cols; ++i) visit(r * g.cols + i, ch, row_signs[i] != 0);
+            continue;
+        }
+        for (std::uint64_t b = 0; b < g.blocks_per_row; ++b) {
+            const std::uint64_t begin = b * g.block;
+            const std::uint64_t end = std::min(g.cols, begin + g.block);
+            bool nonzero = false;
+            for (std::uint64_t i = begin; i < end && !nonzero; ++i) nonzero = row_signs[i] != 0;
+            visit(r * g.blocks_per_row + b, ch, nonzero);
+        }
+    }
+}
+
+inline double histogram_bits(const std::vector<std::uint64_t>& counts) {
+    std::uint64_t n = 0;
+    for (auto c : counts) n += c;
+    double bits = 0;
+    for (auto c : counts)
+        if (c) bits -= static_cast<double>(c) * std::log2(static_cast<double>(c) / static_cast<double>(n));
+    return bits;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unclustered tensors (one exponent per weight) in one pass per row: the sign symbols, the nonzero
+// weights' exponents in order, and the histograms that pick the exponent map, so nothing is scanned
+// twice and no symbol stream is histogrammed again before coding. The bytes are those of the general
+// path below, which still handles clustered tensors and rule-breaking ones (an exponent outside its
+// window, a zero weight whose exponent is not the window bottom).
+struct row_collector {
+    rans::symbol* sign_symbols;  // next row's sign + 1 goes here
+    rans::symbol* stored;        // next nonzero exponent (int16 bits) goes here
+    std::uint64_t negative = 0;
+    std::uint64_t nonzero = 0;
+};
+
+// counts[e - lo] += how often each packed exponent e occurs (all inside the window starting at lo): four
+// interleaved sub-histograms (`scratch`, 4 * width entries) over the span the exponents cover, so runs of
+// one exponent do not wait on one counter.
+inline void count_packed(const rans::symbol* packed, std::size_t kept, int lo, std::uint64_t* counts,
+                         std::uint64_t* scratch) {
+    if (kept == 0) return;
+    int lowest = static_cast<std::int16_t>(packed[0]), highest = lowest;
+    for (std::size_t i = 0; i < kept; ++i) {
+        lowest = std::min<int>(lowest, static_cast<std::int16_t>(packed[i]));
+        highest = std::max<int>(highest, static_cast<std::int16_t>(packed[i]));
+    }
+    const auto span = static_cast<std::size_t>(highest - lowest + 1);
+    std::uint64_t* h[4] = {scratch, scratch + span, scratch + 2 * span, scratch + 3 * span};
+    std::fill(scratch, scratch + 4 * span, 0);
+    const auto offset = static_cast<rans::symbol>(lowest);
+    std::size_t i = 0;
+    for (; i + 4 <= kept; i += 4) {
+        ++h[0][static_cast<rans::symbol>(packed[i] - offset)];
+        ++h[1][static_cast<rans::symbol>(packed[i + 1] - offset)];
+        ++h[2][static_cast<rans::symbol>(packed[i + 2] - offset)];
+        ++h[3][static_cast<rans::symbol>(packed[i + 3] - offset)];
+    }
+    for (; i < kept; ++i) ++h[0][static_cast<rans::symbol>(packed[i] - offset)];
+    for (std::size_t j = 0; j < span; ++j) counts[static_cast<std::size_t>(lowest - lo) + j] += h[0][j] + h[1][j] + h[2][j] + h[3][j];
+}
+
+// One row: counts[e - lo] for its nonzero exponents e (width entries). False when a sign is not -1, 0 or
+// +1, an exponent lies outside [lo, lo + width) or a zero weight's exponent is not lo. Three simple
+// passes (the first vectorises): symbols, counts and checks; packing; count_packed.
+inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
+                               std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
+    std::uint64_t negative = 0;
+    int bad = 0, lowest = lo, highest = lo;
+    for (std::size_t i = 0; i < n; ++i) {
+        const int s = signs[i];
+        const int e = exponents[i];
+        c.sign_symbols[i] = static_cast<rans::symbol>(s + 1);
+        negative += s < 0;
+        bad |= (s < -1) | (s > 1) | ((s == 0) & (e != lo));
+        const int kept_e = s != 0 ? e : lo;
+        lowest = std::min(lowest, kept_e);
+        highest = std::max(highest, kept_e);
+    }
+    if (bad || lowest < lo || highest - lo >= static_cast<int>(width)) return false;
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        c.stored[kept] = static_cast<rans::symbol>(exponents[i]);
+        kept += signs[i] != 0;
+    }
+    count_packed(c.stored, kept, lo, counts, scratch);
+    c.sign_symbols += n;
+    c.stored += kept;
+    c.negative += negative;
+    c.nonzero += kept;
+    return true;
+}
+
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+// GCC 12's AVX-512 intrinsics (self-initialised _mm*_undefined_* operands) raise bogus
+// -W(maybe-)uninitialized once inlined; nothing here is uninitialised.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+// collect_row_scalar for windows of at most Bins exponents, 32 weights per step: one compare per bin
+// counts into 16-bit lanes (flushed before they can overflow); a compress packs the nonzero exponents.
+// Bins == 0 counts nothing (the caller counts the packed exponents).
+// Needs 16 symbols of slack after the stored exponents (the compress writes whole vectors).
+template <int Bins>
+inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
+                               std::size_t width, std::uint64_t* counts, row_collector& c) {
+    constexpr std::size_t lanes = 32;
+    constexpr std::size_t chunk = lanes * 32767;  // a 16-bit lane gains at most one per step
+    const __m512i one = _mm512_set1_epi16(1);
+    const __m512i two = _mm512_set1_epi16(2);
+    const __m512i bottom = _mm512_set1_epi16(static_cast<std::int16_t>(lo));
+    const __m512i last = _mm512_set1_epi16(static_cast<std::int16_t>(width - 1));
+    __m512i count[Bins > 0 ? Bins : 1];
+    for (auto& bin : count) bin = _mm512_setzero_si512();
+    __mmask32 bad = 0;
+    std::uint64_t negative = 0;
+    rans::symbol* out = c.stored;
+    auto step = [&](std::size_t i, __mmask32 m) {
+        const __m256i s = _mm256_maskz_loadu_epi8(m, signs + i);
+        const __m512i e = _mm512_maskz_loadu_epi16(m, exponents + i);
+        const __mmask32 nonzero = _mm256_mask_test_epi8_mask(m, s, s);
+        negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s) & m));
+        const __m512i sign_symbol = _mm512_add_epi16(_mm512_cvtepi8_epi16(s), one);
+        _mm512_mask_storeu_epi16(c.sign_symbols + i, m, sign_symbol);
+        bad |= _mm512_mask_cmpgt_epu16_mask(m, sign_symbol, two);
+        const __m512i d = _mm512_sub_epi16(e, bottom);
+        bad |= _mm512_mask_cmpgt_epu16_mask(nonzero, d, last);
+        bad |= _mm512_mask_cmpneq_epi16_mask(m & ~nonzero, e, bottom);
+        for (int b = 0; b < Bins; ++b)
+            count[b] = _mm512_mask_add_epi16(
+                count[b], _mm512_mask_cmpeq_epi16_mask(nonzero, d, _mm512_set1_epi16(static_cast<std::int16_t>(b))),
+                count[b], one);
+        const auto low = static_cast<__mmask16>(nonzero), high = static_cast<__mmask16>(nonzero >> 16);
+        const __m512i e_low = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(e));
+        const __m512i e_high = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(e, 1));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(low, e_low)));
+        out += __builtin_popcount(low);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(high, e_high)));
+        out += __builtin_popcount(high);
+    };
+    for (std::size_t start = 0; start < n; start += chunk) {
+        const std::size_t end = std::min(n, start + chunk);
+        std::size_t i = start;
+        for (; i + lanes <= end; i += lanes) step(i, ~__mmask32{0});
+        if (i < end) step(i, static_cast<__mmask32>((std::uint64_t{1} << (end - i)) - 1));
+        for (std::size_t b = 0; b < width && b < static_cast<std::size_t>(Bins); ++b) {
+            counts[b] += static_cast<std::uint64_t>(_mm512_reduce_add_epi32(_mm512_madd_epi16(count[b], one)));
+            count[b] = _mm512_setzero_si512();
+        }
+    }
+    const auto kept = static_cast<std::uint64_t>(out - c.stored);
+    c.sign_symbols += n;
+    c.stored = out;
+    c.negative += negative;
+    c.nonzero += kept;
+    return bad == 0;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+// Chooses the vector row kernel for the window's width (scalar when none applies).
+inline bool collect_row(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
+                        std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (width <= 4) return collect_row_avx512<4>(signs, exponents, n, lo, width, counts, c);
+    if (width <= 8) return collect_row_avx512<8>(signs, exponents, n, lo, width, counts, c);
+    if (width <= 16) return collect_row_avx512<16>(signs, exponents, n, lo, width, counts, c);
+    const rans::symbol* packed = c.stored;
+    if (!collect_row_avx512<0>(signs, exponents, n, lo, width, counts, c)) return false;
+    count_packed(packed, static_cast<std::size_t>(c.stored - packed), lo, counts, scratch);
+    return true;
+#endif
+    return collect_row_scalar(signs, exponents, n, lo, width, counts, scratch, c);
+}
+
+// A histogram shaped as rans::histogram returns it: counts[first, last nonzero].
+inline std::vector<std::uint64_t> trimmed_counts(const std::vector<std::uint64_t>& counts, std::size_t first) {
+    std::size_t end = counts.size();
+    while (end > first && counts[end - 1] == 0) --end;
+    return std::vector<std::uint64_t>(counts.begin() + static_cast<std::ptrdiff_t>(first),
+                                      counts.begin() + static_cast<std::ptrdiff_t>(end));
+}
+
+// The data section's sign and exponent streams for an unclustered tensor, the same bytes as
+// write_streams_general; false (nothing written) when that general path must decide.
+inline bool write_unclustered_streams(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out) {
+    if (g.block != 1 || g.rows == 0 || g.cols == 0) return false;
+    int min_lo = t.window_lo[0], max_hi = t.window_hi[0];
+    std::size_t max_width = 0;
+    for (std::uint64_t ch = 0; ch < g.channels; ++ch) {
+        min_lo = std::min<int>(min_lo, t.window_lo[ch]);
+        max_hi = std::max<int>(max_hi, t.window_hi[ch]);
+        max_width = std::max<std::size_t>(max_width, static_cast<std::size_t>(t.window_hi[ch] - t.window_lo[ch] + 1));
+    }
+    // Row histograms cost O(width) per row: bounded by the row's own length.
+    if (max_width > std::max<std::uint64_t>(64, g.cols)) return false;
+
+    const std::size_t n = static_cast<std::size_t>(g.rows * g.cols);
+    constexpr std::size_t slack = 16;  // the vector kernel's compress stores whole vectors
+    const std::unique_ptr<rans::symbol[]> sign_symbols(new rans::symbol[n]);
+    const std::unique_ptr<rans::symbol[]> stored(new rans::symbol[n + slack]);
+    std::vector<std::uint64_t> row_stored(static_cast<std::size_t>(g.rows));
+    std::vector<std::uint64_t> by_exponent(static_cast<std::size_t>(max_hi - min_lo + 1), 0);  // exponent min_lo + i
+    std::vector<std::uint64_t> below_top(max_width, 0);                                         // window_hi - exponent
+    std::vector<std::uint64_t> row_counts(max_width), scratch(4 * max_width);
+    row_collector c{sign_symbols.get(), stored.get()};
+    for (std::uint64_t r = 0; r < g.rows; ++r) {
+        const std::uint64_t ch = g.channel_of_row(r);
+        const int lo = t.window_lo[ch], hi = t.window_hi[ch];
+        const auto width = static_cast<std::size_t>(hi - lo + 1);
+        std::fill(row_counts.begin(), row_counts.begin() + static_cast<std::ptrdiff_t>(width), 0);
+        const std::uint64_t before = c.nonzero;
+        if (!collect_row(t.signs.data() + r * g.cols, t.exponents.data() + r * g.cols, static_cast<std::size_t>(g.cols), lo,
+                         width, row_counts.data(), scratch.data(), c))
+            return false;
+        row_stored[static_cast<std::size_t>(r)] = c.nonzero - before;
+        for (std::size_t j = 0; j < width; ++j) {
+            by_exponent[static_cast<std::size_t>(lo - min_lo) + j] += row_counts[j];
+            below_top[width - 1 - j] += row_counts[j];
+        }
+    }
+    const std::uint64_t negative = c.negative, zero = n - c.nonzero, positive = c.nonzero - c.negative;
+    std::vector<std::uint64_t> sign_counts = {negative, zero, positive};
+    while (sign_counts.back() == 0) sign_counts.pop_back();
+    rans::encode_counted(sign_symbols.get(), n, sign_counts, out);
+
+    // Every zero weight sits at its window bottom here: zeros are skipped (flag clear).
+    const auto count = static_cast<std::size_t>(c.nonzero);
+    if (count == 0) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::none));
+        return true;
+    }
+    std::size_t first = 0;
+    while (by_exponent[first] == 0) ++first;
+    std::size_t last = by_exponent.size() - 1;
+    while (by_exponent[last] == 0) --last;
+    std::size_t deepest = below_top.size() - 1;
+    while (below_top[deepest] == 0) --deepest;
+    const int lowest = min_lo + static_cast<int>(first);
+    const bool absolute_fits = last - first < rans::max_alphabet;
+    const bool below_top_fits = deepest < rans::max_alphabet;
+    rans::symbol* symbols = stored.get();
+    if (!absolute_fits && !below_top_fits) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::raw));
+        const std::size_t at = out.size();
+        out.resize(at + 2 * count);
+        for (std::size_t i = 0; i < count; ++i) store_u16(out.data() + at + 2 * i, symbols[i]);
+        return true;
+    }
+    // Two symbol maps, as in the general path: keep the one with the smaller order-0 entropy.
+    const std::vector<std::uint64_t> absolute = absolute_fits ? trimmed_counts(by_exponent, first) : std::vector<std::uint64_t>{};
+    const std::vector<std::uint64_t> depth = below_top_fits ? trimmed_counts(below_top, 0) : std::vector<std::uint64_t>{};
+    const double absolute_bits = absolute_fits ? histogram_bits(absolute) : std::numeric_limits<double>::infinity();
+    const double below_top_bits = below_top_fits ? histogram_bits(depth) : std::numeric_limits<double>::infinity();
+    if (absolute_bits <= below_top_bits) {
+        const auto offset = static_cast<rans::symbol>(lowest);
+        for (std::size_t i = 0; i < count; ++i) symbols[i] = static_cast<rans::symbol>(symbols[i] - offset);
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::absolute));
+        put_varint(out, zigzag(lowest));
+        rans::encode_counted(symbols, count, absolute, out);
+    } else {
+        rans::symbol* row = symbols;
+        for (std::uint64_t r = 0; r < g.rows; ++r) {
+            const auto top = static_cast<rans::symbol>(t.window_hi[g.channel_of_row(r)]);
+            const auto kept = static_cast<std::size_t>(row_stored[static_cast<std::size_t>(r)]);
+            for (std::size_t i = 0; i < kept; ++i) row[i] = static_cast<rans::symbol>(top - row[i]);
+            row += kept;
+        }
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::below_window_top));
+        rans::encode_counted(symbols, count, depth, out);
+    }
+    return true;
+}
+
+inline void write_streams_general(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out);
+
+// Data section of one tensor: channel state, sign stream, exponent stream.
+inline void write_tensor_data(const stored_tensor& t, std::vector<std::uint8_t>& out) {
+    const tensor_geometry g(t);
+    for (std::uint64_t c = 0; c < g.channels; ++c) {
+        put_u16(out, static_cast<std::uint16_t>(t.window_lo[c]));
+        put_u16(out, static_cast<std::uint16_t>(t.window_hi[c]));
+        out.push_back(static_cast<std::uint8_t>(t.scale_steps[c]));
+    }
+    if (!write_unclustered_streams(t, g, out)) write_streams_general(t, g, out);
+}
+
+// The sign and exponent streams of any tensor the container accepts, by the rule itself.
+inline void write_streams_general(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out) {
+    std::vector<rans::symbol> symbols(t.signs.size());
+    for (std::size_t i = 0; i < t.signs.size(); ++i) symbols[i] = static_cast<rans::symbol>(t.signs[i] + 1);
+    rans::encode(symbols.data(), symbols.size(), out);
+
+    // A zero weight (or a block without a nonzero member) has exponent window_lo: skip it unless some
+    // tensor breaks that rule, then store every exponent so the round trip stays exact.
+    bool skip_zeros = true;
+    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+        if (!nonzero && t.exponents[i] != t.window_lo[ch]) skip_zeros = false;
+    });
+    std::vector<std::int16_t> stored_exponents;
+    std::vector<std::int16_t> stored_tops;
+    stored_exponents.reserve(t.exponents.size());
+    stored_tops.reserve(t.exponents.size());
+    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+        if (nonzero || !skip_zeros) {
+            stored_exponents.push_back(t.exponents[i]);
+            stored_tops.push_back(t.window_hi[ch]);
+        }
+    });
+    const std::uint8_t flag = skip_zeros ? 0 : container::all_exponents_stored;
+    if (stored_exponents.empty()) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::none) | flag);
+        return;
+    }
+    int lowest = stored_exponents[0], highest = stored_exponents[0], deepest = 0;
+    for (std::size_t i = 0; i < stored_exponents.size(); ++i) {
+        lowest = std::min<int>(lowest, stored_exponents[i]);
+        highest = std::max<int>(highest, stored_exponents[i]);
+        deepest = std::max(deepest, stored_tops[i] - stored_exponents[i]);
+    }
+    const bool absolute_fits = highest - lowest < static_cast<int>(rans::max_alphabet);
+    const bool below_top_fits = deepest < static_cast<int>(rans::max_alphabet);
+    if (!absolute_fits && !below_top_fits) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::raw) | flag);
+        for (std::int16_t k : stored_exponents) put_u16(out, static_cast<std::uint16_t>(k));
+        return;
+    }
+    // Two symbol maps: exponent - lowest, or depth below the channel's window top (aligns channels
+    // whose windows differ); keep the one with the smaller order-0 entropy.
+    std::vector<rans::symbol> absolute(stored_exponents.size()), below_top(stored_exponents.size());
+    double absolute_bits = std::numeric_limits<double>::infinity(), below_top_bits = absolute_bits;
+    if (absolute_fits) {
+        for (std::size_t i = 0; i < absolute.size(); ++i) absolute[i] = static_cast<rans::symbol>(stored_exponents[i] - lowest);
+        absolute_bits = histogram_bits(rans::histogram(absolute));
+    }
+    if (below_top_fits) {
+        for (std::size_t i = 0; i < below_top.size(); ++i)
+            below_top[i] = static_cast<rans::symbol>(stored_tops[i] - stored_exponents[i]);
+        below_top_bits = histogram_bits(rans::histogram(below_top));
+    }
+    if (absolute_bits <= below_top_bits) {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::absolute) | flag);
+        put_varint(out, zigzag(lowest));
+        rans::encode(absolute.data(), absolute.size(), out);
+    } else {
+        out.push_back(static_cast<std::uint8_t>(container::exponent_mode::below_window_top) | flag);
+        rans::encode(below_top.data(), below_top.size(), out);
+    }
+}
+
+// Shape and per-channel arrays must agree before anything is written.
+inline void check_storable(const stored_tensor& t) {
+    auto fail = [&](const std::string& what) {
+        throw std::invalid_argument("grphi::save: tensor '" + t.name + "': " + what);
+    };
+    if (t.name.size() > container::max_name_bytes) fail("name longer than 65535 bytes");
+    if (t.base_name.size() > container::max_name_bytes) fail("base name longer than 65535 bytes");
+    if (t.scalar != scalar_kind::float32 && t.scalar != scalar_kind::float64) fail("unknown scalar type");
+    if (!(t.base_value >= static_cast<double>(min_base_value)) || !std::isfinite(t.base_value)) fail("base value must be finite and >= 1.03");
+    if (t.opts.base_value && *t.opts.base_value != t.base_value)
+        fail("options base_value " + number_text(*t.opts.base_value) + " differs from the base value " +
+             number_text(t.base_value));
+    if (t.rows < 0 || t.cols < 0) fail("negative shape");
+    if (t.cols != 0 && static_cast<std::uint64_t>(t.rows) > max_tensor_elements / static_cast<std::uint64_t>(t.cols))
+        fail("shape " + std::to_string(t.rows) + " x " + std::to_string(t.cols) + " holds more than 2^62 weights");
+    try {
+        t.opts.validate();
+    } catch (const std::invalid_argument& e) {
+        fail(e.what());
+    }
+    const tensor_geometry g(t);
+    if (t.signs.size() != t.size()) fail("signs has the wrong size");
+    if (t.exponents.size() != g.rows * g.blocks_per_row) fail("exponents has the wrong size");
+    if (t.window_lo.size() != g.channels || t.window_hi.size() != g.channels || t.scale_steps.size() != g.channels)
+        fail("per-channel state has the wrong size");
+    for (std::int8_t s : t.signs)
+        if (s < -1 || s > 1) fail("a sign is not -1, 0 or +1");
+    for (std::uint64_t c = 0; c < g.channels; ++c) {
+        if (t.window_lo[c] > t.window_hi[c]) fail("channel " + std::to_string(c) + " has window_lo > window_hi");
+        if (t.scale_steps[c] < -scale_step_max || t.scale_steps[c] > scale_step_max)  // the reader refuses those
+            fail("channel " + std::to_string(c) + " has scale step " + std::to_string(t.scale_steps[c]) + " outside [-8, 8]");
+    }
+    bool inside = true;
+    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool) {
+        inside = inside && t.exponents[i] >= t.window_lo[ch] && t.exponents[i] <= t.window_hi[ch];
+    });
+    if (!inside) fail("an exponent is outside its channel window");
+}
+
+inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
+    const tensor_geometry g(t);
+    if (g.channels > in.remaining() / 5) in.fail("truncated channel state (" + std::to_string(g.channels) + " channels)");
+    t.window_lo.resize(g.channels);
+    t.window_hi.resize(g.channels);
+    t.scale_steps.resize(g.channels);
+    for (std::uint64_t c = 0; c < g.channels; ++c) {
+        const std::uint8_t* p = in.bytes(5, "channel state");
+        t.window_lo[c] = static_cast<std::int16_t>(load_u16(p));
+        t.window_hi[c] = static_cast<std::int16_t>(load_u16(p + 2));
+        t.scale_steps[c] = static_cast<std::int8_t>(p[4]);
+        if (t.window_lo[c] > t.window_hi[c])
+            in.fail("channel " + std::to_string(c) + " window [" + std::to_string(t.window_lo[c]) + ", " +
+                    std::to_string(t.window_hi[c]) + "] is empty");
+        if (t.scale_steps[c] < -scale_step_max || t.scale_steps[c] > scale_step_max)
+            in.fail("channel " + std::to_string(c) + " scale step " + std::to_string(t.scale_steps[c]) + " is outside [-8, 8]");
+    }
+    {  // the sign symbols are freed before the exponents are decoded: peak memory ~5 bytes per weight
+        const std::vector<rans::symbol> signs = rans::decode(in, static_cast<std::size_t>(t.size()));
+        if (signs.size() != t.size())
+            in.fail("sign stream has " + std::to_string(signs.size()) + " symbols, expected " + std::to_string(t.size()));
+        t.signs.resize(signs.size());
+        for (std::size_t i = 0; i < signs.size(); ++i) {
+            if (signs[i] > 2) in.fail("sign symbol " + std::to_string(signs[i]) + " at weight " + std::to_string(i) + " is not 0, 1 or 2");
+            t.signs[i] = static_cast<std::int8_t>(static_cast<int>(signs[i]) - 1);
+        }
+    }
+
+    const std::uint8_t mode_byte = in.u8("exponent mode");
+    if (mode_byte & 0x7c) in.fail("unknown exponent mode " + std::to_string(mode_byte));
+    const auto mode = static_cast<container::exponent_mode>(mode_byte & 3);
+    const bool store_all = mode_byte & container::all_exponents_stored;
+    t.exponents.assign(g.rows * g.blocks_per_row, 0);
+    std::uint64_t expected = 0;
+    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+        t.exponents[i] = t.window_lo[ch];
+        expected += nonzero || store_all;
+    });
+    if (mode == container::exponent_mode::none) {
+        if (expected != 0) in.fail("exponent stream missing for " + std::to_string(expected) + " exponents");
+        return;
+    }
+    std::int64_t lowest = 0;
+    std::vector<rans::symbol> symbols;
+    std::vector<std::int16_t> raw;
+    if (mode == container::exponent_mode::raw) {
+        if (expected > in.remaining() / 2) in.fail("truncated raw exponents");
+        raw.resize(static_cast<std::size_t>(expected));
+        for (auto& k : raw) k = static_cast<std::int16_t>(load_u16(in.bytes(2, "raw exponent")));
+    } else {
+        if (mode == container::exponent_mode::absolute) {
+            lowest = unzigzag(in.varint("exponent offset"));
+            if (lowest < -32768 || lowest > 32767) in.fail("exponent offset " + std::to_string(lowest) + " is outside int16");
+        }
+        symbols = rans::decode(in, static_cast<std::size_t>(expected));
+        if (symbols.size() != expected)
+            in.fail("exponent stream has " + std::to_string(symbols.size()) + " symbols, expected " + std::to_string(expected));
+    }
+    std::size_t next = 0;
+    bool inside = true;
+    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+        if (!(nonzero || store_all)) return;
+        std::int64_t k;
+        if (mode == container::exponent_mode::raw) k = raw[next];
+        else if (mode == container::exponent_mode::absolute) k = lowest + symbols[next];
+        else k = std::int64_t{t.window_hi[ch]} - symbols[next];
+        ++next;
+        inside = inside && k >= t.window_lo[ch] && k <= t.window_hi[ch];
+        t.exponents[i] = static_cast<std::int16_t>(inside ? k : t.window_lo[ch]);
+    });
+    if (!inside) in.fail("an exponent lies outside its channel window");
+}
+
+}  // namespace detail
+
+}  // namespace grphi
