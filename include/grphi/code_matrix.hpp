@@ -29,6 +29,7 @@
 
 #include <Eigen/Core>
 
+#include "container.hpp"
 #include "levels.hpp"
 #include "packed.hpp"
 #include "quantize.hpp"
@@ -290,5 +291,42 @@ private:
     bool pure_powers_of_two_ = false;
     int max_span_ = 0;
 };
+
+// Any code matrix behind one type (the kernels need only its view): what a layer holds when its
+// base is chosen at run time.
+template <class T>
+class any_code_matrix {
+public:
+    using scalar_type = T;
+    template <class Base>
+    explicit any_code_matrix(code_matrix<T, Base> m)
+        : owner_(std::make_shared<const code_matrix<T, Base>>(std::move(m))),
+          view_(static_cast<const code_matrix<T, Base>*>(owner_.get())->view()),
+          bits_per_weight_(static_cast<const code_matrix<T, Base>*>(owner_.get())->bits_per_weight()) {}
+
+    kernels::code_view view() const { return view_; }
+    Eigen::Index rows() const { return static_cast<Eigen::Index>(view_.rows); }
+    Eigen::Index cols() const { return static_cast<Eigen::Index>(view_.cols); }
+    int code_bits() const { return view_.bits; }
+    double bits_per_weight() const { return bits_per_weight_; }
+
+private:
+    std::shared_ptr<const void> owner_;
+    kernels::code_view view_;
+    double bits_per_weight_ = 0;
+};
+
+// Codes for a tensor of a .grphi file, straight from its exponents (the library's reader, no float
+// round trip); base phi, two, sqrt2 or custom. Throws std::invalid_argument for another base, a
+// scalar type other than T, or a window too wide for the code (naming the row and the width).
+template <class T>
+any_code_matrix<T> code_matrix_from(const stored_tensor& t, int code_bits = 4) {
+    if (t.base_name == phi::name) return any_code_matrix<T>(code_matrix<T, phi>(t.as<T, phi>(), code_bits));
+    if (t.base_name == two::name) return any_code_matrix<T>(code_matrix<T, two>(t.as<T, two>(), code_bits));
+    if (t.base_name == sqrt2::name) return any_code_matrix<T>(code_matrix<T, sqrt2>(t.as<T, sqrt2>(), code_bits));
+    if (t.base_name == custom::name) return any_code_matrix<T>(code_matrix<T, custom>(t.as<T, custom>(), code_bits));
+    throw std::invalid_argument("grphi::code_matrix_from: tensor '" + t.name + "' has base '" + t.base_name +
+                                "' (codes are built for phi, two, sqrt2 and custom)");
+}
 
 }  // namespace grphi

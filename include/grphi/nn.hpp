@@ -5,6 +5,7 @@
 // eval(): the forward pass uses the same fixed rounding and records no gradient for W.
 #pragma once
 
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "code_matrix.hpp"
+#include "kernels/code_matmul.hpp"
 #include "autodiff.hpp"
 #include "base.hpp"
 #include "container.hpp"
@@ -63,6 +66,19 @@ public:
         return make<grphi::custom>(with_value, grad_scale, mask_clipped);
     }
 
+    // Any fake-quantizer pair (e.g. a block baseline's, grphi/baselines/fake_quantize.hpp) for STE
+    // training and eval; entropy() and stored() need a log base and throw for these.
+    static weight_quantizer from_function(const char* name, ad::fake_quantize_fn<float> float_fn,
+                                          ad::fake_quantize_fn<double> double_fn, float grad_scale = 1.0f) {
+        if (!float_fn || !double_fn) throw std::invalid_argument("grphi::nn::weight_quantizer::from_function: null function");
+        weight_quantizer q;
+        q.base_name_ = name;
+        q.grad_scale_ = grad_scale;
+        q.float_fn_ = float_fn;
+        q.double_fn_ = double_fn;
+        return q;
+    }
+
     const char* base_name() const { return base_name_; }
     const grphi::options& opts() const { return opts_; }
     float grad_scale() const { return grad_scale_; }
@@ -83,14 +99,20 @@ public:
     }
 
     // Entropy estimate of quantize<base>(w, opts): bits per weight including signs and metadata.
-    grphi::entropy_report entropy(const ad::matrix<float>& w) const { return entropy_fn_(w, opts_); }
+    grphi::entropy_report entropy(const ad::matrix<float>& w) const {
+        if (!entropy_fn_) throw std::logic_error(std::string("grphi::nn::weight_quantizer: ") + base_name_ + " has no log-base entropy");
+        return entropy_fn_(w, opts_);
+    }
 
     // quantize<base>(w, opts) as a named tensor for the .grphi container (grphi::serialize / save).
-    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const { return store_fn_(std::move(name), w, opts_); }
+    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const {
+        if (!store_fn_) throw std::logic_error(std::string("grphi::nn::weight_quantizer: ") + base_name_ + " cannot be stored as a log tensor");
+        return store_fn_(std::move(name), w, opts_);
+    }
 
     template <class T>
     ad::var apply(ad::tape<T>& t, ad::var w) const {
-        return t.quantize_ste(w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
+        return ad::quantize_ste(t, w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
     }
 
 private:
@@ -139,6 +161,16 @@ void uniform_fill(ad::matrix<T>& m, double bound, std::mt19937_64& gen) {
 
 inline void check_layer_dims(long a, long b, const char* what) {
     if (a <= 0 || b <= 0) throw std::invalid_argument(std::string("grphi::nn::") + what + ": dimensions must be positive");
+}
+
+// A layer's codes: its quantizer's stored tensor (the exponents, never floats) as 4- or 8-bit codes.
+template <class T>
+any_code_matrix<T> codes_of(const ad::matrix<T>& w, const std::optional<weight_quantizer>& quantizer, int code_bits,
+                            const char* layer) {
+    static_assert(std::is_same_v<T, float>, "grphi::nn: codes are built from the float quantizer");
+    if (!quantizer)
+        throw std::invalid_argument(std::string("grphi::nn::") + layer + "::use_codes: the layer has no quantizer");
+    return code_matrix_from<T>(quantizer->stored("weight", w), code_bits);
 }
 
 // The layer's weight as it enters the forward pass, per mode and quantizer.
@@ -190,13 +222,27 @@ public:
         return out;
     }
 
+    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
+    std::optional<any_code_matrix<T>> codes;
+    // Codes of the quantized weight (4 or 8 bits; throws std::invalid_argument when it does not fit).
+    void use_codes(int code_bits = 4) { codes = detail::codes_of(weight.value, quantizer, code_bits, "linear"); }
+
     ad::var forward(ad::tape<T>& t, ad::var x) {
         if (x.features() != in_features_)
             throw std::invalid_argument("grphi::nn::linear: input has " + std::to_string(x.features()) +
                                         " features, expected " + std::to_string(in_features_));
+        if (!training_ && codes) {
+            // y^T = W x^T: x's row-major rows are the columns of a column-major matrix.
+            const auto& xv = t.value(x);
+            const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> columns(xv.data(), in_features_, xv.rows());
+            const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> yt = grphi::gemm(*codes, columns);
+            ad::var y = t.constant(Eigen::Map<const ad::matrix<T>>(yt.data(), xv.rows(), out_features_));
+            if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
+            return y;
+        }
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.matmul(t.flatten(x), w);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::matmul(t, ad::flatten(t, x), w);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -253,13 +299,18 @@ public:
         return out;
     }
 
+    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
+    std::optional<any_code_matrix<T>> codes;
+    void use_codes(int code_bits = 4) { codes = detail::codes_of(weight.value, quantizer, code_bits, "conv2d"); }
+
     ad::var forward(ad::tape<T>& t, ad::var x) {
         if (x.channels != in_channels_)
             throw std::invalid_argument("grphi::nn::conv2d: input has " + std::to_string(x.channels) +
                                         " channels, expected " + std::to_string(in_channels_));
+        if (!training_ && codes) return forward_from_codes(t, x);
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.conv2d(x, w, geometry_);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::conv2d(t, x, w, geometry_);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -270,6 +321,33 @@ public:
     }
 
 private:
+    // The patch matrix times the codes, scattered back to NCHW rows.
+    ad::var forward_from_codes(ad::tape<T>& t, ad::var x) {
+        const ad::conv_geometry& g = geometry_;
+        const int Ho = (x.height + 2 * g.padding - g.kernel_h) / g.stride + 1;
+        const int Wo = (x.width + 2 * g.padding - g.kernel_w) / g.stride + 1;
+        if (Ho <= 0 || Wo <= 0) throw std::invalid_argument("grphi::nn::conv2d: kernel larger than the padded input");
+        ad::detail::conv_shape shape;
+        shape.C = x.channels;
+        shape.H = x.height;
+        shape.W = x.width;
+        shape.Ho = Ho;
+        shape.Wo = Wo;
+        shape.g = g;
+        ad::matrix<T> patches;
+        ad::detail::im2col(t.value(x), shape, patches);
+        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> columns = patches;
+        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> y = grphi::gemm(*codes, columns);
+        const Eigen::Index N = t.value(x).rows(), positions = static_cast<Eigen::Index>(Ho) * Wo;
+        ad::matrix<T> out(N, out_channels_ * positions);
+        for (Eigen::Index s = 0; s < N; ++s)
+            for (Eigen::Index o = 0; o < out_channels_; ++o)
+                for (Eigen::Index p = 0; p < positions; ++p) out(s, o * positions + p) = y(o, s * positions + p);
+        ad::var result = t.constant(out, out_channels_, Ho, Wo);
+        if (has_bias_) result = ad::add_bias(t, result, t.param(bias));
+        return result;
+    }
+
     int in_channels_, out_channels_;
     bool has_bias_;
     ad::conv_geometry geometry_;

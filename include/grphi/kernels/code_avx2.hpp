@@ -90,11 +90,20 @@ GRPHI_TARGET_AVX2 inline float dot_row_float(const code_view& v, std::size_t r, 
         const float* table = v.levels_f + (entry >> 1);
         std::size_t c = first;
         if (v.bits == 4) {
+            __m256 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];  // registers, not the array
             for (; c + 32 <= last; c += 32) {
-                __m256 w[4];
-                decode_chunk4(row + c / 2, table4, w);
-                for (std::size_t g = 0; g < 4; ++g) acc[g] = _mm256_fmadd_ps(w[g], _mm256_loadu_ps(x + c + 8 * g), acc[g]);
+                const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c / 2));
+                const __m256i i0 = _mm256_cvtepu8_epi32(bytes);
+                const __m256i i1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(bytes, bytes));
+                a0 = _mm256_fmadd_ps(lookup4(table4, i0), _mm256_loadu_ps(x + c), a0);
+                a1 = _mm256_fmadd_ps(lookup4(table4, i1), _mm256_loadu_ps(x + c + 8), a1);
+                a2 = _mm256_fmadd_ps(lookup4(table4, _mm256_srli_epi32(i0, 4)), _mm256_loadu_ps(x + c + 16), a2);
+                a3 = _mm256_fmadd_ps(lookup4(table4, _mm256_srli_epi32(i1, 4)), _mm256_loadu_ps(x + c + 24), a3);
             }
+            acc[0] = a0;
+            acc[1] = a1;
+            acc[2] = a2;
+            acc[3] = a3;
         }
         for (; c < last; c += 32) {
             __m256 w[4];

@@ -18,6 +18,9 @@
 #if GRPHI_X86_DISPATCH
 #include <immintrin.h>
 
+// Small fixed loops over register arrays must unroll completely, or the arrays live in memory.
+#define GRPHI_UNROLL _Pragma("GCC unroll 16")
+
 namespace grphi::kernels::avx512 {
 
 // A 4-bit block's table: +levels in lanes 0-7, -levels in 8-15; lane 7 (the zero slot) is 0 when reserved.
@@ -42,73 +45,64 @@ GRPHI_TARGET_AVX512 inline void decode_chunk4(const std::uint8_t* bytes, __m512 
     hi = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), table);
 }
 
-// The chunk loop shared by every float kernel: chunk(q, c, n, table_source) with n weights left in the
-// chunk's block, chunk index q from the row start. Pairs of full chunks go first when q is even.
-template <class Chunk>
-GRPHI_TARGET_AVX512 inline void for_each_chunk(const code_view& v, std::size_t r, Chunk&& chunk) {
+// The float driver: chunk q of a row (32 weights) goes into accumulator pair q % 2, held in local
+// registers; a decoder adds one chunk: d.accumulate(c, x0, x1, lo, hi) with the chunk's activations.
+template <class Decoder>
+GRPHI_TARGET_AVX512 inline float dot_float(const code_view& v, std::size_t r, const float* x, Decoder& d) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     std::size_t q = 0;
     for (std::size_t b = 0; b < v.blocks_per_row; ++b) {
         const std::size_t first = b * v.block_size, last = std::min(v.cols, first + v.block_size);
-        chunk.start_block(r, b);
-        for (std::size_t c = first; c < last;) {
-            if ((q & 1) == 0 && c + 64 <= last) {
-                chunk.full(c, 0);
-                chunk.full(c + 32, 1);
-                c += 64;
-                q += 2;
-            } else if (c + 32 <= last) {
-                chunk.full(c, q & 1);
-                c += 32;
-                ++q;
-            } else {
-                chunk.partial(c, last - c, q & 1);
-                c = last;
-                ++q;
-            }
+        d.start_block(r, b);
+        std::size_t c = first;
+        if ((q & 1) && c + 32 <= last) {
+            d.accumulate(c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(x + c + 16), a2, a3);
+            c += 32;
+            ++q;
+        }
+        for (; c + 64 <= last; c += 64, q += 2) {
+            d.accumulate(c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(x + c + 16), a0, a1);
+            d.accumulate(c + 32, _mm512_loadu_ps(x + c + 32), _mm512_loadu_ps(x + c + 48), a2, a3);
+        }
+        if (c + 32 <= last) {  // q is even here
+            d.accumulate(c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(x + c + 16), a0, a1);
+            c += 32;
+            ++q;
+        }
+        if (c < last) {  // a short chunk: activations past the row end read as 0
+            const std::size_t n = last - c;
+            const __m512 x0 = _mm512_maskz_loadu_ps(first_lanes16(n), x + c);
+            const __m512 x1 = _mm512_maskz_loadu_ps(n > 16 ? first_lanes16(n - 16) : __mmask16(0), x + c + 16);
+            if (q & 1)
+                d.accumulate(c, x0, x1, a2, a3);
+            else
+                d.accumulate(c, x0, x1, a0, a1);
+            ++q;
         }
     }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-struct float_accumulators {
-    __m512 a[4];
-};
-
-GRPHI_TARGET_AVX512 inline float reduce(const float_accumulators& s) {
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s.a[0], s.a[1]), _mm512_add_ps(s.a[2], s.a[3])));
-}
-
-// 4-bit, float activations, multiply by the level.
+// 4-bit, multiply by the level.
 struct dot4_multiply {
     const code_view& v;
     const std::uint8_t* row;
-    const float* x;
-    float_accumulators s;
     __m512 table;
 
     GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) { table = table16(v.levels_f, v.block(r, b)); }
-    GRPHI_TARGET_AVX512 void full(std::size_t c, std::size_t pair) {
-        __m512 lo, hi;
-        decode_chunk4(row + c / 2, table, lo, hi);
-        s.a[2 * pair] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + c), s.a[2 * pair]);
-        s.a[2 * pair + 1] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + c + 16), s.a[2 * pair + 1]);
-    }
-    GRPHI_TARGET_AVX512 void partial(std::size_t c, std::size_t n, std::size_t pair) {
-        __m512 lo, hi;
-        decode_chunk4(row + c / 2, table, lo, hi);
-        const __m512 x0 = _mm512_maskz_loadu_ps(first_lanes16(n), x + c);
-        const __m512 x1 = _mm512_maskz_loadu_ps(n > 16 ? first_lanes16(n - 16) : __mmask16(0), x + c + 16);
-        s.a[2 * pair] = _mm512_fmadd_ps(lo, x0, s.a[2 * pair]);
-        s.a[2 * pair + 1] = _mm512_fmadd_ps(hi, x1, s.a[2 * pair + 1]);
+    GRPHI_TARGET_AVX512 void accumulate(std::size_t c, __m512 x0, __m512 x1, __m512& lo, __m512& hi) const {
+        __m512 w0, w1;
+        decode_chunk4(row + c / 2, table, w0, w1);
+        lo = _mm512_fmadd_ps(w0, x0, lo);
+        hi = _mm512_fmadd_ps(w1, x1, hi);
     }
 };
 
-// 4-bit, float activations, base 2: x * 2^k by adding k to x's exponent bits and the sign by the
-// carry into bit 31; lanes where that is not exact (x or result not normal, zero codes) multiply.
+// 4-bit, base 2: x * 2^k by adding k to x's exponent bits and the sign by the carry into bit 31;
+// lanes where that is not exact (x or result not normal, zero codes) multiply.
 struct dot4_exponent_add {
     const code_view& v;
     const std::uint8_t* row;
-    const float* x;
-    float_accumulators s;
     __m512 table;
     __m512i addend, exponent;
 
@@ -137,19 +131,10 @@ struct dot4_exponent_add {
         if (ok == 0xFFFF) return shifted;
         return _mm512_mask_mov_ps(_mm512_mul_ps(_mm512_permutexvar_ps(idx, table), xv), ok, shifted);
     }
-    GRPHI_TARGET_AVX512 void add(std::size_t c, __m512 x0, __m512 x1, std::size_t pair) {
+    GRPHI_TARGET_AVX512 void accumulate(std::size_t c, __m512 x0, __m512 x1, __m512& lo, __m512& hi) const {
         const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c / 2)));
-        const __m512i high = _mm512_and_si512(_mm512_srli_epi32(idx, 4), _mm512_set1_epi32(0xF));
-        const __m512i low = _mm512_and_si512(idx, _mm512_set1_epi32(0xF));
-        s.a[2 * pair] = _mm512_add_ps(s.a[2 * pair], product(low, x0));
-        s.a[2 * pair + 1] = _mm512_add_ps(s.a[2 * pair + 1], product(high, x1));
-    }
-    GRPHI_TARGET_AVX512 void full(std::size_t c, std::size_t pair) {
-        add(c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(x + c + 16), pair);
-    }
-    GRPHI_TARGET_AVX512 void partial(std::size_t c, std::size_t n, std::size_t pair) {
-        add(c, _mm512_maskz_loadu_ps(first_lanes16(n), x + c),
-            _mm512_maskz_loadu_ps(n > 16 ? first_lanes16(n - 16) : __mmask16(0), x + c + 16), pair);
+        lo = _mm512_add_ps(lo, product(idx, x0));  // vpermd reads the low 4 bits: the low nibble
+        hi = _mm512_add_ps(hi, product(_mm512_srli_epi32(idx, 4), x1));
     }
 };
 
@@ -162,12 +147,13 @@ GRPHI_TARGET_AVX512 inline void load_table8(table8& tb, const float* levels, std
     for (int i = 0; i < registers; ++i)
         tb.t[i] = _mm512_maskz_loadu_ps(i == registers - 1 ? __mmask16(0x7FFF) : __mmask16(0xFFFF), p + 16 * i);
 }
-GRPHI_TARGET_AVX512 inline __m512 lookup8(const table8& tb, __m512i idx, int registers) {
+template <int Registers>
+GRPHI_TARGET_AVX512 inline __m512 lookup8(const table8& tb, __m512i idx) {
     __m512 mag = _mm512_permutex2var_ps(tb.t[0], idx, tb.t[1]);
-    if (registers > 2) {
+    if constexpr (Registers > 2) {
         const __mmask16 bit5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
         mag = _mm512_mask_mov_ps(mag, bit5, _mm512_permutex2var_ps(tb.t[2], idx, tb.t[3]));
-        if (registers > 4) {
+        if constexpr (Registers > 4) {
             __m512 upper = _mm512_permutex2var_ps(tb.t[4], idx, tb.t[5]);
             upper = _mm512_mask_mov_ps(upper, bit5, _mm512_permutex2var_ps(tb.t[6], idx, tb.t[7]));
             mag = _mm512_mask_mov_ps(mag, _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64)), upper);
@@ -181,44 +167,47 @@ GRPHI_TARGET_AVX512 inline __m512 lookup8(const table8& tb, __m512i idx, int reg
 // Registers an 8-bit table needs for this matrix: its widest block plus the zero slot must fit.
 inline int table8_registers(const code_view& v) { return v.max_span < 32 ? 2 : v.max_span < 64 ? 4 : 8; }
 
+template <int Registers>
 struct dot8_multiply {
     const code_view& v;
     const std::uint8_t* row;
-    const float* x;
-    int registers;
-    float_accumulators s;
     table8 tb;
 
-    GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) { load_table8(tb, v.levels_f, v.block(r, b), registers); }
+    GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) { load_table8(tb, v.levels_f, v.block(r, b), Registers); }
     GRPHI_TARGET_AVX512 __m512 weights(std::size_t c) const {
-        return lookup8(tb, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c))), registers);
+        // Codes past the row end come from the row's padding (rows are 64-byte multiples, c + 32 <= that).
+        return lookup8<Registers>(tb, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c))));
     }
-    GRPHI_TARGET_AVX512 void full(std::size_t c, std::size_t pair) {
-        s.a[2 * pair] = _mm512_fmadd_ps(weights(c), _mm512_loadu_ps(x + c), s.a[2 * pair]);
-        s.a[2 * pair + 1] = _mm512_fmadd_ps(weights(c + 16), _mm512_loadu_ps(x + c + 16), s.a[2 * pair + 1]);
-    }
-    GRPHI_TARGET_AVX512 void partial(std::size_t c, std::size_t n, std::size_t pair) {
-        // Codes past the row end are read from the row's padding (rows are 64-byte multiples, c + 32 <= that).
-        const __m512 x0 = _mm512_maskz_loadu_ps(first_lanes16(n), x + c);
-        const __m512 x1 = _mm512_maskz_loadu_ps(n > 16 ? first_lanes16(n - 16) : __mmask16(0), x + c + 16);
-        s.a[2 * pair] = _mm512_fmadd_ps(weights(c), x0, s.a[2 * pair]);
-        s.a[2 * pair + 1] = _mm512_fmadd_ps(weights(c + 16), x1, s.a[2 * pair + 1]);
+    GRPHI_TARGET_AVX512 void accumulate(std::size_t c, __m512 x0, __m512 x1, __m512& lo, __m512& hi) const {
+        lo = _mm512_fmadd_ps(weights(c), x0, lo);
+        hi = _mm512_fmadd_ps(weights(c + 16), x1, hi);
     }
 };
 
 // Double activations: a chunk of 32 in four 8-lane groups, accumulator g for weights 8g..8g+7.
-struct double_accumulators {
-    __m512d a[4];
-};
-GRPHI_TARGET_AVX512 inline double reduce(const double_accumulators& s) {
-    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s.a[0], s.a[1]), _mm512_add_pd(s.a[2], s.a[3])));
+template <class Decoder>
+GRPHI_TARGET_AVX512 inline double dot_double(const code_view& v, std::size_t r, const double* x, Decoder& d) {
+    __m512d a[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    for (std::size_t b = 0; b < v.blocks_per_row; ++b) {
+        const std::size_t first = b * v.block_size, last = std::min(v.cols, first + v.block_size);
+        d.start_block(r, b);
+        for (std::size_t c = first; c < last; c += 32) {
+            const std::size_t n = last - c;
+            __m512d w[4];
+            d.weights(c, w);
+            for (std::size_t g = 0; g < 4; ++g) {
+                const __m512d xv = n >= 32 ? _mm512_loadu_pd(x + c + 8 * g)
+                                           : _mm512_maskz_loadu_pd(n > 8 * g ? first_lanes8(n - 8 * g) : __mmask8(0), x + c + 8 * g);
+                a[g] = _mm512_fmadd_pd(w[g], xv, a[g]);
+            }
+        }
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a[0], a[1]), _mm512_add_pd(a[2], a[3])));
 }
 
 struct dot4_double {
     const code_view& v;
     const std::uint8_t* row;
-    const double* x;
-    double_accumulators s;
     __m512d positive, negative;
 
     GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) {
@@ -227,31 +216,24 @@ struct dot4_double {
         negative = _mm512_castsi512_pd(
             _mm512_xor_si512(_mm512_castpd_si512(positive), _mm512_set1_epi64(static_cast<long long>(0x8000000000000000ull))));
     }
-    GRPHI_TARGET_AVX512 void add(std::size_t c, std::size_t n) {
+    // vpermt2pd reads 4 index bits: 3 select the level, bit 3 (the sign) the negated table.
+    GRPHI_TARGET_AVX512 void weights(std::size_t c, __m512d w[4]) const {
         const __m512i i0 = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c / 2)));
         const __m512i i1 = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c / 2 + 8)));
-        const __m512d w[4] = {_mm512_permutex2var_pd(positive, i0, negative), _mm512_permutex2var_pd(positive, i1, negative),
-                              _mm512_permutex2var_pd(positive, _mm512_srli_epi64(i0, 4), negative),
-                              _mm512_permutex2var_pd(positive, _mm512_srli_epi64(i1, 4), negative)};
-        for (std::size_t g = 0; g < 4; ++g) {
-            const __m512d xv = n >= 32 ? _mm512_loadu_pd(x + c + 8 * g)
-                                       : _mm512_maskz_loadu_pd(n > 8 * g ? first_lanes8(n - 8 * g) : __mmask8(0), x + c + 8 * g);
-            s.a[g] = _mm512_fmadd_pd(w[g], xv, s.a[g]);
-        }
+        w[0] = _mm512_permutex2var_pd(positive, i0, negative);
+        w[1] = _mm512_permutex2var_pd(positive, i1, negative);
+        w[2] = _mm512_permutex2var_pd(positive, _mm512_srli_epi64(i0, 4), negative);
+        w[3] = _mm512_permutex2var_pd(positive, _mm512_srli_epi64(i1, 4), negative);
     }
-    GRPHI_TARGET_AVX512 void full(std::size_t c, std::size_t) { add(c, 32); }
-    GRPHI_TARGET_AVX512 void partial(std::size_t c, std::size_t n, std::size_t) { add(c, n); }
 };
 
 struct dot8_double {
     const code_view& v;
     const std::uint8_t* row;
-    const double* x;
-    double_accumulators s;
     const double* table;
 
     GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) { table = v.levels_d + (v.block(r, b) >> 1); }
-    GRPHI_TARGET_AVX512 __m512d weights(std::size_t c) const {
+    GRPHI_TARGET_AVX512 __m512d group(std::size_t c) const {
         const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
         const __m256i offset = _mm256_and_si256(idx, _mm256_set1_epi32(127));
         const __mmask8 nonzero = _mm256_cmpneq_epi32_mask(offset, _mm256_set1_epi32(127));
@@ -259,49 +241,45 @@ struct dot8_double {
         const __m512i sign = _mm512_slli_epi64(_mm512_cvtepu32_epi64(_mm256_srli_epi32(idx, 7)), 63);
         return _mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(mag), sign));
     }
-    GRPHI_TARGET_AVX512 void add(std::size_t c, std::size_t n) {
-        for (std::size_t g = 0; g < 4; ++g) {
-            const __m512d xv = n >= 32 ? _mm512_loadu_pd(x + c + 8 * g)
-                                       : _mm512_maskz_loadu_pd(n > 8 * g ? first_lanes8(n - 8 * g) : __mmask8(0), x + c + 8 * g);
-            s.a[g] = _mm512_fmadd_pd(weights(c + 8 * g), xv, s.a[g]);
-        }
+    GRPHI_TARGET_AVX512 void weights(std::size_t c, __m512d w[4]) const {
+        for (std::size_t g = 0; g < 4; ++g) w[g] = group(c + 8 * g);
     }
-    GRPHI_TARGET_AVX512 void full(std::size_t c, std::size_t) { add(c, 32); }
-    GRPHI_TARGET_AVX512 void partial(std::size_t c, std::size_t n, std::size_t) { add(c, n); }
 };
 
 template <class A>
 GRPHI_TARGET_AVX512 A dot_row(const code_view& v, std::size_t r, const A* x, level_product mode) {
     if constexpr (std::is_same_v<A, float>) {
         if (v.bits == 4 && mode == level_product::exponent_add) {
-            dot4_exponent_add k{v, v.row(r), x, {}, {}, {}, {}};
-            for (auto& a : k.s.a) a = _mm512_setzero_ps();
-            for_each_chunk(v, r, k);
-            return reduce(k.s);
+            dot4_exponent_add d{v, v.row(r), {}, {}, {}};
+            return dot_float(v, r, x, d);
         }
         if (mode == level_product::exponent_add) return scalar::dot_row(v, r, x, mode);
         if (v.bits == 4) {
-            dot4_multiply k{v, v.row(r), x, {}, {}};
-            for (auto& a : k.s.a) a = _mm512_setzero_ps();
-            for_each_chunk(v, r, k);
-            return reduce(k.s);
+            dot4_multiply d{v, v.row(r), {}};
+            return dot_float(v, r, x, d);
         }
-        dot8_multiply k{v, v.row(r), x, table8_registers(v), {}, {}};
-        for (auto& a : k.s.a) a = _mm512_setzero_ps();
-        for_each_chunk(v, r, k);
-        return reduce(k.s);
+        switch (table8_registers(v)) {
+        case 2: {
+            dot8_multiply<2> d{v, v.row(r), {}};
+            return dot_float(v, r, x, d);
+        }
+        case 4: {
+            dot8_multiply<4> d{v, v.row(r), {}};
+            return dot_float(v, r, x, d);
+        }
+        default: {
+            dot8_multiply<8> d{v, v.row(r), {}};
+            return dot_float(v, r, x, d);
+        }
+        }
     } else {
         if (mode == level_product::exponent_add) return scalar::dot_row(v, r, x, mode);
         if (v.bits == 4) {
-            dot4_double k{v, v.row(r), x, {}, {}, {}};
-            for (auto& a : k.s.a) a = _mm512_setzero_pd();
-            for_each_chunk(v, r, k);
-            return reduce(k.s);
+            dot4_double d{v, v.row(r), {}, {}};
+            return dot_double(v, r, x, d);
         }
-        dot8_double k{v, v.row(r), x, {}, {}};
-        for (auto& a : k.s.a) a = _mm512_setzero_pd();
-        for_each_chunk(v, r, k);
-        return reduce(k.s);
+        dot8_double d{v, v.row(r), {}};
+        return dot_double(v, r, x, d);
     }
 }
 
@@ -323,11 +301,10 @@ GRPHI_TARGET_AVX512 inline void decode_rows(const code_view& v, std::size_t r0, 
                     _mm512_storeu_ps(out + c + 16, _mm512_maskz_mov_ps(last - c > 16 ? first_lanes16(last - c - 16) : __mmask16(0), hi));
                 }
             } else {
-                const int registers = table8_registers(v);
                 table8 tb;
-                load_table8(tb, v.levels_f, v.block(r, b), registers);
+                load_table8(tb, v.levels_f, v.block(r, b), 8);
                 for (std::size_t c = first; c < last; c += 16) {
-                    const __m512 w = lookup8(tb, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c))), registers);
+                    const __m512 w = lookup8<8>(tb, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c))));
                     _mm512_storeu_ps(out + c, _mm512_maskz_mov_ps(first_lanes16(last - c), w));
                 }
             }
@@ -335,73 +312,103 @@ GRPHI_TARGET_AVX512 inline void decode_rows(const code_view& v, std::size_t r0, 
     }
 }
 
-// Two rows times two columns from decoded rows, in dot_row's order (chunk q into pair q % 2).
-template <int R, int M>
-GRPHI_TARGET_AVX512 inline void tile(const float* w, std::size_t stride, std::size_t cols, const float* X, std::size_t ldx,
-                                     float* Y, std::size_t ldy) {
-    __m512 acc[R][M][4];
-    for (int i = 0; i < R; ++i)
-        for (int j = 0; j < M; ++j)
-            for (int a = 0; a < 4; ++a) acc[i][j][a] = _mm512_setzero_ps();
-    std::size_t c = 0;
-    for (; c + 64 <= cols; c += 64) {
-        for (int h = 0; h < 4; ++h) {
-            __m512 xv[M];
-            for (int j = 0; j < M; ++j) xv[j] = _mm512_loadu_ps(X + static_cast<std::size_t>(j) * ldx + c + 16 * h);
-            for (int i = 0; i < R; ++i) {
-                const __m512 wv = _mm512_loadu_ps(w + static_cast<std::size_t>(i) * stride + c + 16 * h);
-                for (int j = 0; j < M; ++j) acc[i][j][h] = _mm512_fmadd_ps(wv, xv[j], acc[i][j][h]);
+// Weights [c0, c1) of row r decoded into dst (c0 a multiple of 32).
+GRPHI_TARGET_AVX512 inline void decode_range(const code_view& v, std::size_t r, std::size_t c0, std::size_t c1, float* dst) {
+    const std::uint8_t* row = v.row(r);
+    for (std::size_t b = c0 / v.block_size; b < v.blocks_per_row && b * v.block_size < c1; ++b) {
+        const std::size_t first = std::max(c0, b * v.block_size), last = std::min({v.cols, (b + 1) * v.block_size, c1});
+        if (v.bits == 4) {
+            const __m512 table = table16(v.levels_f, v.block(r, b));
+            for (std::size_t c = first; c < last; c += 32) {
+                __m512 lo, hi;
+                decode_chunk4(row + c / 2, table, lo, hi);
+                const std::size_t n = last - c;
+                _mm512_mask_storeu_ps(dst + (c - c0), first_lanes16(n), lo);
+                if (n > 16) _mm512_mask_storeu_ps(dst + (c - c0) + 16, first_lanes16(n - 16), hi);
+            }
+        } else {
+            table8 tb;
+            load_table8(tb, v.levels_f, v.block(r, b), 8);
+            for (std::size_t c = first; c < last; c += 16) {
+                const __m512 w = lookup8<8>(tb, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c))));
+                _mm512_mask_storeu_ps(dst + (c - c0), first_lanes16(last - c), w);
             }
         }
     }
-    for (std::size_t q = c / 32; c < cols; c += 32, ++q) {  // at most one full chunk and one partial one
-        const std::size_t pair = q & 1, n = cols - c;
-        for (int h = 0; h < 2; ++h) {
-            const __mmask16 mask = n > 16 * static_cast<std::size_t>(h) ? first_lanes16(n - 16 * static_cast<std::size_t>(h)) : __mmask16(0);
-            __m512 xv[M];
-            for (int j = 0; j < M; ++j) xv[j] = _mm512_maskz_loadu_ps(mask, X + static_cast<std::size_t>(j) * ldx + c + 16 * h);
-            for (int i = 0; i < R; ++i) {
-                const __m512 wv = _mm512_loadu_ps(w + static_cast<std::size_t>(i) * stride + c + 16 * h);
-                for (int j = 0; j < M; ++j) acc[i][j][2 * pair + h] = _mm512_fmadd_ps(wv, xv[j], acc[i][j][2 * pair + h]);
+}
+
+// GEMM as outer products: Yt(r, j) += W(r, c) * Xt(c, j) for c in order, R rows by J vectors of 16
+// columns in registers. Per entry that is the scalar reference's order exactly (sum = fma(w, x, sum)
+// from column 0 up), so gemm on this path equals the scalar gemm bit for bit.
+template <int R, int J>
+GRPHI_TARGET_AVX512 inline void outer_tile(const float* w, std::size_t wld, std::size_t k, const float* xt, std::size_t xld,
+                                           float* yt, std::size_t yld) {
+    __m512 acc[R][J];
+    GRPHI_UNROLL
+    for (int i = 0; i < R; ++i) {
+        GRPHI_UNROLL
+        for (int j = 0; j < J; ++j) acc[i][j] = _mm512_loadu_ps(yt + static_cast<std::size_t>(i) * yld + 16 * static_cast<std::size_t>(j));
+    }
+    for (std::size_t c = 0; c < k; ++c) {
+        __m512 xv[J];
+        GRPHI_UNROLL
+        for (int j = 0; j < J; ++j) xv[j] = _mm512_loadu_ps(xt + c * xld + 16 * static_cast<std::size_t>(j));
+        GRPHI_UNROLL
+        for (int i = 0; i < R; ++i) {
+            const __m512 wv = _mm512_set1_ps(w[static_cast<std::size_t>(i) * wld + c]);
+            GRPHI_UNROLL
+            for (int j = 0; j < J; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    GRPHI_UNROLL
+    for (int i = 0; i < R; ++i) {
+        GRPHI_UNROLL
+        for (int j = 0; j < J; ++j) _mm512_storeu_ps(yt + static_cast<std::size_t>(i) * yld + 16 * static_cast<std::size_t>(j), acc[i][j]);
+    }
+}
+
+template <int J>
+GRPHI_TARGET_AVX512 inline void outer_rows(int rows, const float* w, std::size_t wld, std::size_t k, const float* xt,
+                                           std::size_t xld, float* yt, std::size_t yld) {
+    switch (rows) {
+    case 6: return outer_tile<6, J>(w, wld, k, xt, xld, yt, yld);
+    case 5: return outer_tile<5, J>(w, wld, k, xt, xld, yt, yld);
+    case 4: return outer_tile<4, J>(w, wld, k, xt, xld, yt, yld);
+    case 3: return outer_tile<3, J>(w, wld, k, xt, xld, yt, yld);
+    case 2: return outer_tile<2, J>(w, wld, k, xt, xld, yt, yld);
+    default: return outer_tile<1, J>(w, wld, k, xt, xld, yt, yld);
+    }
+}
+
+// Panel sizes: 48 rows by 256 columns of decoded weights (48 KB) against a 256 x mp block of Xt.
+inline constexpr std::size_t gemm_panel_rows = 48, gemm_panel_cols = 256;
+
+// Rows [r0, r0 + count) of Yt (rows x mp, row-major, zero on entry) from Xt (cols x mp, row-major).
+GRPHI_TARGET_AVX512 inline void gemm_panel(const code_view& v, std::size_t r0, std::size_t count, const float* xt,
+                                           std::size_t mp, float* yt, std::vector<float>& scratch) {
+    scratch.resize(gemm_panel_rows * gemm_panel_cols);
+    float* w = scratch.data();
+    for (std::size_t c0 = 0; c0 < v.cols; c0 += gemm_panel_cols) {
+        const std::size_t k = std::min(gemm_panel_cols, v.cols - c0);
+        for (std::size_t i = 0; i < count; ++i) decode_range(v, r0 + i, c0, c0 + k, w + i * gemm_panel_cols);
+        for (std::size_t jb = 0; jb < mp; jb += 32) {
+            const bool two = mp - jb >= 32;
+            for (std::size_t i = 0; i < count; i += 6) {
+                const int rows = static_cast<int>(std::min<std::size_t>(6, count - i));
+                float* y = yt + (r0 + i) * mp + jb;
+                const float* wi = w + i * gemm_panel_cols;
+                if (two)
+                    outer_rows<2>(rows, wi, gemm_panel_cols, k, xt + c0 * mp + jb, mp, y, mp);
+                else
+                    outer_rows<1>(rows, wi, gemm_panel_cols, k, xt + c0 * mp + jb, mp, y, mp);
             }
         }
     }
-    for (int i = 0; i < R; ++i)
-        for (int j = 0; j < M; ++j) {
-            float_accumulators s;
-            for (int a = 0; a < 4; ++a) s.a[a] = acc[i][j][a];
-            Y[static_cast<std::size_t>(j) * ldy + static_cast<std::size_t>(i)] = reduce(s);
-        }
 }
 
 template <class A>
 GRPHI_TARGET_AVX512 void gemm_rows(const code_view& v, std::size_t r0, std::size_t r1, const A* X, std::size_t ldx,
-                                   std::size_t m, A* Y, std::size_t ldy, level_product mode, std::vector<A>& scratch) {
-    if constexpr (std::is_same_v<A, float>) {
-        if (mode == level_product::multiply) {
-            const std::size_t stride = (v.cols + 63) / 64 * 64;
-            scratch.assign(2 * stride, 0.0f);
-            for (std::size_t r = r0; r < r1; r += 2) {
-                const std::size_t rows = std::min<std::size_t>(2, r1 - r);
-                decode_rows(v, r, rows, scratch.data(), stride);
-                std::size_t j = 0;
-                for (; j + 2 <= m; j += 2) {
-                    if (rows == 2)
-                        tile<2, 2>(scratch.data(), stride, v.cols, X + j * ldx, ldx, Y + j * ldy + r, ldy);
-                    else
-                        tile<1, 2>(scratch.data(), stride, v.cols, X + j * ldx, ldx, Y + j * ldy + r, ldy);
-                }
-                if (j < m) {
-                    if (rows == 2)
-                        tile<2, 1>(scratch.data(), stride, v.cols, X + j * ldx, ldx, Y + j * ldy + r, ldy);
-                    else
-                        tile<1, 1>(scratch.data(), stride, v.cols, X + j * ldx, ldx, Y + j * ldy + r, ldy);
-                }
-            }
-            return;
-        }
-    }
-    (void)scratch;
+                                   std::size_t m, A* Y, std::size_t ldy, level_product mode, std::vector<A>&) {
     for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t j = 0; j < m; ++j) Y[j * ldy + r] = dot_row(v, r, X + j * ldx, mode);
 }

@@ -69,10 +69,11 @@ inline constexpr std::size_t rows_per_task = 16;
 
 }  // namespace kernels
 
+// W: a code_matrix<T, Base> or an any_code_matrix<T>.
 // y = W x. x: any Eigen vector expression of float or double (copied when not contiguous); y is
 // resized when it is a plain vector. Throws std::invalid_argument on a shape mismatch.
-template <class T, class Base, class XD, class YD>
-void gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>& y,
+template <class Codes, class XD, class YD>
+void gemv(const Codes& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>& y,
           level_product mode = level_product::multiply) {
     using A = typename XD::Scalar;
     static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "grphi::gemv: activations are float or double");
@@ -101,17 +102,52 @@ void gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x, Eigen::
     y = out;
 }
 
-template <class T, class Base, class XD>
-Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> gemv(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& x,
+template <class Codes, class XD>
+Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> gemv(const Codes& W, const Eigen::MatrixBase<XD>& x,
                                                            level_product mode = level_product::multiply) {
     Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, 1> y(W.rows());
     gemv(W, x, y, mode);
     return y;
 }
 
-// Y = W X: column j of Y equals gemv(W, X.col(j)) bit for bit on the same path.
-template <class T, class Base, class XD, class YD>
-void gemm(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>& Y,
+namespace kernels {
+
+// Y = W X by outer products on decoded panels (AVX-512, float): X transposed once with its columns
+// padded to 16, the result through a row-major Yt. Same order per entry as the scalar reference.
+inline void gemm_outer_avx512(const code_view& v, const float* X, std::size_t ldx, std::size_t m, float* Y, std::size_t ldy) {
+#if GRPHI_X86_DISPATCH
+    const std::size_t mp = (m + 15) / 16 * 16;
+    std::vector<float> xt(v.cols * mp, 0.0f), yt(v.rows * mp, 0.0f);
+    for (std::size_t j = 0; j < m; ++j)
+        for (std::size_t c = 0; c < v.cols; ++c) xt[c * mp + j] = X[j * ldx + c];
+    const std::size_t panel = avx512::gemm_panel_rows;
+    const auto panels = static_cast<long>((v.rows + panel - 1) / panel);
+#if defined(_OPENMP)
+#pragma omp parallel if (v.rows * v.cols * m >= (std::size_t(1) << 18))
+#endif
+    {
+        std::vector<float> scratch;
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (long t = 0; t < panels; ++t) {
+            const std::size_t r0 = static_cast<std::size_t>(t) * panel;
+            avx512::gemm_panel(v, r0, std::min(panel, v.rows - r0), xt.data(), mp, yt.data(), scratch);
+        }
+    }
+    for (std::size_t j = 0; j < m; ++j)
+        for (std::size_t r = 0; r < v.rows; ++r) Y[j * ldy + r] = yt[r * mp + j];
+#else
+    (void)v, (void)X, (void)ldx, (void)m, (void)Y, (void)ldy;
+#endif
+}
+
+}  // namespace kernels
+
+// Y = W X. On the AVX-512 path (float activations) every entry is summed in the scalar reference's
+// order, so it equals the scalar gemm bit for bit; on the other paths column j equals gemv(W, X.col(j)).
+template <class Codes, class XD, class YD>
+void gemm(const Codes& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>& Y,
           level_product mode = level_product::multiply) {
     using A = typename XD::Scalar;
     static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "grphi::gemm: activations are float or double");
@@ -120,36 +156,42 @@ void gemm(const code_matrix<T, Base>& W, const Eigen::MatrixBase<XD>& X, Eigen::
         throw std::invalid_argument("grphi::gemm: X has " + std::to_string(X.rows()) + " rows, expected " +
                                     std::to_string(W.cols()));
     using matrix = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic>;  // column-major: columns are contiguous
+    if constexpr (std::is_same_v<YD, matrix>) Y.derived().resize(W.rows(), X.cols());
+    if (Y.rows() != W.rows() || Y.cols() != X.cols())
+        throw std::invalid_argument("grphi::gemm: Y is " + std::to_string(Y.rows()) + "x" + std::to_string(Y.cols()) +
+                                    ", expected " + std::to_string(W.rows()) + "x" + std::to_string(X.cols()));
     const Eigen::Ref<const matrix> Xs(X.derived());
     matrix out(W.rows(), X.cols());
     const kernels::code_view v = W.view();
     const kernels::isa path = kernels::code_path(v, mode);
     const auto m = static_cast<std::size_t>(X.cols());
-    const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
+    const auto ldx = static_cast<std::size_t>(Xs.outerStride());
+    if (std::is_same_v<A, float> && path == kernels::isa::avx512 && mode == level_product::multiply && v.rows * m > 0) {
+        if constexpr (std::is_same_v<A, float>)
+            kernels::gemm_outer_avx512(v, Xs.data(), ldx, m, out.data(), static_cast<std::size_t>(out.rows()));
+    } else {
+        const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
 #if defined(_OPENMP)
 #pragma omp parallel if (v.rows * v.cols * m >= (std::size_t(1) << 18))
 #endif
-    {
-        std::vector<A> scratch;
+        {
+            std::vector<A> scratch;
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-        for (long t = 0; t < tasks; ++t) {
-            const std::size_t r0 = static_cast<std::size_t>(t) * kernels::rows_per_task;
-            const std::size_t r1 = std::min(v.rows, r0 + kernels::rows_per_task);
-            kernels::gemm_rows<A>(path, v, r0, r1, Xs.data(), static_cast<std::size_t>(Xs.outerStride()), m, out.data(),
-                                  static_cast<std::size_t>(out.rows()), mode, scratch);
+            for (long t = 0; t < tasks; ++t) {
+                const std::size_t r0 = static_cast<std::size_t>(t) * kernels::rows_per_task;
+                const std::size_t r1 = std::min(v.rows, r0 + kernels::rows_per_task);
+                kernels::gemm_rows<A>(path, v, r0, r1, Xs.data(), ldx, m, out.data(), static_cast<std::size_t>(out.rows()),
+                                      mode, scratch);
+            }
         }
     }
-    if constexpr (std::is_same_v<YD, matrix>) Y.derived().resize(W.rows(), X.cols());
-    if (Y.rows() != W.rows() || Y.cols() != X.cols())
-        throw std::invalid_argument("grphi::gemm: Y is " + std::to_string(Y.rows()) + "x" + std::to_string(Y.cols()) +
-                                    ", expected " + std::to_string(W.rows()) + "x" + std::to_string(X.cols()));
     Y = out;
 }
 
-template <class T, class Base, class XD>
-Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> gemm(const code_matrix<T, Base>& W,
+template <class Codes, class XD>
+Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> gemm(const Codes& W,
                                                                         const Eigen::MatrixBase<XD>& X,
                                                                         level_product mode = level_product::multiply) {
     Eigen::Matrix<typename XD::Scalar, Eigen::Dynamic, Eigen::Dynamic> Y(W.rows(), X.cols());

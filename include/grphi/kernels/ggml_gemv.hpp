@@ -125,30 +125,38 @@ GRPHI_TARGET_AVX512 float dot(const Block* w, const baselines::block_q8_0* x, st
 }  // namespace ggml_avx512
 #endif
 
-// Row r of m times the quantized activations.
+// Row dot products on the given path: blocks of one row times the quantized activations.
 template <class Block>
-float ggml_dot(const baselines::ggml_matrix<Block>& m, std::size_t r, const baselines::block_q8_0* x, isa path) {
-    const std::size_t blocks = m.row_blocks();
+float ggml_dot(const Block* row, const baselines::block_q8_0* x, std::size_t blocks, isa path) {
     switch (path) {
 #if GRPHI_X86_DISPATCH
-    case isa::avx512: return ggml_avx512::dot(m.row(r), x, blocks);
-    case isa::avx2: return ggml_avx2::dot(m.row(r), x, blocks);
+    case isa::avx512: return ggml_avx512::dot(row, x, blocks);
+    case isa::avx2: return ggml_avx2::dot(row, x, blocks);
 #endif
-    default: return ggml_scalar::dot(m.row(r), x, blocks);
+    default: return ggml_scalar::dot(row, x, blocks);
     }
 }
 
-// y = m x as llama.cpp computes it: x quantized to Q8_0 (into xq, reused), then block dot products.
+// y = W x for rows * blocks_per_row(cols, 32) blocks at `blocks` (row after row), as llama.cpp
+// computes it: x quantized to Q8_0 (into xq, reused), then block dot products.
+template <class Block>
+void ggml_gemv(const Block* blocks, std::size_t rows, std::size_t cols, const float* x, float* y,
+               std::vector<baselines::block_q8_0>& xq) {
+    const std::size_t per_row = baselines::blocks_per_row(cols, Block::members);
+    xq.resize(per_row);
+    baselines::quantize_row_q8_0(x, cols, xq.data());
+    const isa path = active_isa();
+    const auto n = static_cast<long>(rows);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (rows * cols >= (std::size_t(1) << 18))
+#endif
+    for (long r = 0; r < n; ++r)
+        y[r] = ggml_dot(blocks + static_cast<std::size_t>(r) * per_row, xq.data(), per_row, path);
+}
+
 template <class Block>
 void ggml_gemv(const baselines::ggml_matrix<Block>& m, const float* x, float* y, std::vector<baselines::block_q8_0>& xq) {
-    xq.resize(m.row_blocks());
-    baselines::quantize_row_q8_0(x, m.cols, xq.data());
-    const isa path = active_isa();
-    const auto rows = static_cast<long>(m.rows);
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (m.rows * m.cols >= (std::size_t(1) << 18))
-#endif
-    for (long r = 0; r < rows; ++r) y[r] = ggml_dot(m, static_cast<std::size_t>(r), xq.data(), path);
+    ggml_gemv(m.blocks.data(), m.rows, m.cols, x, y, xq);
 }
 
 }  // namespace grphi::kernels
