@@ -244,6 +244,49 @@ TEST_CASE("cli checkpoints: a 3-shard checkpoint by index, directory or files gi
     CHECK(norm_values == norm_source);
 }
 
+TEST_CASE("cli checkpoints: decode writes shards with a correct model.safetensors.index.json") {
+    scratch_dir dir;
+    write_sharded(dir, "ckpt");
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("ckpt"), "-o", dir.file("m.grphi"), "--levels", "6", "--quiet"}).status == 0);
+    REQUIRE(run_grphi(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("whole.safetensors")}).status == 0);
+    const st::reader whole(dir.file("whole.safetensors"));
+    // 2000-byte shards: the 1600-byte embedding alone, then tensors packed up to the limit.
+    const auto r = run_grphi(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("out/"), "--max-shard-size", "2000"});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    const st::shard_index index = st::read_index(dir.file("out/model.safetensors.index.json"));
+    std::uint64_t total = 0;
+    std::map<std::string, std::uint64_t> shard_bytes;
+    for (const auto& [name, file] : index.weight_map) {
+        CAPTURE(name);
+        const st::reader shard(dir.file("out/" + file));
+        REQUIRE(shard.find(name) != nullptr);
+        CHECK(tensor_bytes(shard, name) == tensor_bytes(whole, name));
+        total += shard.find(name)->bytes();
+        shard_bytes[file] += shard.find(name)->bytes();
+    }
+    CHECK(index.weight_map.size() == whole.tensors().size());
+    CHECK(index.shards().size() >= 3);
+    CHECK(index.shards()[0] == "model-00001-of-0000" + std::to_string(index.shards().size()) + ".safetensors");
+    for (const auto& [file, bytes] : shard_bytes) CHECK((bytes <= 2000 || st::reader(dir.file("out/" + file)).tensors().size() == 1));
+    std::string total_size;
+    for (const auto& [key, value] : index.metadata)
+        if (key == "total_size") total_size = value;
+    CHECK(total_size == std::to_string(total));
+    CHECK(std::find(index.metadata.begin(), index.metadata.end(), std::make_pair(std::string("note"), std::string("caf\xc3\xa9"))) !=
+          index.metadata.end());
+    CHECK(dir.listing().size() == 4);  // ckpt, m.grphi, whole.safetensors, out: no temporaries
+    // The shards quantize again to the same tensors, through their index.
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("out"), "-o", dir.file("again.grphi"), "--quiet"}).status == 0);
+    CHECK(run_grphi(dir, {"info", dir.file("again.grphi")}).out.find(": 9 tensors") != std::string::npos);
+    // -o NAME.safetensors with --max-shard-size: NAME-0000i-of-0000N.safetensors and NAME.safetensors.index.json.
+    REQUIRE(run_grphi(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("named.safetensors"), "--max-shard-size=1MB"}).status == 0);
+    CHECK(cli_test::exists(dir.file("named-00001-of-00001.safetensors")));
+    CHECK(st::read_index(dir.file("named.safetensors.index.json")).weight_map.size() == 9);
+    check_failure(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("x.safetensors"), "--max-shard-size", "lots"},
+                  "--max-shard-size lots: expected a size", "", 2);
+}
+
 TEST_CASE("cli checkpoints: inconsistent shards and indexes are refused, naming the file") {
     scratch_dir dir;
     write_sharded(dir, "ckpt");

@@ -93,11 +93,16 @@ inline const std::vector<command_help>& command_helps() {
          "when complete: a failed or interrupted run leaves no file behind, and OUT may not be one of the\n"
          "inputs. On success a one-line summary goes to standard error unless it is a terminal (which shows\n"
          "a progress line instead) or --quiet is given.\n"},
-        {"decode", "grphi decode FILE.grphi -o OUT.safetensors|OUT.npy [--tensor NAME] [--dtype source|f32|f64]",
-         "decode a .grphi file back to safetensors or .npy",
+        {"decode", "grphi decode FILE.grphi -o OUT.safetensors|OUT.npy|DIR/ [--tensor NAME] [--dtype source|f32|f64] [--max-shard-size SIZE]",
+         "decode a .grphi file back to safetensors (one file or shards) or .npy",
          "Writes every tensor (or the one named by --tensor) to OUT: .safetensors, or .npy for a single\n"
          "tensor. Exact tensors come out byte for byte in their own dtype (BF16 goes to .npy as F32, which\n"
-         "holds it exactly).\n"
+         "holds it exactly). With --max-shard-size, or when OUT is a directory (an existing one, or a\n"
+         "name ending in '/'), the tensors go into shards NAME-00001-of-0000N.safetensors with an index\n"
+         "NAME.safetensors.index.json (weight_map, total_size and the source index's metadata), NAME being\n"
+         "OUT without .safetensors, or 'model' in a directory; all files appear together at the end.\n"
+         "  --max-shard-size SIZE         largest shard, e.g. 5GB, 500MB, 2GiB (default: one file; 5GB into a\n"
+         "                                directory); tensors stay whole, a larger tensor gets its own shard\n"
          "  --tensor NAME                 decode only this tensor (needed for .npy when the file holds several)\n"
          "  --dtype source|f32|f64        dtype of quantized tensors (default source): source writes each in\n"
          "                                its original dtype, F16 and BF16 rounded to nearest (even) from the\n"
@@ -267,6 +272,24 @@ inline long long parse_integer(const std::string& flag, const std::string& text,
     return value;
 }
 
+// "5GB", "500MB", "2GiB", "123" (bytes): decimal units as Hugging Face's max_shard_size, binary with "i".
+inline std::uint64_t parse_size(const std::string& flag, const std::string& text) {
+    errno = 0;
+    char* end = nullptr;
+    const double number = std::strtod(text.c_str(), &end);
+    const std::string unit = end ? std::string(end) : "";
+    const struct {
+        const char* name;
+        double bytes;
+    } units[] = {{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+                 {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+    for (const auto& u : units)
+        if (unit == u.name && text.c_str() != end && errno == 0 && std::isfinite(number) && number * u.bytes >= 1 &&
+            number * u.bytes < 1.8e19)
+            return static_cast<std::uint64_t>(number * u.bytes);
+    throw usage_error(flag + " " + text + ": expected a size such as 5GB, 500MB, 2GiB or a number of bytes");
+}
+
 struct base_choice {
     std::string name;             // phi, two, sqrt2 or custom
     std::optional<double> value;  // custom only: b
@@ -414,6 +437,7 @@ struct arguments {
     bool help = false;
     std::string tensor;                      // decode: which tensor
     std::string dtype = "source";            // decode: source, f32 or f64
+    std::uint64_t max_shard_bytes = 0;       // decode: 0 = one file (or 5 GB shards into a directory)
     std::uint64_t chunk_weights = 1u << 20;  // rows per job ~ this many weights (tuning/testing)
 
     const std::string& input() const { return inputs.front(); }
@@ -481,6 +505,8 @@ inline arguments parse_arguments(int argc, char** argv) {
             args.dtype = value();
             if (args.dtype != "source" && args.dtype != "f32" && args.dtype != "f64")
                 throw usage_error("--dtype " + args.dtype + ": expected source, f32 or f64");
+        } else if (flag == "--max-shard-size") {
+            args.max_shard_bytes = parse_size(flag, value());
         } else if (flag == "--chunk-weights")
             args.chunk_weights = static_cast<std::uint64_t>(parse_integer(flag, value(), 1, 1ll << 40));
         else if (flag.rfind("--", 0) == 0) {

@@ -3,7 +3,11 @@
 //
 // Data flow: mapped input -> row chunks (jobs) -> workers: convert, quantize, code -> in-order writer.
 // Every error is one line naming the file (and tensor), exit status 1 (2 for command-line mistakes).
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <memory>
+#include <optional>
 #include <cstdint>
 #include <malloc.h>
 #include <cstdio>
@@ -511,12 +515,42 @@ safetensors::dtype decoded_type(const container_reader& in, const manifest_tenso
     return in_double ? dtype::F64 : dtype::F32;  // a plain library file's tensors
 }
 
+// Where decode writes shards: "DIR/model" or "path/stem" (a .safetensors name without its extension).
+struct shard_plan {
+    std::string stem;  // shards are stem-0000i-of-0000N.safetensors, the index stem.safetensors.index.json
+    std::uint64_t max_bytes = 0;
+};
+
+std::optional<shard_plan> plan_shards(const arguments& args) {
+    struct stat info {};
+    const bool directory = ends_with(args.output, "/") || (::stat(args.output.c_str(), &info) == 0 && S_ISDIR(info.st_mode));
+    if (directory) {
+        if (::mkdir(args.output.c_str(), 0777) != 0 && errno != EEXIST)
+            throw std::runtime_error(args.output + ": cannot create the directory: " + std::strerror(errno));
+        const std::string dir = ends_with(args.output, "/") ? args.output : args.output + "/";
+        return shard_plan{dir + "model", args.max_shard_bytes ? args.max_shard_bytes : 5'000'000'000ull};
+    }
+    if (!args.max_shard_bytes) return std::nullopt;
+    return shard_plan{args.output.substr(0, args.output.size() - std::string(".safetensors").size()), args.max_shard_bytes};
+}
+
+std::string shard_name(std::size_t index, std::size_t count) {
+    char text[64];
+    std::snprintf(text, sizeof text, "-%05zu-of-%05zu.safetensors", index + 1, count);
+    return text;
+}
+
 int run_decode(const arguments& args) {
     const auto start = clock_type::now();
     const bool to_npy = ends_with(args.output, ".npy");
-    if (!to_npy && !ends_with(args.output, ".safetensors"))
-        throw usage_error("decode writes .safetensors or .npy files: -o " + args.output + " has another extension");
-    check_not_an_input(args.output, args.inputs);
+    struct stat output_info {};
+    const bool to_directory =
+        ends_with(args.output, "/") || (::stat(args.output.c_str(), &output_info) == 0 && S_ISDIR(output_info.st_mode));
+    if (!to_npy && !to_directory && !ends_with(args.output, ".safetensors"))
+        throw usage_error("decode writes .safetensors or .npy files, or shards into a directory: -o " + args.output +
+                          " has another extension");
+    if (to_npy && args.max_shard_bytes) throw usage_error("decode: --max-shard-size needs a .safetensors or directory output");
+    if (!to_directory) check_not_an_input(args.output, args.inputs);
     const container_reader in(args.input());
     const manifest m = read_manifest(in);
     std::vector<const manifest_tensor*> chosen;
@@ -552,17 +586,62 @@ int run_decode(const arguments& args) {
     } else {
         std::vector<safetensors::tensor_entry> entries;
         for (const auto* t : chosen) entries.push_back({t->name, decoded_type(in, *t, args.dtype), t->shape});
-        safetensors::writer out(args.output, entries, m.metadata);
+        for (const auto& e : entries) written += e.bytes();
+        // Shards: tensors kept whole, in order, a new shard when the next would pass the limit.
+        const std::optional<shard_plan> shards = plan_shards(args);
+        std::vector<std::vector<safetensors::tensor_entry>> groups(1);
+        std::uint64_t group_bytes = 0;
+        for (const auto& e : entries) {
+            if (shards && !groups.back().empty() && group_bytes + e.bytes() > shards->max_bytes) {
+                groups.emplace_back();
+                group_bytes = 0;
+            }
+            groups.back().push_back(e);
+            group_bytes += e.bytes();
+        }
+        std::vector<std::string> paths;
+        if (!shards) paths.push_back(args.output);
+        for (std::size_t i = 0; shards && i < groups.size(); ++i) paths.push_back(shards->stem + shard_name(i, groups.size()));
+        const std::string index_path = shards ? shards->stem + ".safetensors.index.json" : "";
+        for (const auto& path : paths) check_not_an_input(path, args.inputs);
+        if (shards) {
+            check_not_an_input(index_path, args.inputs);
+            temporary_cleanup::protect(shards->stem);
+        }
+        // The file's metadata: "index/<key>" entries came from a source index and go back into one.
+        std::vector<std::pair<std::string, std::string>> file_metadata, index_metadata;
+        for (const auto& [key, value] : m.metadata) {
+            if (shards && key.rfind("index/", 0) == 0) index_metadata.emplace_back(key.substr(6), value);
+            else file_metadata.emplace_back(key, value);
+        }
+        // Every shard is written in full before any is moved into place.
+        std::vector<std::unique_ptr<safetensors::writer>> outs;
+        for (std::size_t i = 0; i < groups.size(); ++i)
+            outs.push_back(std::make_unique<safetensors::writer>(paths[i], groups[i], file_metadata));
         progress_line progress(!args.quiet, chosen.size(), 0);
-        std::size_t done = 0;
+        std::size_t done = 0, shard = 0, in_shard = 0;
         for (const auto* t : chosen) {
+            if (in_shard == groups[shard].size()) ++shard, in_shard = 0;  // groups hold the tensors in order
+            ++in_shard;
+            safetensors::writer& out = *outs[shard];
             decode_tensor(in, *t, [&](const auto* v, std::size_t n) { out.write_values(v, n); },
                           [&](const std::uint8_t* b, std::size_t n) { out.write_bytes(b, n); });
             progress.update(++done, 0);
         }
-        out.finish();
+        std::unique_ptr<output_file> index_file;
+        if (shards) {
+            std::vector<std::pair<std::string, std::string>> weight_map;
+            for (std::size_t i = 0; i < groups.size(); ++i) {
+                const std::string file = paths[i].substr(paths[i].find_last_of('/') + 1);
+                for (const auto& e : groups[i]) weight_map.emplace_back(e.name, file);
+            }
+            const std::string text = safetensors::index_json(written, index_metadata, weight_map);
+            index_file = std::make_unique<output_file>(index_path);
+            index_file->write(text.data(), text.size());
+        }
+        for (auto& out : outs) out->finish();
+        if (index_file) index_file->commit();
         progress.finish();
-        for (const auto& e : entries) written += e.bytes();
     }
     summary_line(args, "decode: " + std::to_string(chosen.size()) + " tensors, " + megabytes(written) + ": " + args.output,
                  start, written);
