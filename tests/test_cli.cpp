@@ -6,6 +6,7 @@
 #include "cli_test_support.hpp"
 
 #include <grphi/container.hpp>
+#include <grphi/format/file_reader.hpp>
 #include <grphi/npy.hpp>
 #include <grphi/quantize.hpp>
 #include <grphi/safetensors.hpp>
@@ -216,28 +217,46 @@ TEST_CASE("cli: safetensors -> grphi -> safetensors equals fake_quantize; exact 
     CHECK(dir.listing().size() == 3);  // in, out, back: no temporaries left
 }
 
-TEST_CASE("cli: the output is a valid container that grphi::load reads") {
+TEST_CASE("cli: the library's file_reader, knowing nothing of the tool, lists exactly the checkpoint's tensors") {
     scratch_dir dir;
-    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    const std::vector<source_tensor> source = sample_tensors();
+    write_checkpoint(dir.file("in.safetensors"), source);
     REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi"), "--levels", "6",
                             "--chunk-weights", "300"}).status == 0);
-    const std::vector<grphi::stored_tensor> stored = grphi::load(dir.file("m.grphi"));
-    std::map<std::string, const grphi::stored_tensor*> by_name;
-    for (const auto& t : stored) by_name[t.name] = &t;
-    // Small tensors keep their own name; fc.weight (1073 weights) is split into row parts of ~300 weights.
-    REQUIRE(by_name.count("conv.weight") == 1);
-    CHECK(by_name.count("__grphi_tool__/manifest") == 1);
-    CHECK(by_name.count("__grphi_tool__/exact/fc.bias") == 1);
-    CHECK(by_name.count("fc.weight@0") == 1);
-    CHECK(by_name.count("fc.weight@10") == 1);
-    const auto conv = by_name["conv.weight"]->as<float, grphi::phi>();
+    const grphi::file_reader in(dir.file("m.grphi"));
+    in.verify();
+    // The same tensors, in the same order, with their N-D shapes and dtypes; the metadata as given.
+    REQUIRE(in.tensors().size() == source.size());
+    const st::reader original(dir.file("in.safetensors"));
+    for (std::size_t i = 0; i < source.size(); ++i) {
+        const grphi::tensor_info& t = in.tensors()[i];
+        CAPTURE(source[i].name);
+        CHECK(t.name == source[i].name);
+        CHECK(t.shape == source[i].shape);
+        CHECK(std::string(grphi::dtype_name(t.source)) == st::dtype_name(source[i].type));
+        // Integer, empty, 1-D and rank-0 tensors are kept exact: raw, byte-identical to the source.
+        const bool raw = source[i].type == st::dtype::I64 || source[i].shape.size() < 2 || source[i].name == "empty.weight";
+        CHECK((t.kind == grphi::tensor_kind::raw) == raw);
+        if (raw) {
+            const grphi::raw_view view = in.raw(t.name);
+            const st::tensor_info& o = *original.find(t.name);
+            REQUIRE(view.size == o.bytes());
+            CHECK(std::memcmp(view.data, original.bytes(o), view.size) == 0);
+        }
+    }
+    CHECK(in.metadata() == grphi::metadata_map{{"format", "pt"}});
+    // fc.weight (1073 weights) is stored as row parts of ~300 weights (10 rows), reassembled by the reader.
+    const grphi::tensor_info& fc = in.at("fc.weight");
+    CHECK(fc.sections.size() == 4);
+    const auto conv = in.read<float, grphi::phi>("conv.weight");
     CHECK(conv.rows == 6);
     CHECK(conv.cols == 27);
     CHECK(conv.opts.levels == 6);
-
-    // Writing the loaded tensors again with the library gives the tool's bytes: same layout.
-    grphi::save(dir.file("again.grphi"), stored);
-    CHECK(cli_test::slurp(dir.file("again.grphi")) == cli_test::slurp(dir.file("m.grphi")));
+    // grphi::load sees the quantized tensors, with the matrix views' shapes.
+    const std::vector<grphi::stored_tensor> stored = grphi::load(dir.file("m.grphi"));
+    std::size_t quantized = 0;
+    for (const auto& t : in.tensors()) quantized += t.kind == grphi::tensor_kind::quantized;
+    CHECK(stored.size() == quantized);
 }
 
 TEST_CASE("cli: info and decode read a plain library container (no tool manifest)") {
@@ -312,28 +331,53 @@ TEST_CASE("cli: one and two threads write identical files, whatever the chunking
     }
 }
 
-TEST_CASE("cli: with thousands of row parts, padding entries fill the directory's reserved room exactly") {
+TEST_CASE("cli: with thousands of row parts, the file lists every part and decodes as the unsplit one") {
     scratch_dir dir;
     const std::string in = dir.file("in.safetensors");
     write_checkpoint(in, {{"tall.weight", st::dtype::F32, {3000, 2}, cli_test::weights(6000, 9)}});
-    // One row per part: 3000 parts whose directory entries outgrow one padding entry's range.
+    // One row per part: 3000 sections of one tensor.
     REQUIRE(run_grphi(dir, {"quantize", in, "-o", dir.file("rows.grphi"), "--chunk-weights", "2"}).status == 0);
     REQUIRE(run_grphi(dir, {"quantize", in, "-o", dir.file("whole.grphi")}).status == 0);
-    const std::vector<grphi::stored_tensor> stored = grphi::load(dir.file("rows.grphi"));  // every size and CRC checked
-    std::size_t paddings = 0, parts = 0;
-    for (const auto& t : stored) {
-        if (t.name.rfind("__grphi_tool__/padding/", 0) == 0) {
-            ++paddings;
-            CHECK(t.size() == 0);
-        }
-        if (t.name.rfind("tall.weight@", 0) == 0) ++parts;
-    }
-    CHECK(parts == 3000);
-    CHECK(paddings >= 2);
-    CHECK(stored.size() == parts + paddings + 1);  // and the manifest
-    REQUIRE(run_grphi(dir, {"decode", dir.file("rows.grphi"), "-o", dir.file("rows.safetensors")}).status == 0);
+    const grphi::file_reader rows(dir.file("rows.grphi"));
+    rows.verify();
+    REQUIRE(rows.tensors().size() == 1);
+    CHECK(rows.tensors()[0].sections.size() == 3000);
+    CHECK(grphi::file_reader(dir.file("whole.grphi")).tensors()[0].sections.size() == 1);
+    REQUIRE(run_grphi(dir, {"decode", dir.file("rows.grphi"), "-o", dir.file("rows.safetensors"), "--threads", "2"}).status == 0);
     REQUIRE(run_grphi(dir, {"decode", dir.file("whole.grphi"), "-o", dir.file("whole.safetensors")}).status == 0);
     CHECK(cli_test::slurp(dir.file("rows.safetensors")) == cli_test::slurp(dir.file("whole.safetensors")));
+}
+
+TEST_CASE("cli: info --verify checks every section's CRC-32 without decoding; reader limits are options") {
+    scratch_dir dir;
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi"), "--chunk-weights", "300"}).status == 0);
+    const auto good = run_grphi(dir, {"info", "--verify", dir.file("m.grphi")});
+    INFO(good.err);
+    REQUIRE(good.status == 0);
+    CHECK(good.out.find("verified") != std::string::npos);
+    // Flip one byte inside a data section (fc.weight's second part): the index still parses, info lists
+    // the file, info --verify and decode --verify report the corruption.
+    std::string image = cli_test::slurp(dir.file("m.grphi"));
+    const grphi::section_info part = grphi::file_reader(dir.file("m.grphi")).at("fc.weight").sections.at(1);
+    image[static_cast<std::size_t>(part.offset + part.size / 2)] ^= 0x20;
+    cli_test::spit(dir.file("bad.grphi"), image);
+    CHECK(run_grphi(dir, {"info", dir.file("bad.grphi")}).status == 0);
+    const auto bad = run_grphi(dir, {"info", "--verify", dir.file("bad.grphi")});
+    CHECK(bad.status == 1);
+    CHECK(bad.err.find("bad.grphi: tensor 'fc.weight' part 1: data section checksum mismatch") != std::string::npos);
+    const auto decode = run_grphi(dir, {"decode", "--verify", dir.file("bad.grphi"), "-o", dir.file("out.safetensors")});
+    CHECK(decode.status == 1);
+    CHECK(decode.err.find("checksum mismatch") != std::string::npos);
+    CHECK(!cli_test::exists(dir.file("out.safetensors")));
+
+    // --max-elements below the file's quantized weights: refused while the index is read.
+    const auto limited = run_grphi(dir, {"info", "--max-elements", "100", dir.file("m.grphi")});
+    CHECK(limited.status == 1);
+    CHECK(limited.err.find("m.grphi") != std::string::npos);
+    CHECK(run_grphi(dir, {"info", "--max-elements", "1000000", dir.file("m.grphi")}).status == 0);
+    CHECK(run_grphi(dir, {"info", "--max-tensors", "2", dir.file("m.grphi")}).status == 1);
+    CHECK(run_grphi(dir, {"info", "--max-elements", "0", dir.file("m.grphi")}).status == 2);
 }
 
 TEST_CASE("cli: info lists every tensor with its shape and mode") {

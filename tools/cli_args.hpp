@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <regex>
 #include <stdexcept>
@@ -19,6 +20,7 @@
 #include <fnmatch.h>
 
 #include <grphi/base.hpp>
+#include <grphi/format/layout.hpp>
 #include <grphi/options.hpp>
 
 #ifndef GRPHI_TOOL_VERSION
@@ -108,11 +110,24 @@ inline const std::vector<command_help>& command_helps() {
          "                                its original dtype, F16 and BF16 rounded to nearest (even) from the\n"
          "                                quantized value, so the output is no larger than the original; f32\n"
          "                                keeps the quantized values exactly (float32, float64 for tensors\n"
-         "                                quantized in double); f64 writes float64\n"},
-        {"info", "grphi info FILE.grphi", "list the tensors of a .grphi file",
+         "                                quantized in double); f64 writes float64\n"
+         "  --verify                      check every data section's CRC-32 first (nothing decoded)\n"
+         "  --max-elements N              refuse a file whose quantized tensors hold more than N weights in\n"
+         "                                total (rows x cols + rows each; default 2^32)\n"
+         "  --max-part-elements N         ... more than N in one row part (default 2^28)\n"
+         "  --max-tensors N               ... more than N tensors (default 2^20)\n"
+         "  --max-metadata-bytes SIZE     ... more metadata (keys + values) than SIZE (default 64MiB)\n"},
+        {"info", "grphi info FILE.grphi [--verify]", "list the tensors of a .grphi file",
          "Prints the metadata and, per tensor, kind (quantized or exact), source dtype, shape, its spec (the\n"
          "rule it was quantized with, in --rule syntax) and stored bits per weight. Exact tensors count their\n"
-         "payload, 8 x the dtype's size per element, as report does.\n"},
+         "payload, 8 x the dtype's size per element, as report does. With --verify it first checks every\n"
+         "data section's CRC-32 and the alignment padding without decoding: a corrupted file fails (exit 1).\n"
+         "  --verify                      check every data section's CRC-32 first (nothing decoded)\n"
+         "  --max-elements N              refuse a file whose quantized tensors hold more than N weights in\n"
+         "                                total (rows x cols + rows each; default 2^32)\n"
+         "  --max-part-elements N         ... more than N in one row part (default 2^28)\n"
+         "  --max-tensors N               ... more than N tensors (default 2^20)\n"
+         "  --max-metadata-bytes SIZE     ... more metadata (keys + values) than SIZE (default 64MiB)\n"},
         {"report", "grphi report INPUT... [options] [--csv]",
          "what quantize would do, per tensor, without writing a file",
          "Prints per tensor: dtype, shape, spec, weights, levels used, exponent entropy, entropy bits per\n"
@@ -237,9 +252,19 @@ int block_size_of(const O& o) {
     }
 }
 
+// The shortest decimal text that reads back as v.
+inline std::string shortest_text(double v) {
+    char text[40];
+    for (int digits = 1; digits <= 17; ++digits) {
+        std::snprintf(text, sizeof text, "%.*g", digits, v);
+        if (!std::isfinite(v) || std::strtod(text, nullptr) == v) break;
+    }
+    return text;
+}
+
 // A base as the user writes it: its name, or the number of a run-time base.
 inline std::string base_text(const std::string& base, const options& o) {
-    return base == "custom" && o.base_value ? detail::number_text(*o.base_value) : base;
+    return base == "custom" && o.base_value ? shortest_text(*o.base_value) : base;
 }
 
 // The spec in --rule syntax: "exact", or "base[,option...]" listing what differs from the defaults.
@@ -439,6 +464,8 @@ struct arguments {
     std::string dtype = "source";            // decode: source, f32 or f64
     std::uint64_t max_shard_bytes = 0;       // decode: 0 = one file (or 5 GB shards into a directory)
     std::uint64_t chunk_weights = 1u << 20;  // rows per job ~ this many weights (tuning/testing)
+    bool verify = false;                     // info, decode: check every section's CRC-32 first
+    reader_limits limits;                    // info, decode: what the .grphi reader accepts
 
     const std::string& input() const { return inputs.front(); }
 
@@ -507,6 +534,16 @@ inline arguments parse_arguments(int argc, char** argv) {
                 throw usage_error("--dtype " + args.dtype + ": expected source, f32 or f64");
         } else if (flag == "--max-shard-size") {
             args.max_shard_bytes = parse_size(flag, value());
+        } else if (flag == "--verify") {
+            no_value(), args.verify = true;
+        } else if (flag == "--max-elements") {
+            args.limits.max_elements = static_cast<std::uint64_t>(parse_integer(flag, value(), 1, std::numeric_limits<long long>::max()));
+        } else if (flag == "--max-part-elements") {
+            args.limits.max_part_elements = static_cast<std::uint64_t>(parse_integer(flag, value(), 1, std::numeric_limits<long long>::max()));
+        } else if (flag == "--max-tensors") {
+            args.limits.max_tensors = static_cast<std::uint64_t>(parse_integer(flag, value(), 1, std::numeric_limits<long long>::max()));
+        } else if (flag == "--max-metadata-bytes") {
+            args.limits.max_metadata_bytes = parse_size(flag, value());
         } else if (flag == "--chunk-weights")
             args.chunk_weights = static_cast<std::uint64_t>(parse_integer(flag, value(), 1, 1ll << 40));
         else if (flag.rfind("--", 0) == 0) {

@@ -23,6 +23,14 @@
 
 namespace grphi::cli {
 
+// True on a little-endian host, where stored F32/F64 bytes are the values themselves.
+inline bool host_is_little_endian() {
+    const std::uint16_t one = 1;
+    std::uint8_t first = 0;
+    std::memcpy(&first, &one, 1);
+    return first == 1;
+}
+
 struct input_tensor {
     std::string name;
     safetensors::dtype type = safetensors::dtype::F32;
@@ -177,7 +185,7 @@ public:
         (void)count;
         const input_tensor& t = tensors_[index];
         const safetensors::dtype own = std::is_same_v<T, float> ? safetensors::dtype::F32 : safetensors::dtype::F64;
-        if (t.type != own || !safetensors::detail::host_is_little_endian() || !raw_is_c_order(index)) return nullptr;
+        if (t.type != own || !host_is_little_endian() || !raw_is_c_order(index)) return nullptr;
         const std::byte* start = raw_bytes(index) + first * t.cols * sizeof(T);
         if (reinterpret_cast<std::uintptr_t>(start) % alignof(T) != 0) return nullptr;
         return reinterpret_cast<const T*>(start);

@@ -21,10 +21,12 @@
 
 #include <grphi/base.hpp>
 #include <grphi/error.hpp>
+#include <grphi/format/file_reader.hpp>
+#include <grphi/format/file_writer.hpp>
+#include <grphi/mapped_file.hpp>
 #include <grphi/quantize.hpp>
 
 #include "cli_args.hpp"
-#include "cli_container.hpp"
 #include "cli_input.hpp"
 #include "cli_pipeline.hpp"
 #include "cli_report.hpp"
@@ -36,8 +38,8 @@
 namespace grphi::cli {
 namespace {
 
-// One unit of work: rows [first_row, first_row + rows) of a quantized tensor, or bytes [first_row,
-// first_row + rows) of an exact one.
+// One unit of work: rows [first_row, first_row + rows) of a quantized tensor, or all the bytes of an
+// exact one (first_row 0, rows its byte count).
 struct job {
     std::size_t tensor = 0;
     std::uint64_t first_row = 0;
@@ -45,9 +47,6 @@ struct job {
     bool last_of_tensor = true;
     bool exact = false;
 };
-
-// Exact tensors travel as byte carriers of at most this many bytes (3 bytes of memory per byte coded).
-inline constexpr std::uint64_t exact_part_bytes = std::uint64_t{1} << 22;
 
 // What happens to one input tensor: quantized with a spec, or kept exact; and which rule decided.
 struct tensor_plan {
@@ -62,12 +61,8 @@ inline std::vector<job> plan_jobs(const input_checkpoint& in, const std::vector<
     std::vector<job> jobs;
     for (std::size_t i = 0; i < in.tensors().size(); ++i) {
         const input_tensor& t = in.tensors()[i];
-        if (plans[i].spec.exact) {
-            const std::uint64_t part = in.raw_is_c_order(i) ? exact_part_bytes : std::max<std::uint64_t>(t.bytes, 1);
-            for (std::uint64_t b = 0; b < t.bytes || b == 0; b += part) {
-                const std::uint64_t n = std::min(part, t.bytes - b);
-                jobs.push_back({i, b, n, b + n == t.bytes, true});
-            }
+        if (plans[i].spec.exact) {  // one raw section, its bytes as they are
+            jobs.push_back({i, 0, t.bytes, true, true});
             continue;
         }
         if (!plans[i].spec.opts.per_channel || t.rows == 0) {
@@ -280,33 +275,6 @@ int run_report(const arguments& args) {
     return 0;
 }
 
-// Container names of every job, and the manifest that ties them to the source tensors.
-manifest plan_manifest(const input_checkpoint& in, const std::vector<job>& jobs, std::vector<std::string>& part_names) {
-    manifest m;
-    m.metadata = in.metadata();
-    std::vector<std::size_t> parts_of(in.tensors().size(), 0);
-    for (const auto& j : jobs) ++parts_of[j.tensor];
-    for (const auto& t : in.tensors()) {
-        if (t.name.rfind(tool_prefix, 0) == 0)
-            throw format_error(in.path() + ": tensor '" + t.name + "': names starting with '" + tool_prefix +
-                               "' are reserved");
-        m.tensors.push_back({t.name, t.type, t.shape, true, {}});
-    }
-    std::set<std::string> used;
-    for (const auto& j : jobs) {
-        const input_tensor& t = in.tensors()[j.tensor];
-        std::string name = j.exact ? exact_prefix + t.name : t.name;
-        if (parts_of[j.tensor] > 1) name += "@" + std::to_string(j.first_row);
-        if (!used.insert(name).second)
-            throw format_error(in.path() + ": tensor '" + t.name + "': container name '" + name + "' is taken twice");
-        manifest_tensor& mt = m.tensors[j.tensor];
-        mt.quantized = !j.exact;
-        mt.parts.push_back({name, j.first_row, j.rows});
-        part_names.push_back(std::move(name));
-    }
-    return m;
-}
-
 // Refuses an output that would replace one of the inputs (the same file, also through a symbolic or hard link).
 void check_not_an_input(const std::string& output, const std::vector<std::string>& inputs) {
     struct stat out {};
@@ -335,6 +303,22 @@ std::string megabytes(std::uint64_t bytes) {
     return text;
 }
 
+// The library's dtype for a safetensors one (the same names) and back.
+inline grphi::dtype file_dtype(safetensors::dtype type) { return *grphi::parse_dtype(safetensors::dtype_name(type)); }
+inline safetensors::dtype checkpoint_dtype(grphi::dtype type) {
+    const auto t = safetensors::parse_dtype(grphi::dtype_name(type));
+    if (!t) throw format_error(std::string("dtype ") + grphi::dtype_name(type) + " has no safetensors equivalent");
+    return *t;
+}
+
+// What a worker hands the in-order writer: a quantized job's parts (and, for a tensor's first job, the
+// index record's fields), or an exact tensor's bytes reordered into C order (empty: straight from the map).
+struct coded_job {
+    std::optional<quantized_spec> spec;
+    std::vector<encoded_part> parts;
+    std::vector<std::byte> c_order;
+};
+
 int run_quantize(const arguments& args) {
     const auto start = clock_type::now();
     if (!ends_with(args.output, ".grphi"))
@@ -343,77 +327,67 @@ int run_quantize(const arguments& args) {
     check_not_an_input(args.output, in.files());
     const std::vector<tensor_plan> plans = plan_tensors(in, args);
     const std::vector<job> jobs = plan_jobs(in, plans, args);
-    std::vector<std::string> part_names;
-    const manifest plan = plan_manifest(in, jobs, part_names);
-    const std::string text = manifest_json(plan);
-    const stored_tensor manifest_carrier =
-        make_carrier(manifest_name, reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
-    // Room for the directory: every part's entry with its data size at a bound, and the manifest's.
-    std::uint64_t entries_bound = entry_bytes_bound(manifest_carrier);
-    for (std::size_t index = 0; index < jobs.size(); ++index) {
-        const job& j = jobs[index];
-        const input_tensor& t = in.tensors()[j.tensor];
-        stored_tensor planned = make_carrier(part_names[index], nullptr, 0);
-        if (j.exact) {
-            planned.cols = static_cast<std::int64_t>(j.rows);
-        } else {
-            const quant_spec& spec = plans[j.tensor].spec;
-            planned = dispatch(t.type, spec.base, [&](auto scalar, auto base) {
-                packed<decltype(scalar), decltype(base)> p;
-                p.rows = static_cast<Eigen::Index>(j.rows);
-                p.cols = static_cast<Eigen::Index>(t.cols);
-                p.opts = spec.opts;
-                return to_stored(part_names[index], std::move(p));
-            });
-        }
-        entries_bound += entry_bytes_bound(planned);
-    }
+    metadata_map metadata;
+    for (const auto& [key, value] : in.metadata()) metadata[key] = value;
     temporary_cleanup::protect(args.output);
-    container_writer writer(args.output, jobs.size() + 1, entries_bound);
+    // The output's temporary is created first, so an unwritable target fails before any work is done.
+    file_writer writer(args.output, std::move(metadata));
 
     const std::uint64_t total_bytes = in.total_bytes();
     progress_line progress(!args.quiet, in.tensors().size(), total_bytes);
     std::size_t tensors_done = 0;
     std::uint64_t bytes_done = 0;
-    run_ordered<coded_tensor>(
+    run_ordered<coded_job>(
         jobs, args.thread_count(),
-        [&](const job& j) -> coded_tensor {
-            const std::size_t index = static_cast<std::size_t>(&j - jobs.data());
-            const std::string& name = part_names[index];
+        [&](const job& j) -> coded_job {
+            const input_tensor& t = in.tensors()[j.tensor];
+            coded_job coded;
             try {
                 if (j.exact) {
                     if (!in.raw_is_c_order(j.tensor)) {  // decode writes C order: reorder the elements
-                        const input_tensor& t = in.tensors()[j.tensor];
-                        std::vector<std::byte> c_order(static_cast<std::size_t>(t.bytes));
-                        in.read_raw_rows(j.tensor, 0, t.rows, c_order.data());
-                        return code_tensor(make_carrier(name, reinterpret_cast<const std::uint8_t*>(c_order.data()),
-                                                        c_order.size()));
+                        coded.c_order.resize(static_cast<std::size_t>(t.bytes));
+                        in.read_raw_rows(j.tensor, 0, t.rows, coded.c_order.data());
                     }
-                    const auto* bytes = reinterpret_cast<const std::uint8_t*>(in.raw_bytes(j.tensor)) + j.first_row;
-                    return code_tensor(make_carrier(name, bytes, static_cast<std::size_t>(j.rows)));
+                    return coded;
                 }
-                const input_tensor& t = in.tensors()[j.tensor];
                 const quant_spec& spec = plans[j.tensor].spec;
-                return dispatch(t.type, spec.base, [&](auto scalar, auto base) {
+                dispatch(t.type, spec.base, [&](auto scalar, auto base) {
                     using T = decltype(scalar);
                     using Base = decltype(base);
                     thread_local packed<T, Base> p;  // reused job after job: its arrays are not allocated again
                     quantize_rows<Base>(in, j, spec.opts, p);
-                    return code_packed(name, p);
+                    if (j.first_row == 0) coded.spec = quantized_spec::of(t.name, p, t.shape, file_dtype(t.type));
+                    // A per-channel job is one part; a per-tensor tensor (one job) is split as the library splits.
+                    const std::int64_t rows = p.rows;
+                    const std::int64_t per = spec.opts.per_channel ? std::max<std::int64_t>(rows, 1) : writer.rows_per_part(p.cols);
+                    for (std::int64_t r = 0; r < rows; r += per) coded.parts.push_back(encode_part(p, r, std::min(rows, r + per)));
                 });
+                return coded;
             } catch (const std::exception& error) {
                 rethrow_with_context(in, j, error);
             }
         },
-        [&](const job& j, coded_tensor&& coded) {
-            writer.add(coded);
+        [&](const job& j, coded_job&& coded) {
             const input_tensor& t = in.tensors()[j.tensor];
+            try {
+                if (j.exact) {
+                    const void* bytes = coded.c_order.empty() ? static_cast<const void*>(in.raw_bytes(j.tensor)) : coded.c_order.data();
+                    writer.add_raw(t.name, file_dtype(t.type), t.shape, bytes, static_cast<std::size_t>(t.bytes));
+                    if (coded.c_order.empty()) in.release_rows(j.tensor, 0, t.rows);
+                } else {
+                    if (coded.spec) writer.begin_quantized(*coded.spec);
+                    for (const auto& part : coded.parts) writer.append_part(part);
+                    if (j.last_of_tensor) writer.end_quantized();
+                }
+            } catch (const std::exception& error) {
+                rethrow_with_context(in, j, error);
+            }
             bytes_done += j.exact ? j.rows : (t.rows ? t.bytes / t.rows * j.rows : t.bytes);
             if (j.last_of_tensor) ++tensors_done;
             progress.update(tensors_done, bytes_done);
         });
-    writer.add(code_tensor(manifest_carrier));
-    const std::uint64_t written = writer.finish();
+    writer.finish();
+    const std::uint64_t written = writer.bytes_written();
     progress.update(tensors_done, bytes_done, true);
     progress.finish();
     std::size_t quantized = 0;
@@ -426,37 +400,38 @@ int run_quantize(const arguments& args) {
     return 0;
 }
 
+// A quantized tensor's spec as the command line writes it.
+quant_spec spec_of(const tensor_info& t) {
+    quant_spec spec;
+    spec.exact = t.kind == tensor_kind::raw;
+    if (spec.exact) return spec;
+    spec.base = t.base_name;
+    spec.opts = t.opts;
+    if (spec.base == custom::name) spec.opts.base_value = t.base_value;
+    return spec;
+}
+
 int run_info(const arguments& args) {
-    const container_reader in(args.input());
-    const manifest m = read_manifest(in);
+    const file_reader in(args.input(), args.limits);
+    if (args.verify) in.verify();  // every section's CRC-32, nothing decoded
     std::uint64_t weights = 0, coded = 0, exact_bytes = 0, quantized_weights = 0;
-    std::printf("%s: %zu tensors\n", in.path().c_str(), m.tensors.size());
-    for (const auto& [key, value] : m.metadata) std::printf("metadata %s = %s\n", key.c_str(), value.c_str());
+    std::printf("%s: %zu tensors\n", in.name().c_str(), in.tensors().size());
+    for (const auto& [key, value] : in.metadata()) std::printf("metadata %s = %s\n", key.c_str(), value.c_str());
     std::printf("%-40s %-9s %-5s %-20s %-28s %10s\n", "tensor", "kind", "dtype", "shape", "spec", "bits/w");
-    for (const auto& t : m.tensors) {
-        std::uint64_t bytes = 0;
-        quant_spec spec;
-        spec.exact = !t.quantized;
-        for (const auto& p : t.parts) {
-            const auto* e = in.find(p.tensor);
-            bytes += e->coded_bytes();
-            if (t.quantized) {
-                spec.base = e->meta.base_name;
-                spec.opts = e->meta.opts;
-                if (spec.base == custom::name) spec.opts.base_value = e->meta.base_value;
-            }
-        }
+    for (const auto& t : in.tensors()) {
+        const bool quantized = t.kind == tensor_kind::quantized;
+        const std::uint64_t bytes = t.stored_bytes();
         const std::uint64_t n = t.elements();
         weights += n;
         coded += bytes;
-        if (t.quantized) quantized_weights += n;
+        if (quantized) quantized_weights += n;
         else exact_bytes += bytes;
         // Exact tensors: their payload, as report counts it.
-        const double bits = !t.quantized ? 8.0 * static_cast<double>(safetensors::dtype_size(t.type))
-                            : n          ? 8.0 * static_cast<double>(bytes) / static_cast<double>(n)
-                                         : 0.0;
-        std::printf("%-40s %-9s %-5s %-20s %-28s %10.3f\n", t.name.c_str(), t.quantized ? "quantized" : "exact",
-                    safetensors::dtype_name(t.type), shape_text(t.shape).c_str(), spec_text(spec).c_str(), bits);
+        const double bits = !quantized ? 8.0 * static_cast<double>(grphi::dtype_size(t.source))
+                            : n        ? 8.0 * static_cast<double>(bytes) / static_cast<double>(n)
+                                       : 0.0;
+        std::printf("%-40s %-9s %-5s %-20s %-28s %10.3f\n", t.name.c_str(), quantized ? "quantized" : "exact",
+                    grphi::dtype_name(t.source), shape_text(t.shape).c_str(), spec_text(spec_of(t)).c_str(), bits);
     }
     const double quantized_bits = quantized_weights ? 8.0 * static_cast<double>(coded - exact_bytes) /
                                                           static_cast<double>(quantized_weights)
@@ -464,55 +439,68 @@ int run_info(const arguments& args) {
     std::printf("total: %llu weights (%llu quantized at %.3f bits/weight), %llu bytes of tensors\n",
                 static_cast<unsigned long long>(weights), static_cast<unsigned long long>(quantized_weights),
                 quantized_bits, static_cast<unsigned long long>(coded));
+    if (args.verify) std::printf("verified: every section's CRC-32 matches\n");
     return 0;
 }
 
-// Calls fn(T{}, Base{}) for a stored tensor's scalar type and base (custom: its value is in the tensor).
-template <class Fn>
-void dispatch_stored(const stored_tensor& t, const std::string& file, Fn&& fn) {
-    auto with_base = [&](auto scalar) {
-        using T = decltype(scalar);
-        if (t.holds<T, phi>()) return fn(scalar, phi{});
-        if (t.holds<T, two>()) return fn(scalar, two{});
-        if (t.holds<T, sqrt2>()) return fn(scalar, sqrt2{});
-        if (t.holds<T, custom>()) return fn(scalar, custom{});
-        throw format_error(file + ": tensor '" + t.name + "': base '" + t.base_name + "' (" +
-                           detail::number_text(t.base_value) + ") is not one this tool decodes (phi, two, sqrt2, custom)");
-    };
-    if (t.scalar == scalar_kind::float64) with_base(double{});
-    else with_base(float{});
-}
+// One decode job: a quantized tensor's part, or a raw tensor (written straight from the map).
+struct decode_job {
+    std::size_t tensor = 0;  // index into the chosen tensors
+    std::size_t part = 0;
+    bool last_of_tensor = true;
+};
+struct decoded_rows {
+    row_matrix<float> f;  // the part's values, in the scalar type it was quantized in
+    row_matrix<double> d;
+};
 
-// Streams one manifest tensor into `write_values` (dequantized) or `write_bytes` (exact).
-template <class Values, class Bytes>
-void decode_tensor(const container_reader& in, const manifest_tensor& t, Values&& write_values, Bytes&& write_bytes) {
-    for (const auto& p : t.parts) {
-        const stored_tensor part = in.read(*in.find(p.tensor));
-        if (!t.quantized) {
-            const std::vector<std::uint8_t> bytes = carrier_bytes(part, in.path());
-            write_bytes(bytes.data(), bytes.size());
-            continue;
-        }
-        dispatch_stored(part, in.path(), [&](auto scalar, auto base) {
-            using T = decltype(scalar);
-            using Base = decltype(base);
-            const row_matrix<T> values = dequantize(part.as<T, Base>());
-            write_values(values.data(), static_cast<std::size_t>(values.size()));
-        });
+// Decodes the tensors in order: each part on a worker (the reader decodes it straight into the job's
+// buffer), written in order on the calling thread by write_values(k, values, n) or, for raw tensors,
+// write_bytes(k, bytes, n); tensor_done(k) after the last. At most threads + 1 parts wait.
+template <class Values, class Bytes, class Done>
+void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>& chosen, unsigned threads,
+                    Values&& write_values, Bytes&& write_bytes, Done&& tensor_done) {
+    std::vector<decode_job> jobs;
+    for (std::size_t k = 0; k < chosen.size(); ++k) {
+        const tensor_info& t = *chosen[k];
+        const std::size_t parts = t.kind == tensor_kind::raw ? 1 : t.sections.size();
+        for (std::size_t i = 0; i < parts; ++i) jobs.push_back({k, i, i + 1 == parts});
+        if (parts == 0) jobs.push_back({k, 0, true});
     }
+    run_ordered<decoded_rows>(
+        jobs, threads,
+        [&](const decode_job& j) {
+            const tensor_info& t = *chosen[j.tensor];
+            decoded_rows rows;
+            if (t.kind == tensor_kind::raw || t.sections.empty()) return rows;
+            const section_info& s = t.sections[j.part];
+            if (t.scalar == scalar_kind::float64) in.dequantize_rows(t.name, s.first_row, s.first_row + s.rows, rows.d);
+            else in.dequantize_rows(t.name, s.first_row, s.first_row + s.rows, rows.f);
+            return rows;
+        },
+        [&](const decode_job& j, decoded_rows&& rows) {
+            const tensor_info& t = *chosen[j.tensor];
+            if (t.kind == tensor_kind::raw) {
+                const raw_view view = in.raw(t.name);
+                write_bytes(j.tensor, view.data, view.size);
+            } else if (t.scalar == scalar_kind::float64) {
+                write_values(j.tensor, rows.d.data(), static_cast<std::size_t>(rows.d.size()));
+            } else {
+                write_values(j.tensor, rows.f.data(), static_cast<std::size_t>(rows.f.size()));
+            }
+            if (j.last_of_tensor) tensor_done(j.tensor);
+        });
 }
 
 // Decoded dtype: exact tensors keep theirs; quantized ones their source dtype (--dtype source), the values
 // the library computes (f32: float32, or float64 when quantized in double), or float64 (f64).
-safetensors::dtype decoded_type(const container_reader& in, const manifest_tensor& t, const std::string& choice) {
+safetensors::dtype decoded_type(const tensor_info& t, const std::string& choice) {
     using safetensors::dtype;
-    if (!t.quantized) return t.type;
-    const bool in_double = t.parts.empty() ? t.type == dtype::F64
-                                           : in.find(t.parts[0].tensor)->meta.scalar == scalar_kind::float64;
+    if (t.kind == tensor_kind::raw) return checkpoint_dtype(t.source);
+    const bool in_double = t.scalar == scalar_kind::float64;
     if (choice == "f64") return dtype::F64;
     if (choice == "f32") return in_double ? dtype::F64 : dtype::F32;
-    if (safetensors::is_floating(t.type)) return t.type;
-    return in_double ? dtype::F64 : dtype::F32;  // a plain library file's tensors
+    return checkpoint_dtype(t.source);
 }
 
 // Where decode writes shards: "DIR/model" or "path/stem" (a .safetensors name without its extension).
@@ -551,41 +539,48 @@ int run_decode(const arguments& args) {
                           " has another extension");
     if (to_npy && args.max_shard_bytes) throw usage_error("decode: --max-shard-size needs a .safetensors or directory output");
     if (!to_directory) check_not_an_input(args.output, args.inputs);
-    const container_reader in(args.input());
-    const manifest m = read_manifest(in);
-    std::vector<const manifest_tensor*> chosen;
-    for (const auto& t : m.tensors)
+    // Mapped here so each tensor's pages can be given back once decoded (bounded resident memory).
+    const mapped_file map(args.input());
+    const file_reader in(reinterpret_cast<const std::uint8_t*>(map.data()), map.size(), args.input(), args.limits);
+    if (args.verify) in.verify();
+    auto release = [&](const tensor_info& t) {
+        for (const auto& s : t.sections) map.release(static_cast<std::size_t>(s.offset), static_cast<std::size_t>(s.size));
+    };
+    std::vector<const tensor_info*> chosen;
+    for (const auto& t : in.tensors())
         if (args.tensor.empty() || t.name == args.tensor) chosen.push_back(&t);
     if (!args.tensor.empty() && chosen.empty())
-        throw std::runtime_error(in.path() + ": no tensor named '" + args.tensor + "'");
+        throw std::runtime_error(in.name() + ": no tensor named '" + args.tensor + "'");
     temporary_cleanup::protect(args.output);
 
     std::uint64_t written = 0;
     if (to_npy) {
         if (chosen.size() != 1)
-            throw std::runtime_error(in.path() + ": holds " + std::to_string(chosen.size()) +
+            throw std::runtime_error(in.name() + ": holds " + std::to_string(chosen.size()) +
                                      " tensors; an .npy file takes one: choose it with --tensor NAME");
-        const manifest_tensor& t = *chosen[0];
-        safetensors::dtype type = decoded_type(in, t, args.dtype);
+        const tensor_info& t = *chosen[0];
+        safetensors::dtype type = decoded_type(t, args.dtype);
         const bool widen = type == safetensors::dtype::BF16;  // NumPy has no bfloat16: float32 holds it exactly
         if (widen) type = safetensors::dtype::F32;
         if (!npy::writable(type))
-            throw std::runtime_error(in.path() + ": tensor '" + t.name + "': dtype " + safetensors::dtype_name(type) +
+            throw std::runtime_error(in.name() + ": tensor '" + t.name + "': dtype " + safetensors::dtype_name(type) +
                                      " has no NumPy equivalent; decode to .safetensors");
         npy::writer out(args.output, type, t.shape);
-        decode_tensor(in, t, [&](const auto* v, std::size_t n) { out.write_values(v, n); },
-                      [&](const std::uint8_t* b, std::size_t n) {
-                          if (!widen) return out.write_bytes(b, n);
-                          std::vector<float> values(n / 2);
-                          safetensors::convert_to(safetensors::dtype::BF16, reinterpret_cast<const std::byte*>(b),
-                                                  values.size(), values.data());
-                          out.write_values(values.data(), values.size());
-                      });
+        decode_tensors(
+            in, chosen, args.thread_count(), [&](std::size_t, const auto* v, std::size_t n) { out.write_values(v, n); },
+            [&](std::size_t, const std::uint8_t* b, std::size_t n) {
+                if (!widen) return out.write_bytes(b, n);
+                std::vector<float> values(n / 2);
+                safetensors::convert_to(safetensors::dtype::BF16, reinterpret_cast<const std::byte*>(b), values.size(),
+                                        values.data());
+                out.write_values(values.data(), values.size());
+            },
+            [&](std::size_t) { release(t); });
         out.finish();
         written = t.elements() * safetensors::dtype_size(type);
     } else {
         std::vector<safetensors::tensor_entry> entries;
-        for (const auto* t : chosen) entries.push_back({t->name, decoded_type(in, *t, args.dtype), t->shape});
+        for (const auto* t : chosen) entries.push_back({t->name, decoded_type(*t, args.dtype), t->shape});
         for (const auto& e : entries) written += e.bytes();
         // Shards: tensors kept whole, in order, a new shard when the next would pass the limit.
         const std::optional<shard_plan> shards = plan_shards(args);
@@ -610,7 +605,7 @@ int run_decode(const arguments& args) {
         }
         // The file's metadata: "index/<key>" entries came from a source index and go back into one.
         std::vector<std::pair<std::string, std::string>> file_metadata, index_metadata;
-        for (const auto& [key, value] : m.metadata) {
+        for (const auto& [key, value] : in.metadata()) {
             if (shards && key.rfind("index/", 0) == 0) index_metadata.emplace_back(key.substr(6), value);
             else file_metadata.emplace_back(key, value);
         }
@@ -619,15 +614,18 @@ int run_decode(const arguments& args) {
         for (std::size_t i = 0; i < groups.size(); ++i)
             outs.push_back(std::make_unique<safetensors::writer>(paths[i], groups[i], file_metadata));
         progress_line progress(!args.quiet, chosen.size(), 0);
-        std::size_t done = 0, shard = 0, in_shard = 0;
-        for (const auto* t : chosen) {
-            if (in_shard == groups[shard].size()) ++shard, in_shard = 0;  // groups hold the tensors in order
-            ++in_shard;
-            safetensors::writer& out = *outs[shard];
-            decode_tensor(in, *t, [&](const auto* v, std::size_t n) { out.write_values(v, n); },
-                          [&](const std::uint8_t* b, std::size_t n) { out.write_bytes(b, n); });
-            progress.update(++done, 0);
-        }
+        std::vector<safetensors::writer*> shard_of;  // groups hold the tensors in order
+        for (std::size_t i = 0; i < groups.size(); ++i)
+            for (std::size_t n = 0; n < groups[i].size(); ++n) shard_of.push_back(outs[i].get());
+        std::size_t done = 0;
+        decode_tensors(
+            in, chosen, args.thread_count(),
+            [&](std::size_t k, const auto* v, std::size_t n) { shard_of[k]->write_values(v, n); },
+            [&](std::size_t k, const std::uint8_t* b, std::size_t n) { shard_of[k]->write_bytes(b, n); },
+            [&](std::size_t k) {
+                release(*chosen[k]);
+                progress.update(++done, 0);
+            });
         std::unique_ptr<output_file> index_file;
         if (shards) {
             std::vector<std::pair<std::string, std::string>> weight_map;
