@@ -17,7 +17,19 @@
 
 #include <unistd.h>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace grphi::cli {
+
+// The tool's threads are its own workers: inside a job, the library's OpenMP loops (quantize's rows)
+// run on the calling thread only, so --threads N means N busy cores and no spinning OpenMP teams.
+inline void one_openmp_thread_here() {
+#if defined(_OPENMP)
+    omp_set_num_threads(1);  // this thread's setting: each worker calls it
+#endif
+}
 
 // work(job) -> Result runs on `threads` workers; consume(job, Result&&) runs on the calling thread in job
 // order. At most `threads + 1` results wait, so memory is bounded by ~2 x threads job-sized buffers.
@@ -25,6 +37,7 @@ namespace grphi::cli {
 template <class Result, class Job, class Work, class Consume>
 void run_ordered(const std::vector<Job>& jobs, unsigned threads, Work&& work, Consume&& consume) {
     if (threads <= 1 || jobs.size() <= 1) {
+        one_openmp_thread_here();
         for (const Job& job : jobs) consume(job, work(job));
         return;
     }
@@ -41,6 +54,7 @@ void run_ordered(const std::vector<Job>& jobs, unsigned threads, Work&& work, Co
     bool stop = false;
 
     auto worker = [&] {
+        one_openmp_thread_here();
         for (;;) {
             std::size_t index;
             {
