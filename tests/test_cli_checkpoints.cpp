@@ -258,7 +258,8 @@ TEST_CASE("cli checkpoints: decode writes shards with a correct model.safetensor
     std::uint64_t total = 0;
     std::map<std::string, std::uint64_t> shard_bytes;
     for (const auto& [name, file] : index.weight_map) {
-        CAPTURE(name);
+        const std::string& tensor_name = name;  // CAPTURE's lambda cannot capture a structured binding (clang 14)
+        CAPTURE(tensor_name);
         const st::reader shard(dir.file("out/" + file));
         REQUIRE(shard.find(name) != nullptr);
         CHECK(tensor_bytes(shard, name) == tensor_bytes(whole, name));
