@@ -11,12 +11,12 @@
 
 #include <benchmark/benchmark.h>
 
-#include <grphi/autodiff.hpp>
 #include <grphi/base.hpp>
 #include <grphi/nn.hpp>
 #include <grphi/optim.hpp>
 #include <grphi/options.hpp>
 #include <grphi/quantize.hpp>
+#include <grphi/train/autodiff.hpp>
 
 #include <cstring>
 #include <random>
@@ -51,7 +51,7 @@ struct tinynet {
         fc1.quantizer = nn::weight_quantizer::by_name(base, first);
         fc2.quantizer = nn::weight_quantizer::by_name(base, second);
     }
-    ad::var forward(ad::tape<float>& t, ad::var x) { return fc2.forward(t, t.relu(fc1.forward(t, x))); }
+    ad::var forward(ad::tape<float>& t, ad::var x) { return fc2.forward(t, ad::relu(t, fc1.forward(t, x))); }
 };
 
 // A fixed synthetic batch: the step's cost does not depend on the pixel values.
@@ -74,7 +74,7 @@ void train_step(benchmark::State& state, const char* base, int fc1_cluster = 32)
     for (auto _ : state) {
         t.clear();
         opt.zero_grad();
-        const ad::var loss = t.softmax_cross_entropy(net.forward(t, t.constant_ref(b.images)), b.labels);
+        const ad::var loss = ad::softmax_cross_entropy(t, net.forward(t, t.constant_ref(b.images)), b.labels);
         t.backward(loss);
         opt.step();
         benchmark::DoNotOptimize(net.fc1.weight.value.data());
@@ -108,7 +108,7 @@ void BM_forward_fp32(benchmark::State& state) {
     ad::tape<float> t;
     for (auto _ : state) {
         t.clear();
-        const ad::var loss = t.softmax_cross_entropy(net.forward(t, t.constant_ref(b.images)), b.labels);
+        const ad::var loss = ad::softmax_cross_entropy(t, net.forward(t, t.constant_ref(b.images)), b.labels);
         benchmark::DoNotOptimize(t.value(loss).data());
     }
 }

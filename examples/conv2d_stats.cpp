@@ -14,7 +14,6 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-#include <grphi/autodiff.hpp>
 #include <grphi/base.hpp>
 #include <grphi/container.hpp>
 #include <grphi/npy.hpp>
@@ -22,9 +21,10 @@
 #include <grphi/fashion_mnist.hpp>
 #include <grphi/nn.hpp>
 #include <grphi/optim.hpp>
-#include <grphi/train/reproducible.hpp>
 #include <grphi/options.hpp>
 #include <grphi/quantize.hpp>
+#include <grphi/train/autodiff.hpp>
+#include <grphi/train/reproducible.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -66,9 +66,9 @@ struct small_cnn {
         fc.quantizer = nn::weight_quantizer::make<phi>(linear_options());
     }
     ad::var forward(ad::tape<float>& t, ad::var x) {
-        x = t.max_pool2x2(t.relu(conv1.forward(t, x)));
-        x = t.max_pool2x2(t.relu(conv2.forward(t, x)));
-        return fc.forward(t, t.flatten(x));
+        x = ad::max_pool2x2(t, ad::relu(t, conv1.forward(t, x)));
+        x = ad::max_pool2x2(t, ad::relu(t, conv2.forward(t, x)));
+        return fc.forward(t, ad::flatten(t, x));
     }
     std::vector<ad::parameter<float>*> parameters() {
         std::vector<ad::parameter<float>*> all;
@@ -190,7 +190,7 @@ int main(int argc, char** argv) try {
             t.clear();
             opt.zero_grad();
             const ad::var logits = net.forward(t, t.constant_ref(batches.images(), 1, 28, 28));
-            const ad::var loss = t.softmax_cross_entropy(logits, batches.labels());
+            const ad::var loss = ad::softmax_cross_entropy(t, logits, batches.labels());
             t.backward(loss);
             opt.step();
             seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();

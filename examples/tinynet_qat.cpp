@@ -16,7 +16,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <grphi/autodiff.hpp>
 #include <grphi/base.hpp>
 #include <grphi/container.hpp>
 #include <grphi/entropy.hpp>
@@ -26,6 +25,7 @@
 #include <grphi/optim.hpp>
 #include <grphi/options.hpp>
 #include <grphi/safetensors.hpp>
+#include <grphi/train/autodiff.hpp>
 #include <grphi/train/reproducible.hpp>
 
 #include <chrono>
@@ -45,7 +45,7 @@ struct tinynet {
     nn::linear fc1{784, 256, false, 1};
     nn::linear fc2{256, 10, false, 2};
 
-    ad::var forward(ad::tape<float>& t, ad::var x) { return fc2.forward(t, t.relu(fc1.forward(t, x))); }
+    ad::var forward(ad::tape<float>& t, ad::var x) { return fc2.forward(t, ad::relu(t, fc1.forward(t, x))); }
     std::vector<ad::parameter<float>*> parameters() { return {&fc1.weight, &fc2.weight}; }
     void train() {
         fc1.train();
@@ -115,7 +115,7 @@ double accuracy(tinynet& net, const fm::dataset& data) {
 }
 
 // Trains in place; returns the mean wall time of one training step in ms (batching included).
-double train(tinynet& net, const fm::dataset& train_set, const fm::dataset& test_set, int epochs, double lr,
+double train_model(tinynet& net, const fm::dataset& train_set, const fm::dataset& test_set, int epochs, double lr,
              std::uint64_t seed, const char* label) {
     net.train();
     optim::adamw<float> opt(net.parameters(), {lr});
@@ -135,7 +135,7 @@ double train(tinynet& net, const fm::dataset& train_set, const fm::dataset& test
             t.clear();
             opt.zero_grad();
             const ad::var logits = net.forward(t, t.constant_ref(batches.images()));
-            const ad::var loss = t.softmax_cross_entropy(logits, batches.labels());
+            const ad::var loss = ad::softmax_cross_entropy(t, logits, batches.labels());
             t.backward(loss);
             opt.step();
             seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
@@ -254,7 +254,7 @@ int main(int argc, char** argv) try {
 
     std::vector<row> rows;
     tinynet fp32;
-    const double fp32_ms = train(fp32, train_set, test_set, s.epochs, s.lr, s.seed, "fp32");
+    const double fp32_ms = train_model(fp32, train_set, test_set, s.epochs, s.lr, s.seed, "fp32");
     rows.push_back({"FP32 (" + std::to_string(s.epochs) + " epochs)", accuracy(fp32, test_set), 32.0, 32.0, fp32_ms});
     if (!s.save_weights.empty()) save_weights(fp32, s.save_weights);
 
@@ -267,7 +267,7 @@ int main(int argc, char** argv) try {
     {
         // Control: the same extra epochs without quantization, to separate fine-tuning from QAT.
         tinynet longer = fp32;
-        const double ms = train(longer, train_set, test_set, s.qat_epochs, s.qat_lr, s.seed + 1, "fp32-more");
+        const double ms = train_model(longer, train_set, test_set, s.qat_epochs, s.qat_lr, s.seed + 1, "fp32-more");
         rows.push_back({"FP32 (+" + std::to_string(s.qat_epochs) + " epochs, control)", accuracy(longer, test_set), 32.0, 32.0, ms});
     }
     // The seed's fc1 clusters, then (when clustered) one exponent per weight: the PyTorch reference
@@ -279,7 +279,7 @@ int main(int argc, char** argv) try {
             tinynet qat = fp32;
             qat.quantize_with(base, cluster, s.grad_scale, s.mask_clipped);
             const std::string label = std::string("qat-") + base + (cluster > 1 ? "" : "-unclustered");
-            const double ms = train(qat, train_set, test_set, s.qat_epochs, s.qat_lr, s.seed + 1, label.c_str());
+            const double ms = train_model(qat, train_set, test_set, s.qat_epochs, s.qat_lr, s.seed + 1, label.c_str());
             const std::string fc1 = cluster > 1 ? "fc1 cluster " + std::to_string(cluster) : "fc1 unclustered";
             rows.push_back({"QAT " + std::string(base) + " (" + fc1 + ", +" + std::to_string(s.qat_epochs) + " epochs)",
                             accuracy(qat, test_set), qat.coded_bits_per_weight(), qat.bits_per_weight(), ms});

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <random>
 #include <string>
@@ -67,8 +68,10 @@ struct run_result {
     long max_rss_kb = 0;      // the child's own peak resident set (wait4)
 };
 
-// Runs the grphi tool with `args` (stdout and stderr captured through files in `dir`).
-inline run_result run_grphi(const scratch_dir& dir, const std::vector<std::string>& args) {
+// Starts the grphi tool with `args` (stdout and stderr into files in `dir`); `in_child` runs in the child
+// just before exec (to set resource limits).
+inline pid_t start_grphi(const scratch_dir& dir, const std::vector<std::string>& args,
+                         const std::function<void()>& in_child = {}) {
     const std::string out_path = dir.file(".stdout"), err_path = dir.file(".stderr");
     const pid_t pid = ::fork();
     if (pid == 0) {
@@ -76,6 +79,7 @@ inline run_result run_grphi(const scratch_dir& dir, const std::vector<std::strin
         const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(out, 1);
         ::dup2(err, 2);
+        if (in_child) in_child();
         std::vector<char*> argv;
         static char tool[] = GRPHI_CLI_PATH;
         argv.push_back(tool);
@@ -85,17 +89,30 @@ inline run_result run_grphi(const scratch_dir& dir, const std::vector<std::strin
         ::execv(tool, argv.data());
         ::_exit(127);
     }
+    return pid;
+}
+
+// Waits for a child started by start_grphi and collects what it did.
+inline run_result finish_grphi(const scratch_dir& dir, pid_t pid, int* signal = nullptr) {
+    const std::string out_path = dir.file(".stdout"), err_path = dir.file(".stderr");
     run_result result;
     int status = 0;
     struct rusage usage {};
     ::wait4(pid, &status, 0, &usage);
     result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (signal) *signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     result.max_rss_kb = usage.ru_maxrss;
     result.out = slurp(out_path);
     result.err = slurp(err_path);
     std::remove(out_path.c_str());
     std::remove(err_path.c_str());
     return result;
+}
+
+// Runs the grphi tool with `args` (stdout and stderr captured through files in `dir`).
+inline run_result run_grphi(const scratch_dir& dir, const std::vector<std::string>& args,
+                            const std::function<void()>& in_child = {}) {
+    return finish_grphi(dir, start_grphi(dir, args, in_child));
 }
 
 // Gaussian weights with exact zeros and a few extreme magnitudes mixed in.

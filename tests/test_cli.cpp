@@ -148,9 +148,17 @@ void check_round_trip(const scratch_dir& dir, const std::vector<std::string>& fl
         } else if (info.type == st::dtype::F64) {
             CHECK(out->type == st::dtype::F64);
             check_bitwise(result, *out, expected_values<double>(source, info, flags));
-        } else {
+        } else if (info.type == st::dtype::F32) {
             CHECK(out->type == st::dtype::F32);
             check_bitwise(result, *out, expected_values<float>(source, info, flags));
+        } else {
+            // F16 and BF16 come back in their own dtype: the quantized float value rounded to nearest even.
+            CHECK(out->type == info.type);
+            const grphi::row_matrix<float> expected = expected_values<float>(source, info, flags);
+            std::vector<unsigned char> bytes(static_cast<std::size_t>(expected.size()) * 2);
+            st::convert_from(expected.data(), static_cast<std::size_t>(expected.size()), info.type, bytes.data());
+            REQUIRE(out->bytes() == bytes.size());
+            CHECK(std::memcmp(result.bytes(*out), bytes.data(), bytes.size()) == 0);
         }
     }
 }
@@ -167,6 +175,18 @@ void check_failure(const scratch_dir& dir, const std::vector<std::string>& args,
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     INFO(r.err);
     if (!output.empty()) CHECK(!cli_test::exists(output));
+}
+
+// The fields of a CSV line (RFC 4180 quotes, no embedded quotes).
+std::vector<std::string> csv_fields(const std::string& line) {
+    std::vector<std::string> fields(1);
+    bool quoted = false;
+    for (const char c : line) {
+        if (c == '"') quoted = !quoted;
+        else if (c == ',' && !quoted) fields.emplace_back();
+        else fields.back() += c;
+    }
+    return fields;
 }
 
 }  // namespace
@@ -235,7 +255,7 @@ TEST_CASE("cli: info and decode read a plain library container (no tool manifest
     INFO(info.err);
     REQUIRE(info.status == 0);
     CHECK(info.out.find("[5, 9]") != std::string::npos);
-    CHECK(info.out.find("levels=4 cluster=2") != std::string::npos);
+    CHECK(info.out.find("two,levels=4,cluster=2") != std::string::npos);
     const auto decoded = run_grphi(dir, {"decode", dir.file("lib.grphi"), "-o", dir.file("w.safetensors")});
     INFO(decoded.err);
     REQUIRE(decoded.status == 0);
@@ -258,7 +278,7 @@ TEST_CASE("cli: a run-time base (--base <number>): info shows its value, decode 
     const auto info = run_grphi(dir, {"info", dir.file("lib.grphi")});
     INFO(info.err);
     REQUIRE(info.status == 0);
-    CHECK(info.out.find(" 1.5 ") != std::string::npos);
+    CHECK(info.out.find(" 1.5,levels=6 ") != std::string::npos);
     const auto decoded = run_grphi(dir, {"decode", dir.file("lib.grphi"), "-o", dir.file("w.safetensors")});
     INFO(decoded.err);
     REQUIRE(decoded.status == 0);
@@ -271,7 +291,7 @@ TEST_CASE("cli: a run-time base (--base <number>): info shows its value, decode 
     REQUIRE(run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", dir.file("m.grphi"), "--base", "3.7"}).status == 0);
     const auto listing = run_grphi(dir, {"info", dir.file("m.grphi")});
     REQUIRE(listing.status == 0);
-    CHECK(listing.out.find(" 3.7 ") != std::string::npos);
+    CHECK(listing.out.find(" 3.7 ") != std::string::npos);  // the spec column: the base, no options
     for (const auto& t : grphi::load(dir.file("m.grphi")))
         if (t.name == "conv.weight") CHECK(t.as<float, grphi::custom>().opts.base_value == 3.7);
     const auto report = run_grphi(dir, {"report", dir.file("in.safetensors"), "--base", "3.7", "--csv", "--quiet"});
@@ -394,10 +414,7 @@ TEST_CASE("cli: report shows every tensor; SQNR agrees with fake_quantize") {
     std::getline(lines, line);
     CHECK(line.rfind("tensor,dtype,shape,mode,weights,levels_used", 0) == 0);
     while (std::getline(lines, line)) {
-        std::vector<std::string> fields;
-        std::istringstream cells(line);
-        for (std::string cell; std::getline(cells, cell, ',');) fields.push_back(cell);
-        rows[fields[0]] = fields;
+        rows[csv_fields(line)[0]] = csv_fields(line);
     }
     CHECK(rows.size() == tensors.size() + 2);
     CHECK(rows["fc.bias"][3] == "exact");

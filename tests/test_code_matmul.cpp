@@ -269,7 +269,7 @@ TEST_CASE("nn::linear and nn::conv2d in eval mode run from codes, matching the f
         grphi::ad::tape<float> t;
         const grphi::ad::var in = t.constant(x, 2, 6, 5);
         const grphi::ad::var c = conv.forward(t, in);
-        const grphi::ad::var y = fc.forward(t, t.flatten(t.constant(t.value(c).leftCols(50))));
+        const grphi::ad::var y = fc.forward(t, grphi::ad::flatten(t, t.constant(t.value(c).leftCols(50))));
         return std::make_pair(grphi::ad::matrix<float>(t.value(c)), grphi::ad::matrix<float>(t.value(y)));
     };
     const auto fake = run(false);

@@ -3,6 +3,8 @@
 // histogram, coded size from coding independently built streams), and the writers render what they get.
 #include <grphi/compare.hpp>
 
+#include "../examples/compare_report.hpp"
+
 #include <doctest/doctest.h>
 
 #include <Eigen/Core>
@@ -59,6 +61,15 @@ double entropy_of(const std::vector<Key>& symbols) {
 }
 
 std::size_t coded_size(const std::vector<grphi::rans::symbol>& symbols) { return grphi::rans::encode(symbols).size(); }
+
+// The accuracy field of the CSV's first data row.
+std::string fields_of_first_accuracy(const std::string& csv) {
+    std::istringstream in(csv);
+    std::string line;
+    std::getline(in, line);
+    std::getline(in, line);
+    return line.substr(line.rfind(',') + 1);
+}
 
 }  // namespace
 
@@ -196,9 +207,9 @@ TEST_CASE_TEMPLATE("compare: k-means rows and a lossless tensor", T, float, doub
     CHECK(std::isinf(exact[0].sqnr_db));
     CHECK(exact[0].mse == 0.0);
     std::ostringstream md, svg;
-    grphi::write_markdown(md, exact);
+    compare_report::write_markdown(md, exact);
     CHECK(md.str().find("| inf |") != std::string::npos);
-    grphi::write_svg(svg, exact, "t");
+    compare_report::write_svg(svg, exact, "t");
     CHECK(svg.str().find("<circle") == std::string::npos);
 }
 
@@ -213,7 +224,7 @@ TEST_CASE("compare: the writers render every row") {
     rows[0].accuracy = 0.8765;
 
     std::ostringstream md;
-    grphi::write_markdown(md, rows);
+    compare_report::write_markdown(md, rows);
     std::vector<std::string> lines;
     std::istringstream md_in(md.str());
     for (std::string line; std::getline(md_in, line);) lines.push_back(line);
@@ -223,27 +234,28 @@ TEST_CASE("compare: the writers render every row") {
     CHECK(lines[2].find(rows[0].method) != std::string::npos);
 
     std::ostringstream csv;
-    grphi::write_csv(csv, rows);
+    compare_report::write_csv(csv, rows);
     std::istringstream csv_in(csv.str());
     std::string line;
     std::getline(csv_in, line);
-    CHECK(line.rfind("tensor,family,method,", 0) == 0);
+    CHECK(line == "tensor,method,fixed_bits_per_weight,coded_bits_per_weight,sqnr_db,accuracy");
     for (const auto& row : rows) {
         REQUIRE(std::getline(csv_in, line));
         std::vector<std::string> fields;
         std::stringstream fs(line);
         for (std::string f; std::getline(fs, f, ',');) fields.push_back(f);
         if (line.back() == ',') fields.push_back("");
-        REQUIRE(fields.size() == 12);
-        CHECK(fields[2] == row.method);
-        CHECK(std::stoull(fields[4]) == row.coded_bytes);
-        CHECK(std::stod(fields[5]) == doctest::Approx(row.coded_bits_per_weight).epsilon(1e-9));
-        CHECK(std::stod(fields[10]) == doctest::Approx(row.sqnr_db).epsilon(1e-9));
+        REQUIRE(fields.size() == 6);
+        CHECK(fields[1] == row.method);
+        CHECK(std::stod(fields[2]) == doctest::Approx(row.fixed_bits_per_weight).epsilon(1e-9));
+        CHECK(std::stod(fields[3]) == doctest::Approx(row.coded_bits_per_weight).epsilon(1e-9));
+        CHECK(std::stod(fields[4]) == doctest::Approx(row.sqnr_db).epsilon(1e-9));
     }
+    CHECK(fields_of_first_accuracy(csv.str()) == "0.8765");
     CHECK(!std::getline(csv_in, line));
 
     std::ostringstream svg;
-    grphi::write_svg(svg, rows, "R&D <test>");
+    compare_report::write_svg(svg, rows, "R&D <test>");
     const std::string s = svg.str();
     CHECK(s.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0) == 0);
     CHECK(s.find("</svg>") == s.size() - 7);
@@ -268,4 +280,97 @@ TEST_CASE("compare: bad inputs") {
     grphi::options bad;
     bad.levels = 0;
     CHECK_THROWS_AS((grphi::log_method<float, grphi::phi>(bad)), std::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("compare: block baseline rows match a direct quantize, code and size", T, float, double) {
+    const matrix<T> W = laplacian<T>(8, 70, 6);
+    std::vector<grphi::comparison_method<T>> methods;
+    grphi::add_block_baselines(methods);
+    const auto rows = grphi::compare(W, methods, "t");
+    REQUIRE(rows.size() == 2 * grphi::baselines::all_baselines.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto& row = rows[i];
+        CAPTURE(row.method);
+        const auto b = grphi::baselines::all_baselines[i / 2];
+        const bool search = i % 2 == 1;
+        CHECK(row.method == std::string(grphi::baselines::name_of(b)) + (search ? "_search" : ""));
+        const auto q = grphi::baselines::run_baseline(b, W, {search, {}});
+        CHECK(row.sqnr_db == doctest::Approx(direct_sqnr(W, matrix<T>(q.rebuilt.template cast<T>()))).epsilon(1e-9));
+        const std::vector<grphi::rans::symbol> codes(q.codes.begin(), q.codes.end());
+        CHECK(row.coded_bytes == coded_size(codes) + q.scale_bytes);
+        CHECK(row.fixed_bits_per_weight == doctest::Approx(q.fixed_bits_per_weight));
+        CHECK(row.symbol_entropy == doctest::Approx(entropy_of(codes)).epsilon(1e-9));
+    }
+    // The fixed rates of the definitions on 70-wide rows (3 blocks of 32; NF4 2 of 64; NVFP4 5 of 16).
+    auto fixed_of = [&](const std::string& name) {
+        for (const auto& r : rows)
+            if (r.method == name) return r.fixed_bits_per_weight;
+        return -1.0;
+    };
+    CHECK(fixed_of("q4_0") == doctest::Approx(4 + 3 * 16 / 70.0));
+    CHECK(fixed_of("q8_0") == doctest::Approx(8 + 3 * 16 / 70.0));
+    CHECK(fixed_of("nf4") == doctest::Approx(4 + 2 * 32 / 70.0));
+    CHECK(fixed_of("mxfp4") == doctest::Approx(4 + 3 * 8 / 70.0));
+    CHECK(fixed_of("nvfp4") == doctest::Approx(4 + 5 * 8 / 70.0 + 32 / 560.0));
+    CHECK(fixed_of("fp8_e4m3") == doctest::Approx(8 + 32 / 70.0));
+    CHECK(fixed_of("q4_k") == doctest::Approx(4 + (32 + 3 * 12) / 70.0));
+    CHECK_THROWS_AS(grphi::block_baseline_method<T>(grphi::baselines::baseline::nf4, false, {1.0}), std::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("compare: phi-block rows code sign + offset per weight and count every block scale", T, float, double) {
+    const matrix<T> W = laplacian<T>(6, 70, 7);
+    for (const auto format : {grphi::block_scale::exponent, grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (bool search : {false, true}) {
+            const auto m = grphi::block_method<T, grphi::phi>(32, format, search);
+            CAPTURE(m.name);
+            const auto row = grphi::compare(W, {m}, "t").at(0);
+            grphi::options o;
+            o.levels = 8;
+            o.block_size = 32;
+            o.block_format = format;
+            o.search = search ? grphi::scale_search::mse : grphi::scale_search::absmax;
+            const auto p = grphi::quantize<grphi::phi>(W, o);
+            CHECK(row.sqnr_db == doctest::Approx(direct_sqnr(W, matrix<T>(grphi::dequantize(p)))).epsilon(1e-9));
+            const double scale_bits = format == grphi::block_scale::fp16 ? 16 : 8;
+            CHECK(row.fixed_bits_per_weight == doctest::Approx(4 + (18 * scale_bits + 6 * 16) / 420.0));
+            CHECK(row.symbols == 420);
+            CHECK(row.coded_bits_per_weight < row.fixed_bits_per_weight + 1);
+        }
+    CHECK(grphi::block_method<T, grphi::phi>(32, grphi::block_scale::exponent, true).name == "phi_block32_search");
+    CHECK(grphi::block_method<T, grphi::phi>(16, grphi::block_scale::e4m3, false).name == "phi_block16_e4m3");
+    CHECK(grphi::block_method<T, grphi::two>(32, grphi::block_scale::fp16, true).name == "two_block32_fp16_search");
+}
+
+TEST_CASE("compare: low-rank rows are the product of the quantized factors (plus the quantized residual)") {
+    const matrix<float> W = laplacian<float>(20, 40, 8);
+    const auto q8 = grphi::block_baseline_method<float>(grphi::baselines::baseline::q8_0);
+    const auto q4 = grphi::block_baseline_method<float>(grphi::baselines::baseline::q4_0);
+    const auto plain = grphi::low_rank_method<float>(5, q8);
+    const auto residual = grphi::low_rank_method<float>(2, q8, q4);
+    CHECK(plain.name == "lowrank_r5_q8_0");
+    CHECK(residual.name == "lowrank_r2_q8_0+q4_0");
+    const auto rows = grphi::compare(W, {plain, residual}, "t");
+    const auto lr = grphi::baselines::truncated_svd(W, 5);
+    const auto L = q8.run(lr.left.cast<float>()), R = q8.run(lr.right.cast<float>());
+    const matrix<float> product = (L.rebuilt.cast<double>() * R.rebuilt.cast<double>()).cast<float>();
+    CHECK(rows[0].sqnr_db == doctest::Approx(direct_sqnr(W, product)).epsilon(1e-9));
+    CHECK(rows[0].fixed_bits_per_weight == doctest::Approx((L.fixed_bits + R.fixed_bits) / 800.0));
+    CHECK(rows[0].fixed_bits_per_weight == doctest::Approx((20 * (5 * 8 + 16) + 5 * (40 * 8 + 2 * 16)) / 800.0));  // L: rows of 5, R: rows of 40
+    CHECK(rows[1].fixed_bits_per_weight > 4.5);
+    CHECK(rows[1].sqnr_db > 15);
+    CHECK(grphi::low_rank_rank(1024, 1024, 4.5, 8.5) == 271);
+}
+
+TEST_CASE("compare: fixed bits of int-N, k-means and log methods") {
+    const matrix<float> W = laplacian<float>(10, 50, 9);
+    grphi::options eight;
+    eight.levels = 8;
+    const auto rows = grphi::compare(W, {grphi::uniform_method<float>(4, true), grphi::kmeans_method<float>(16),
+                                         grphi::log_method<float, grphi::phi>(eight)}, "t");
+    CHECK(rows[0].fixed_bits_per_weight == doctest::Approx(4 + 10 * 32 / 500.0));
+    CHECK(rows[1].fixed_bits_per_weight == doctest::Approx(4 + 16 * 32 / 500.0));
+    CHECK(rows[2].fixed_bits_per_weight == doctest::Approx(5 + 10 * 40 / 500.0));  // 17 symbols -> 5 bits
+    std::ostringstream fixed_svg;
+    compare_report::write_svg(fixed_svg, rows, "t", compare_report::rate_axis::fixed_bits);
+    CHECK(fixed_svg.str().find("fixed bits per weight in memory") != std::string::npos);
 }

@@ -20,6 +20,7 @@ namespace {
 using grphi::ad::matrix;
 using grphi::ad::tape;
 using grphi::ad::var;
+namespace ad = grphi::ad;
 
 template <class T>
 matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
@@ -74,7 +75,7 @@ TEST_CASE_TEMPLATE("linear without a quantizer: y = x W^T + b, gradients to W an
     const matrix<T> expected = (x * layer.weight.value.transpose()).rowwise() + layer.bias.value.row(0);
     CHECK((t.value(y) - expected).cwiseAbs().maxCoeff() < T(1e-5));
     const matrix<T> head = random_matrix<T>(3, 4, 2);
-    t.backward(t.weighted_sum(y, head));
+    t.backward(ad::weighted_sum(t, y, head));
     CHECK((layer.weight.grad - head.transpose() * x).cwiseAbs().maxCoeff() < T(1e-5));
     CHECK((layer.bias.grad - head.colwise().sum()).cwiseAbs().maxCoeff() < T(1e-5));
     CHECK_THROWS_AS(layer.forward(t, t.constant(matrix<T>::Zero(3, 5))), std::invalid_argument);
@@ -96,7 +97,7 @@ TEST_CASE_TEMPLATE("quantized linear: train() uses the STE, eval() fixed roundin
         tape<T> t;
         const var y = layer.forward(t, t.constant(x));
         CHECK((t.value(y) - expected).cwiseAbs().maxCoeff() < T(1e-5));
-        t.backward(t.weighted_sum(y, head));
+        t.backward(ad::weighted_sum(t, y, head));
         REQUIRE(layer.weight.has_grad);
         // Identity STE: the latent weight receives the gradient of the quantized one.
         CHECK((layer.weight.grad - head.transpose() * x).cwiseAbs().maxCoeff() < T(1e-5));
@@ -108,7 +109,7 @@ TEST_CASE_TEMPLATE("quantized linear: train() uses the STE, eval() fixed roundin
         tape<T> t;
         const var y = layer.forward(t, t.constant(x));
         CHECK((t.value(y) - expected).cwiseAbs().maxCoeff() < T(1e-5));
-        t.backward(t.weighted_sum(y, head));
+        t.backward(ad::weighted_sum(t, y, head));
         CHECK_FALSE(layer.weight.has_grad);
         CHECK(layer.bias.has_grad);
     }
@@ -118,7 +119,7 @@ TEST_CASE_TEMPLATE("quantized linear: train() uses the STE, eval() fixed roundin
         grphi::fake_quantize<grphi::phi>(layer.weight.value, window_options(), out, clipped);
         REQUIRE(clipped.sum() > T(0));  // some weights sit below phi^-8, so the mask matters
         tape<T> t;
-        t.backward(t.weighted_sum(layer.forward(t, t.constant(x)), head));
+        t.backward(ad::weighted_sum(t, layer.forward(t, t.constant(x)), head));
         const matrix<T> upstream = head.transpose() * x;
         for (Eigen::Index i = 0; i < upstream.size(); ++i) {
             const T expected_grad = clipped.data()[i] != T(0) ? T(0) : T(0.5) * upstream.data()[i];
@@ -192,7 +193,7 @@ TEST_CASE("quantized conv2d: forward is the convolution with fake-quantized weig
 
     conv.eval();
     tape<double> t2;
-    t2.backward(t2.softmax_cross_entropy(t2.flatten(conv.forward(t2, t2.constant(x, 2, 7, 7))), std::vector<int>{0, 5}));
+    t2.backward(ad::softmax_cross_entropy(t2, ad::flatten(t2, conv.forward(t2, t2.constant(x, 2, 7, 7))), std::vector<int>{0, 5}));
     CHECK_FALSE(conv.weight.has_grad);
     CHECK(conv.bias.has_grad);
 }
@@ -210,7 +211,7 @@ TEST_CASE("a quantized layer trained with AdamW moves its latent weights and low
     for (int step = 0; step < 150; ++step) {
         t.clear();
         opt.zero_grad();
-        const var loss = t.softmax_cross_entropy(layer.forward(t, t.constant(x)), labels);
+        const var loss = ad::softmax_cross_entropy(t, layer.forward(t, t.constant(x)), labels);
         t.backward(loss);
         opt.step();
         (step == 0 ? first : last) = t.value(loss)(0, 0);

@@ -155,6 +155,47 @@ TEST_CASE("npy: versions 2 and 3, Fortran order, old long literals") {
     CHECK(npy::reader(dir.file("l.npy")).info().shape == std::vector<std::uint64_t>{2, 3});
 }
 
+TEST_CASE("npy: integer and bool arrays, every NumPy type string, raw rows in C order from Fortran order") {
+    scratch_dir dir;
+    const struct {
+        const char* descr;
+        npy::element_type type;
+    } types[] = {{"<i8", npy::element_type::I64}, {"<i4", npy::element_type::I32}, {"<i2", npy::element_type::I16},
+                 {"|i1", npy::element_type::I8},  {"<i1", npy::element_type::I8},  {"|u1", npy::element_type::U8},
+                 {"<u2", npy::element_type::U16}, {"<u4", npy::element_type::U32}, {"<u8", npy::element_type::U64},
+                 {"|b1", npy::element_type::BOOL}, {"?", npy::element_type::BOOL}};
+    for (const auto& t : types) {
+        CAPTURE(t.descr);
+        const std::size_t width = grphi::safetensors::dtype_size(t.type);
+        spit(dir.file("i.npy"), image(1, std::string("{'descr': '") + t.descr + "', 'fortran_order': False, 'shape': (3,), }",
+                                      std::string(3 * width, '\x01')));
+        CHECK(npy::reader(dir.file("i.npy")).info().type == t.type);
+    }
+    // A (2, 3) Fortran-order int64 array: raw rows come out in C order, bit for bit.
+    const std::vector<std::int64_t> fortran = {1, 4, -2, 5, 1ll << 60, -6};  // columns (1, 4), (-2, 5), (2^60, -6)
+    spit(dir.file("f.npy"), image(1, "{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3), }", raw(fortran)));
+    npy::reader reader(dir.file("f.npy"));
+    std::vector<std::int64_t> rows(6);
+    reader.read_raw_rows(0, 2, reinterpret_cast<std::byte*>(rows.data()));
+    CHECK(rows == std::vector<std::int64_t>{1, -2, 1ll << 60, 4, 5, -6});
+    std::vector<std::int64_t> second(3);
+    reader.read_raw_rows(1, 1, reinterpret_cast<std::byte*>(second.data()));
+    CHECK(second == std::vector<std::int64_t>{4, 5, -6});
+
+    // The writer takes every type NumPy has, and refuses BF16.
+    {
+        npy::writer out(dir.file("w.npy"), npy::element_type::I64, {2, 3});
+        out.write_bytes(rows.data(), 48);
+        out.finish();
+    }
+    npy::reader back(dir.file("w.npy"));
+    CHECK(back.info().type == npy::element_type::I64);
+    CHECK(std::memcmp(back.bytes(), rows.data(), 48) == 0);
+    CHECK(npy::writable(npy::element_type::BOOL));
+    CHECK(!npy::writable(npy::element_type::BF16));
+    CHECK_THROWS_AS(npy::make_header(npy::element_type::BF16, {2}), std::invalid_argument);
+}
+
 TEST_CASE("npy: malformed and unsupported files are refused with the right message") {
     scratch_dir dir;
     const std::string four = raw(std::vector<float>{1, 2, 3, 4});
@@ -169,8 +210,10 @@ TEST_CASE("npy: malformed and unsupported files are refused with the right messa
               .find("big-endian dtype '>f4' is not supported") != std::string::npos);
     CHECK(open_error(dir, image(1, "{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", four))
               .find("object dtype is not supported") != std::string::npos);
-    CHECK(open_error(dir, image(1, "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", four))
-              .find("dtype '<i4' is not supported") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }", four))
+              .find("dtype '<c8' is not supported") != std::string::npos);
+    CHECK(open_error(dir, image(1, "{'descr': '>i8', 'fortran_order': False, 'shape': (2,), }", four))
+              .find("big-endian dtype '>i8' is not supported") != std::string::npos);
     CHECK(open_error(dir, image(1, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (4,), }", four))
               .find("structured dtype is not supported") != std::string::npos);
     CHECK(open_error(dir, image(1, "{'descr': '<f4', 'shape': (4,), }", four)).find("header lacks 'fortran_order'") !=

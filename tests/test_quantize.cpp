@@ -607,3 +607,77 @@ TEST_CASE_TEMPLATE("custom base: base_value is required, validated, and refused 
     p.opts.base_value = 1e300;  // b = 1e300 has a natural range of one to three exponents: 1.5's windows fall outside
     CHECK_THROWS_WITH_AS(grphi::dequantize(p), doctest::Contains("natural range"), std::invalid_argument);
 }
+
+// ---- Block scales (options::block_size) ----
+
+namespace {
+
+std::vector<grphi::options> block_option_sets() {
+    std::vector<grphi::options> sets;
+    for (auto format : {grphi::block_scale::exponent, grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (int size : {16, 32, 64, 7})
+            for (auto search : {grphi::scale_search::absmax, grphi::scale_search::mse})
+                for (int variant = 0; variant < 4; ++variant) {
+                    grphi::options o;
+                    o.block_size = size;
+                    o.block_format = format;
+                    o.search = search;
+                    o.levels = variant == 3 ? 3 : 8;
+                    o.per_channel = variant != 2;
+                    if (variant == 1) o.under = grphi::underflow::flush;
+                    if (variant == 2) o.round = grphi::rounding::linear;
+                    if (variant == 3) {
+                        o.e_min = -12;
+                        o.e_max = 2;
+                    }
+                    o.fit_scale = format == grphi::block_scale::exponent && variant == 1;
+                    sets.push_back(o);
+                }
+    return sets;
+}
+
+std::string describe_blocks(const grphi::options& o) {
+    return describe(o) + " block=" + std::to_string(o.block_size) + " format=" + std::to_string(int(o.block_format)) +
+           " search=" + std::to_string(int(o.search));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("block scales: fake_quantize equals dequantize(quantize()), zeros stay zero, validate passes", C,
+                   GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = test_weights<T>(6, 77, 5);
+    for (const auto& o : block_option_sets()) {
+        CAPTURE(describe_blocks(o));
+        const auto p = grphi::quantize<B>(W, o);
+        REQUIRE_NOTHROW(grphi::validate(p));
+        CHECK(p.scale_block_count() == static_cast<std::size_t>(6 * ((77 + o.block_size - 1) / o.block_size)));
+        const auto deq = grphi::dequantize(p);
+        const auto fake = grphi::fake_quantize<B>(W, o);
+        bool identical = true, zeros_kept = true;
+        for (Eigen::Index i = 0; i < W.size(); ++i) {
+            identical = identical && same_bits(deq.data()[i], fake.data()[i]);
+            if (W.data()[i] == 0) zeros_kept = zeros_kept && same_bits(fake.data()[i], T(0));
+        }
+        CHECK(identical);
+        CHECK(zeros_kept);
+    }
+}
+
+TEST_CASE("block scales: NaN/Inf throw and leave the output empty") {
+    grphi::row_matrix<float> W = grphi::row_matrix<float>::Constant(3, 40, 0.5f);
+    W(2, 33) = std::numeric_limits<float>::quiet_NaN();
+    for (auto format : {grphi::block_scale::exponent, grphi::block_scale::fp16}) {
+        grphi::options o;
+        o.levels = 8;
+        o.block_size = 16;
+        o.block_format = format;
+        grphi::packed<float, grphi::phi> p = grphi::quantize<grphi::phi>(grphi::row_matrix<float>::Ones(2, 2).eval(), o);
+        CHECK_THROWS_WITH_AS(grphi::quantize<grphi::phi>(W, o, p), doctest::Contains("row 2, column 33 is NaN"),
+                             std::domain_error);
+        CHECK(p.size() == 0);
+        CHECK(p.block_top.empty());
+        CHECK_THROWS_AS(grphi::fake_quantize<grphi::phi>(W, o), std::domain_error);
+    }
+}

@@ -260,11 +260,23 @@ TEST_CASE("safetensors: malformed files are refused with the right message") {
           std::string::npos);
     CHECK(open_error(dir, image(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{}})", eight))
               .find("duplicate key \"w\"") != std::string::npos);
-    // An empty tensor sitting inside another's range is not an overlap; the header may have trailing spaces.
+    // As the reference implementation: the tensors must tile the data exactly; the header may have trailing spaces.
     CHECK(open_error(dir, image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                                R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}   )",
+                                R"("e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}}   )",
                                 eight))
               .empty());
+    CHECK(open_error(dir, image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}})",
+                                eight))
+              .find("tensor 'e': data_offsets [4, 4) overlap tensor 'a' [0, 8)") != std::string::npos);
+    CHECK(open_error(dir, image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                R"("b":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}})",
+                                eight))
+              .find("tensor 'b': data_offsets [8, 8) leave bytes [4, 8) of the data unused") != std::string::npos);
+    CHECK(open_error(dir, image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight))
+              .find("tensor 'a': data_offsets [4, 8) leave bytes [0, 4) of the data unused") != std::string::npos);
+    CHECK(open_error(dir, image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight))
+              .find("4 unused bytes after the last tensor's data") != std::string::npos);
     CHECK_THROWS_WITH_AS(st::reader(dir.file("does-not-exist.safetensors")), doctest::Contains("cannot open"),
                          grphi::io_error);
 }

@@ -1,20 +1,29 @@
-// Command-line parsing for the grphi tool: subcommand, input, output and quantizer options.
+// Command-line parsing for the grphi tool: commands, their help (also the source of the man page), inputs,
+// output, quantizer options and per-tensor rules.
 #pragma once
 
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <regex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <fnmatch.h>
 
 #include <grphi/base.hpp>
 #include <grphi/options.hpp>
+
+#ifndef GRPHI_TOOL_VERSION
+#define GRPHI_TOOL_VERSION "unknown"
+#endif
 
 namespace grphi::cli {
 
@@ -23,62 +32,230 @@ struct usage_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-inline constexpr const char* usage_text =
-    "usage:\n"
-    "  grphi quantize IN.safetensors|IN.npy -o OUT.grphi [options]\n"
-    "  grphi info FILE.grphi\n"
-    "  grphi decode FILE.grphi -o OUT.safetensors|OUT.npy [--tensor NAME]\n"
-    "  grphi report IN.safetensors|IN.npy [options] [--csv]\n"
-    "\n"
-    "quantizer options (quantize, report):\n"
-    "  --base phi|two|sqrt2|<number>  base b of the levels sign * b^k (default phi); any number >= 1.03\n"
-    "  --levels N                     per-channel window of N exponents below the channel's top\n"
-    "  --e-min A --e-max B            absolute exponent clip\n"
-    "  --per-tensor                   one window/scale for the whole tensor (default: per row)\n"
-    "  --cluster N                    share one exponent per N consecutive weights of a row\n"
-    "  --rounding log|linear          nearest level in the log (default) or linear domain\n"
-    "  --underflow clamp|flush        below the window: lowest level (default) or zero\n"
-    "  --fit-scale                    per-channel scale b^(j/16) fitted to least squares\n"
-    "  --include GLOB, --exclude GLOB tensors to quantize (repeatable; others are kept exact)\n"
-    "  --threads N                    worker threads (default: all cores); output is identical\n"
-    "  --quiet                        no progress line\n"
-    "Tensors of rank >= 2 are quantized with rows = first dimension; 1-D tensors and non-float\n"
-    "dtypes are kept exact.\n";
+// ---------------------------------------------------------------------------------------------
+// Help. Each command's text is what `grphi COMMAND --help` prints; the man page is made from the same
+// texts (lines "  --flag ARG   text" become option entries).
+struct command_help {
+    const char* name;
+    const char* synopsis;
+    const char* summary;
+    const char* details;
+};
 
-struct arguments {
-    std::string command;
-    std::string input;
-    std::string output;
+inline constexpr const char* quantizer_help =
+    "quantizer options (the default spec for tensors no --rule matches):\n"
+    "  --base phi|two|sqrt2|NUMBER   base b of the levels sign * b^k (default phi); any number >= 1.03\n"
+    "  --levels N                    window of N exponents below each row's largest (default: no window,\n"
+    "                                every weight gets its nearest level; zeros stay zero)\n"
+    "  --e-min A, --e-max B          absolute exponent clip (default: none)\n"
+    "  --per-tensor                  one window and scale for the whole tensor (default: one per row)\n"
+    "  --cluster N                   one shared exponent per N consecutive weights of a row (default: off)\n"
+    "  --rounding log|linear         nearest level in the log (default) or linear domain\n"
+    "  --underflow clamp|flush       below the window: the lowest level (default) or zero\n"
+    "  --fit-scale                   per-row scale b^(j/16) fitted by least squares (default: off)\n"
+    "  --block N                     block scaling: one scale per N weights of a row, needs --levels\n"
+    "                                (default: off)\n"
+    "  --block-format exponent|fp16|e4m3  how a block's scale is stored (default exponent: a power of b)\n"
+    "  --search absmax|mse           scale from the largest magnitude (default) or a least-squares search\n"
+    "tensor selection:\n"
+    "  --rule 'REGEX=SPEC'           tensors whose name REGEX matches (ECMAScript, anywhere in the name; the\n"
+    "                                first '=' ends REGEX) get SPEC: 'exact', or a base and options, e.g.\n"
+    "                                'two,levels=4', 'phi,levels=8,fit-scale', 'phi,block=32'. Options:\n"
+    "                                levels=N e-min=A e-max=B per-tensor cluster=N rounding=log|linear\n"
+    "                                underflow=clamp|flush fit-scale block=N block-format=F search=S;\n"
+    "                                the others take the library's defaults (not the flags above).\n"
+    "                                Repeatable; the first match wins.\n"
+    "  --include GLOB, --exclude GLOB  of the tensors no rule matches, quantize those matching an --include\n"
+    "                                (default: all) and no --exclude; repeatable\n"
+    "                                A rule, --include or --exclude that matches no tensor is an error.\n"
+    "By default float tensors of rank >= 2 are quantized (rows = first dimension, columns = the rest);\n"
+    "1-D and 0-D tensors, integer and bool tensors and empty tensors are kept exact. A rule may quantize\n"
+    "a 1-D float tensor (as one row); integer and bool tensors are always exact.\n";
+
+inline constexpr const char* input_help =
+    "INPUT: a .safetensors file, several of them (the shards of one checkpoint), a sharded checkpoint's\n"
+    "model.safetensors.index.json, a directory holding one of these, or .npy arrays (named by their file\n"
+    "stem). Files are recognised by their content; GGUF, ONNX and PyTorch pickle/zip files are refused.\n";
+
+inline constexpr const char* common_help =
+    "common options:\n"
+    "  --threads N                   worker threads (default: all cores); the output does not depend on it\n"
+    "  --quiet, -q                   no progress line and no summary line\n"
+    "  --help, -h                    this help\n"
+    "Options take their value as '--opt VALUE' or '--opt=VALUE'.\n";
+
+inline const std::vector<command_help>& command_helps() {
+    static const std::vector<command_help> helps = {
+        {"quantize", "grphi quantize INPUT... -o OUT.grphi [options]",
+         "quantize a checkpoint into one .grphi file (every tensor, shapes, dtypes, metadata)",
+         "Writes OUT.grphi (the name must end in .grphi) holding every tensor of the input: quantized\n"
+         "tensors as coded sign and exponent streams, the others byte for byte. The output appears only\n"
+         "when complete: a failed or interrupted run leaves no file behind, and OUT may not be one of the\n"
+         "inputs. On success a one-line summary goes to standard error unless it is a terminal (which shows\n"
+         "a progress line instead) or --quiet is given.\n"},
+        {"decode", "grphi decode FILE.grphi -o OUT.safetensors|OUT.npy [--tensor NAME] [--dtype source|f32|f64]",
+         "decode a .grphi file back to safetensors or .npy",
+         "Writes every tensor (or the one named by --tensor) to OUT: .safetensors, or .npy for a single\n"
+         "tensor. Exact tensors come out byte for byte in their own dtype (BF16 goes to .npy as F32, which\n"
+         "holds it exactly).\n"
+         "  --tensor NAME                 decode only this tensor (needed for .npy when the file holds several)\n"
+         "  --dtype source|f32|f64        dtype of quantized tensors (default source): source writes each in\n"
+         "                                its original dtype, F16 and BF16 rounded to nearest (even) from the\n"
+         "                                quantized value, so the output is no larger than the original; f32\n"
+         "                                keeps the quantized values exactly (float32, float64 for tensors\n"
+         "                                quantized in double); f64 writes float64\n"},
+        {"info", "grphi info FILE.grphi", "list the tensors of a .grphi file",
+         "Prints the metadata and, per tensor, kind (quantized or exact), source dtype, shape, its spec (the\n"
+         "rule it was quantized with, in --rule syntax) and stored bits per weight. Exact tensors count their\n"
+         "payload, 8 x the dtype's size per element, as report does.\n"},
+        {"report", "grphi report INPUT... [options] [--csv]",
+         "what quantize would do, per tensor, without writing a file",
+         "Prints per tensor: dtype, shape, spec, weights, levels used, exponent entropy, entropy bits per\n"
+         "weight, coded bits per weight as quantize stores it, and SQNR; then totals.\n"
+         "  --csv                         comma-separated output\n"},
+    };
+    return helps;
+}
+
+inline const command_help* find_help(const std::string& name) {
+    for (const auto& h : command_helps())
+        if (name == h.name) return &h;
+    return nullptr;
+}
+
+inline bool takes_quantizer_options(const std::string& command) { return command == "quantize" || command == "report"; }
+
+inline std::string overview_text() {
+    std::string text = "grphi " GRPHI_TOOL_VERSION
+                       " - quantize model checkpoints to logarithmic levels sign * b^k and store them coded\n\nusage:\n";
+    for (const auto& h : command_helps()) text += std::string("  ") + h.synopsis + "\n";
+    text += "  grphi COMMAND --help          a command's options and their defaults\n"
+            "  grphi --version\n\n";
+    for (const auto& h : command_helps()) text += std::string("  ") + h.name + std::string(10 - std::string(h.name).size(), ' ') + h.summary + "\n";
+    return text;
+}
+
+inline std::string command_text(const command_help& h) {
+    std::string text = std::string("usage: ") + h.synopsis + "\n\n" + h.summary + ".\n" + h.details;
+    if (std::string(h.name) == "quantize" || std::string(h.name) == "report") text += std::string("\n") + input_help + "\n" + quantizer_help;
+    return text + "\n" + common_help;
+}
+
+// The man page (roff), from the same texts as --help.
+inline std::string man_page() {
+    auto escape = [](const std::string& line) {
+        std::string out;
+        for (const char c : line) {
+            if (c == '\\') out += "\\e";
+            else if (c == '-') out += "\\-";
+            else out += c;
+        }
+        if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out = "\\&" + out;
+        return out;
+    };
+    // "  --flag ARG    text" lines become .TP entries; deeper-indented lines continue them.
+    auto body = [&](const std::string& text) {
+        std::string out;
+        std::size_t start = 0;
+        while (start < text.size()) {
+            std::size_t end = text.find('\n', start);
+            if (end == std::string::npos) end = text.size();
+            const std::string line = text.substr(start, end - start);
+            start = end + 1;
+            const std::size_t gap = line.find("   ");
+            if (line.rfind("  -", 0) == 0 && gap != std::string::npos) {
+                std::size_t rest = gap;
+                while (rest < line.size() && line[rest] == ' ') ++rest;
+                out += ".TP\n.B " + escape(line.substr(2, gap - 2)) + "\n" + escape(line.substr(rest)) + "\n";
+            } else if (line.rfind("      ", 0) == 0) {
+                std::size_t rest = 0;
+                while (rest < line.size() && line[rest] == ' ') ++rest;
+                out += escape(line.substr(rest)) + "\n";
+            } else if (!line.empty() && line.back() == ':' && line.find(' ') == std::string::npos) {
+                out += ".SS " + escape(line) + "\n";
+            } else if (line.empty()) {
+                out += ".PP\n";
+            } else {
+                out += (out.empty() || out.rfind("\n.TP\n") == std::string::npos ? "" : ".PP\n");
+                out += escape(line) + "\n";
+            }
+        }
+        return out;
+    };
+    std::string page = ".TH GRPHI 1 \"\" \"grphi " GRPHI_TOOL_VERSION "\" \"User Commands\"\n.SH NAME\n"
+                       "grphi \\- quantize model checkpoints to logarithmic levels and store them coded\n.SH SYNOPSIS\n";
+    for (const auto& h : command_helps()) page += ".B " + escape(h.synopsis) + "\n.br\n";
+    page += ".B grphi \\-\\-version\n.SH COMMANDS\n";
+    for (const auto& h : command_helps()) {
+        page += ".SS " + escape(h.name) + "\n" + escape(std::string(h.summary)) + ".\n.PP\n";
+        page += body(h.details);
+    }
+    page += ".SH INPUT\n" + body(input_help) + ".SH QUANTIZER OPTIONS\n" + body(quantizer_help) + ".SH COMMON OPTIONS\n" +
+            body(common_help);
+    page += ".SH EXIT STATUS\n0 on success, 1 when a file is unreadable, malformed or unwritable (one line on standard\n"
+            "error names the file and tensor), 2 for a command-line mistake.\n";
+    return page;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantizer specs: what happens to one tensor.
+struct quant_spec {
+    bool exact = false;
     std::string base = "phi";  // phi, two, sqrt2, or custom (the value is opts.base_value)
     options opts;
-    std::vector<std::string> includes, excludes;
-    unsigned threads = 0;  // 0: hardware concurrency
-    bool quiet = false;
-    bool csv = false;
-    std::string tensor;                      // decode: which tensor goes to an .npy
-    std::uint64_t chunk_weights = 1u << 20;  // rows per job ~ this many weights (tuning/testing)
-
-    // The base as the user sees it: its name, or the number of a custom base.
-    std::string base_text() const {
-        return base == "custom" && opts.base_value ? detail::number_text(*opts.base_value) : base;
-    }
-
-    unsigned thread_count() const {
-        if (threads) return threads;
-        const unsigned hardware = std::thread::hardware_concurrency();
-        return hardware ? hardware : 1;
-    }
-
-    // A tensor is quantized when it is weight-like and selected by the globs.
-    bool selected(const std::string& name) const {
-        bool keep = includes.empty();
-        for (const auto& glob : includes)
-            if (::fnmatch(glob.c_str(), name.c_str(), 0) == 0) keep = true;
-        for (const auto& glob : excludes)
-            if (::fnmatch(glob.c_str(), name.c_str(), 0) == 0) keep = false;
-        return keep;
-    }
 };
+
+// options::block_size, when the library has it (block scaling).
+template <class O, class = void>
+struct has_block_size : std::false_type {};
+template <class O>
+struct has_block_size<O, std::void_t<decltype(std::declval<O&>().block_size)>> : std::true_type {};
+
+template <class O>
+void set_block_size(O& o, int n) {
+    if constexpr (has_block_size<O>::value) o.block_size = n;
+    else {
+        (void)o;
+        (void)n;
+        throw usage_error("block=" + std::to_string(n) + ": this build of grphi has no block scaling");
+    }
+}
+template <class O>
+int block_size_of(const O& o) {
+    if constexpr (has_block_size<O>::value) {
+        const auto& b = o.block_size;
+        if constexpr (std::is_integral_v<std::decay_t<decltype(b)>>) return static_cast<int>(b);
+        else return b ? static_cast<int>(*b) : 0;
+    } else {
+        (void)o;
+        return 0;
+    }
+}
+
+// A base as the user writes it: its name, or the number of a run-time base.
+inline std::string base_text(const std::string& base, const options& o) {
+    return base == "custom" && o.base_value ? detail::number_text(*o.base_value) : base;
+}
+
+// The spec in --rule syntax: "exact", or "base[,option...]" listing what differs from the defaults.
+inline std::string spec_text(const quant_spec& s) {
+    if (s.exact) return "exact";
+    const options& o = s.opts;
+    std::string text = base_text(s.base, o);
+    if (o.levels) text += ",levels=" + std::to_string(*o.levels);
+    if (o.e_min) text += ",e-min=" + std::to_string(*o.e_min);
+    if (o.e_max) text += ",e-max=" + std::to_string(*o.e_max);
+    if (!o.per_channel) text += ",per-tensor";
+    if (o.clustered()) text += ",cluster=" + std::to_string(o.cluster_size);
+    if (o.round == rounding::linear) text += ",rounding=linear";
+    if (o.under == underflow::flush) text += ",underflow=flush";
+    if (o.fit_scale) text += ",fit-scale";
+    if (const int block = block_size_of(o)) text += ",block=" + std::to_string(block);
+    if (o.block_format == block_scale::fp16) text += ",block-format=fp16";
+    if (o.block_format == block_scale::e4m3) text += ",block-format=e4m3";
+    if (o.search == scale_search::mse) text += ",search=mse";
+    return text;
+}
 
 inline long long parse_integer(const std::string& flag, const std::string& text, long long lo, long long hi) {
     errno = 0;
@@ -98,14 +275,14 @@ struct base_choice {
 // phi, two, sqrt2, or a number: one within 1e-12 of φ, 2 or √2 selects that named base (with its exact,
 // irrational value); any other finite number >= 1.03 is a run-time base (grphi::custom), taken as the
 // double it reads as.
-inline base_choice parse_base(const std::string& text) {
+inline base_choice parse_base(const std::string& text, const std::string& flag = "--base") {
     if (text == "phi" || text == "two" || text == "sqrt2") return {text, std::nullopt};
     errno = 0;
     char* end = nullptr;
     const double value = std::strtod(text.c_str(), &end);
     if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(value) ||
         !(value >= static_cast<double>(min_base_value)))
-        throw usage_error("--base " + text + ": expected phi, two, sqrt2 or a finite number >= 1.03");
+        throw usage_error(flag + " " + text + ": expected phi, two, sqrt2 or a finite number >= 1.03");
     const struct {
         const char* name;
         double value;
@@ -115,73 +292,236 @@ inline base_choice parse_base(const std::string& text) {
     return {"custom", value};
 }
 
+// One quantizer option by name (a flag without its dashes, or a rule's key), into `o`.
+// Returns false for a name that is not a quantizer option.
+inline bool set_quantizer_option(quant_spec& s, const std::string& key, const std::optional<std::string>& value,
+                                 const std::string& flag) {
+    auto need = [&]() -> const std::string& {
+        if (!value) throw usage_error(flag + " needs a value");
+        return *value;
+    };
+    auto none = [&] {
+        if (value) throw usage_error(flag + " does not take a value");
+    };
+    options& o = s.opts;
+    if (key == "base") {
+        const base_choice b = parse_base(need(), flag);
+        s.base = b.name;
+        o.base_value = b.value;
+    } else if (key == "levels") o.levels = static_cast<int>(parse_integer(flag, need(), 1, 65535));
+    else if (key == "e-min") o.e_min = static_cast<int>(parse_integer(flag, need(), -32767, 32767));
+    else if (key == "e-max") o.e_max = static_cast<int>(parse_integer(flag, need(), -32767, 32767));
+    else if (key == "per-tensor") none(), o.per_channel = false;
+    else if (key == "cluster") o.cluster_size = static_cast<int>(parse_integer(flag, need(), 0, 1 << 20));
+    else if (key == "block") set_block_size(o, static_cast<int>(parse_integer(flag, need(), 1, 1 << 20)));
+    else if (key == "block-format") {
+        const std::string& v = need();
+        if (v == "exponent") o.block_format = block_scale::exponent;
+        else if (v == "fp16") o.block_format = block_scale::fp16;
+        else if (v == "e4m3") o.block_format = block_scale::e4m3;
+        else throw usage_error(flag + " " + v + ": expected exponent, fp16 or e4m3");
+    } else if (key == "search") {
+        const std::string& v = need();
+        if (v == "absmax") o.search = scale_search::absmax;
+        else if (v == "mse") o.search = scale_search::mse;
+        else throw usage_error(flag + " " + v + ": expected absmax or mse");
+    } else if (key == "rounding") {
+        const std::string& v = need();
+        if (v == "log") o.round = rounding::log;
+        else if (v == "linear") o.round = rounding::linear;
+        else throw usage_error(flag + " " + v + ": expected log or linear");
+    } else if (key == "underflow") {
+        const std::string& v = need();
+        if (v == "clamp") o.under = underflow::clamp;
+        else if (v == "flush") o.under = underflow::flush;
+        else throw usage_error(flag + " " + v + ": expected clamp or flush");
+    } else if (key == "fit-scale") none(), o.fit_scale = true;
+    else return false;
+    return true;
+}
+
+inline void validate_spec(const quant_spec& s, const std::string& where) {
+    try {
+        s.opts.validate();
+    } catch (const std::invalid_argument& error) {
+        throw usage_error(where + ": " + error.what());
+    }
+}
+
+// "exact" or "BASE[,key[=value]]...".
+inline quant_spec parse_spec(const std::string& text, const std::string& where) {
+    quant_spec s;
+    std::vector<std::string> items;
+    for (std::size_t start = 0;;) {
+        const std::size_t comma = text.find(',', start);
+        items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    if (items[0] == "exact") {
+        if (items.size() > 1) throw usage_error(where + ": 'exact' takes no options");
+        s.exact = true;
+        return s;
+    }
+    const base_choice b = parse_base(items[0], where + ": base");
+    s.base = b.name;
+    s.opts.base_value = b.value;
+    for (std::size_t i = 1; i < items.size(); ++i) {
+        const std::size_t eq = items[i].find('=');
+        const std::string key = items[i].substr(0, eq);
+        const std::optional<std::string> value =
+            eq == std::string::npos ? std::nullopt : std::optional<std::string>(items[i].substr(eq + 1));
+        if (key == "base" || !set_quantizer_option(s, key, value, where + ": " + key))
+            throw usage_error(where + ": unknown option '" + key + "' (expected levels, e-min, e-max, per-tensor, "
+                              "cluster, rounding, underflow, fit-scale, block, block-format or search)");
+    }
+    validate_spec(s, where);
+    return s;
+}
+
+struct tensor_rule {
+    std::string text;  // as given: REGEX=SPEC
+    std::regex regex;
+    quant_spec spec;
+};
+
+inline tensor_rule parse_rule(const std::string& text) {
+    const std::size_t eq = text.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == text.size())
+        throw usage_error("--rule " + text + ": expected REGEX=SPEC, e.g. 'attn=two,levels=4' or 'embed=exact'");
+    tensor_rule rule;
+    rule.text = text;
+    try {
+        rule.regex = std::regex(text.substr(0, eq), std::regex::ECMAScript);
+    } catch (const std::regex_error& error) {
+        throw usage_error("--rule " + text + ": bad regular expression: " + error.what());
+    }
+    rule.spec = parse_spec(text.substr(eq + 1), "--rule " + text);
+    return rule;
+}
+
+// ---------------------------------------------------------------------------------------------
+struct arguments {
+    std::string command;
+    std::vector<std::string> inputs;
+    std::string output;
+    quant_spec spec;  // the default for tensors no rule matches
+    std::vector<tensor_rule> rules;
+    std::vector<std::string> includes, excludes;
+    unsigned threads = 0;  // 0: hardware concurrency
+    bool quiet = false;
+    bool csv = false;
+    bool help = false;
+    std::string tensor;                      // decode: which tensor
+    std::string dtype = "source";            // decode: source, f32 or f64
+    std::uint64_t chunk_weights = 1u << 20;  // rows per job ~ this many weights (tuning/testing)
+
+    const std::string& input() const { return inputs.front(); }
+
+    unsigned thread_count() const {
+        if (threads) return threads;
+        const unsigned hardware = std::thread::hardware_concurrency();
+        return hardware ? hardware : 1;
+    }
+
+    // Of the tensors no rule matches: selected by the globs.
+    bool selected(const std::string& name) const {
+        bool keep = includes.empty();
+        for (const auto& glob : includes)
+            if (::fnmatch(glob.c_str(), name.c_str(), 0) == 0) keep = true;
+        for (const auto& glob : excludes)
+            if (::fnmatch(glob.c_str(), name.c_str(), 0) == 0) keep = false;
+        return keep;
+    }
+};
+
 inline arguments parse_arguments(int argc, char** argv) {
     arguments args;
     std::vector<std::string> positional;
-    int i = 1;
-    auto value = [&](const std::string& flag) -> std::string {
-        if (i + 1 >= argc) throw usage_error(flag + " needs a value");
-        return argv[++i];
-    };
     bool options_end = false;
-    for (; i < argc; ++i) {
+    std::vector<std::string> quantizer_flags;  // given, to refuse them where they mean nothing
+    for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (options_end || arg.empty() || arg[0] != '-' || arg == "-") {
             positional.push_back(arg);
             continue;
         }
-        if (arg == "--") options_end = true;
-        else if (arg == "-h" || arg == "--help") args.command = "help";
-        else if (arg == "-o" || arg == "--output") args.output = value(arg);
-        else if (arg == "--base") {
-            const base_choice b = parse_base(value(arg));
-            args.base = b.name;
-            args.opts.base_value = b.value;
+        if (arg == "--") {
+            options_end = true;
+            continue;
         }
-        else if (arg == "--levels") args.opts.levels = static_cast<int>(parse_integer(arg, value(arg), 1, 65535));
-        else if (arg == "--e-min") args.opts.e_min = static_cast<int>(parse_integer(arg, value(arg), -32767, 32767));
-        else if (arg == "--e-max") args.opts.e_max = static_cast<int>(parse_integer(arg, value(arg), -32767, 32767));
-        else if (arg == "--per-tensor") args.opts.per_channel = false;
-        else if (arg == "--cluster") args.opts.cluster_size = static_cast<int>(parse_integer(arg, value(arg), 0, 1 << 20));
-        else if (arg == "--rounding") {
-            const std::string v = value(arg);
-            if (v == "log") args.opts.round = rounding::log;
-            else if (v == "linear") args.opts.round = rounding::linear;
-            else throw usage_error("--rounding " + v + ": expected log or linear");
-        } else if (arg == "--underflow") {
-            const std::string v = value(arg);
-            if (v == "clamp") args.opts.under = underflow::clamp;
-            else if (v == "flush") args.opts.under = underflow::flush;
-            else throw usage_error("--underflow " + v + ": expected clamp or flush");
-        } else if (arg == "--fit-scale") args.opts.fit_scale = true;
-        else if (arg == "--include") args.includes.push_back(value(arg));
-        else if (arg == "--exclude") args.excludes.push_back(value(arg));
-        else if (arg == "--threads") args.threads = static_cast<unsigned>(parse_integer(arg, value(arg), 1, 256));
-        else if (arg == "--quiet" || arg == "-q") args.quiet = true;
-        else if (arg == "--csv") args.csv = true;
-        else if (arg == "--tensor") args.tensor = value(arg);
-        else if (arg == "--chunk-weights")
-            args.chunk_weights = static_cast<std::uint64_t>(parse_integer(arg, value(arg), 1, 1ll << 40));
-        else throw usage_error("unknown option " + arg);
+        // --opt=value or --opt value
+        std::string flag = arg;
+        std::optional<std::string> inline_value;
+        const std::size_t eq = arg.find('=');
+        if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+            flag = arg.substr(0, eq);
+            inline_value = arg.substr(eq + 1);
+        }
+        auto value = [&]() -> std::string {
+            if (inline_value) return *inline_value;
+            if (i + 1 >= argc) throw usage_error(flag + " needs a value");
+            return argv[++i];
+        };
+        auto no_value = [&] {
+            if (inline_value) throw usage_error(flag + " does not take a value");
+        };
+        if (flag == "-h" || flag == "--help") no_value(), args.help = true;
+        else if (flag == "--version") no_value(), args.command = "version";
+        else if (flag == "--man") no_value(), args.command = "man";
+        else if (flag == "-o" || flag == "--output") args.output = value();
+        else if (flag == "--rule") args.rules.push_back(parse_rule(value())), quantizer_flags.push_back(flag);
+        else if (flag == "--include") args.includes.push_back(value()), quantizer_flags.push_back(flag);
+        else if (flag == "--exclude") args.excludes.push_back(value()), quantizer_flags.push_back(flag);
+        else if (flag == "--threads") args.threads = static_cast<unsigned>(parse_integer(flag, value(), 1, 256));
+        else if (flag == "--quiet" || flag == "-q") no_value(), args.quiet = true;
+        else if (flag == "--csv") no_value(), args.csv = true;
+        else if (flag == "--tensor") args.tensor = value();
+        else if (flag == "--dtype") {
+            args.dtype = value();
+            if (args.dtype != "source" && args.dtype != "f32" && args.dtype != "f64")
+                throw usage_error("--dtype " + args.dtype + ": expected source, f32 or f64");
+        } else if (flag == "--chunk-weights")
+            args.chunk_weights = static_cast<std::uint64_t>(parse_integer(flag, value(), 1, 1ll << 40));
+        else if (flag.rfind("--", 0) == 0) {
+            const std::string key = flag.substr(2);
+            const bool takes = key != "per-tensor" && key != "fit-scale";
+            std::optional<std::string> v;
+            if (takes) v = value();
+            else if (inline_value) v = inline_value;
+            if (key == "rule" || !set_quantizer_option(args.spec, key, v, flag))
+                throw usage_error("unknown option " + flag);
+            quantizer_flags.push_back(flag);
+        } else throw usage_error("unknown option " + arg);
     }
-    if (args.command == "help") return args;
-    if (positional.empty()) throw usage_error("missing command");
+    if (args.command == "version" || args.command == "man") return args;
+    if (positional.empty()) {
+        if (args.help) args.command = "help";
+        else throw usage_error("missing command");
+        return args;
+    }
     args.command = positional[0];
-    const bool takes_input = args.command == "quantize" || args.command == "info" || args.command == "decode" ||
-                             args.command == "report";
-    if (!takes_input) throw usage_error("unknown command '" + args.command + "'");
-    if (positional.size() < 2) throw usage_error(args.command + ": missing input file");
-    if (positional.size() > 2) throw usage_error(args.command + ": unexpected argument '" + positional[2] + "'");
-    args.input = positional[1];
+    if (args.command == "help") {
+        if (positional.size() > 1) {
+            if (!find_help(positional[1])) throw usage_error("unknown command '" + positional[1] + "'");
+            args.command = positional[1];
+            args.help = true;
+        }
+        return args;
+    }
+    if (!find_help(args.command)) throw usage_error("unknown command '" + args.command + "'");
+    if (args.help) return args;
+    args.inputs.assign(positional.begin() + 1, positional.end());
+    if (args.inputs.empty()) throw usage_error(args.command + ": missing input file");
+    const bool many = takes_quantizer_options(args.command);
+    if (!many && args.inputs.size() > 1) throw usage_error(args.command + ": unexpected argument '" + args.inputs[1] + "'");
     if ((args.command == "quantize" || args.command == "decode") && args.output.empty())
         throw usage_error(args.command + ": missing -o OUTPUT");
     if ((args.command == "info" || args.command == "report") && !args.output.empty())
         throw usage_error(args.command + " writes to standard output; -o is not used");
-    try {
-        args.opts.validate();
-    } catch (const std::invalid_argument& error) {
-        throw usage_error(error.what());
-    }
+    if (!many && !quantizer_flags.empty())
+        throw usage_error(args.command + ": " + quantizer_flags[0] + " is a quantizer option (quantize, report)");
+    validate_spec(args.spec, "quantizer options");
     return args;
 }
 

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -153,7 +154,8 @@ public:
         ++count_;
     }
 
-    void finish() {
+    // Returns the file's size.
+    std::uint64_t finish() {
         if (count_ != planned_ || entries_.size() > entries_bound_)
             throw std::logic_error(path_ + ": the directory does not fit the room planned for it");
         // Name bytes the paddings must take so the directory ends exactly at the reserved room's end.
@@ -181,7 +183,9 @@ public:
         detail::put_u32(head, detail::crc32(directory.data(), directory.size()));
         if (head.size() != reserved_) throw std::logic_error(path_ + ": the directory does not fill the room planned for it");
         out_->write_at(0, head.data(), head.size());
+        const std::uint64_t size = out_->written();
         out_->commit();
+        return size;
     }
 
 private:
@@ -380,11 +384,17 @@ inline manifest parse_manifest(const std::string& text, const std::string& file)
         const auto type = safetensors::parse_dtype(dtype->text);
         if (!type) return fail("tensor '" + t.name + "': unknown dtype '" + dtype->text + "'");
         t.type = *type;
+        std::uint64_t elements = 1;
+        bool empty = false, wraps = false;
         for (const auto& d : shape->items) {
             const auto extent = d.as_uint64();
             if (!extent) return fail("tensor '" + t.name + "': bad shape");
             t.shape.push_back(*extent);
+            empty = empty || *extent == 0;
+            if (*extent != 0 && elements > std::numeric_limits<std::uint64_t>::max() / 8 / *extent) wraps = true;
+            else elements *= *extent;
         }
+        if (wraps && !empty) return fail("tensor '" + t.name + "': shape has more than 2^61 elements");
         t.quantized = kind->text == "quantized";
         for (const auto& p : parts->items) {
             if (!p.is_array() || p.items.size() != 3 || !p.items[0].is_string() || !p.items[1].as_uint64() ||

@@ -1,12 +1,16 @@
 // Rate-distortion comparison: "does phi help my weights?" as a library call.
 //
 // For one weight matrix and a list of methods (log bases phi, 2, sqrt2 or a user base with option
-// sets; uniform int-N; k-means), each method runs its whole path:
-//   weights -> packed tensor -> coded bytes -> decoded -> rebuilt weights,
-// (log methods through the .grphi container, the baselines through the same rANS coder plus their raw
-// scales or codebook), and the row reports the real coded size (tables and metadata included),
-// the order-0 entropy estimate of the same streams, the main stream's symbol entropy, and the SQNR
-// of the weights rebuilt from the decoded streams. Writers render rows as markdown, CSV and SVG.
+// sets; uniform int-N; k-means; the block formats people quantize with today: Q4_0, Q8_0, Q4_K, NF4,
+// IQ4_NL, MXFP4, NVFP4, FP8, APoT, plain or with a scale search; low rank + quantization), each method
+// runs its whole path:
+//   weights -> quantized -> coded bytes -> decoded -> rebuilt weights,
+// (log methods through the .grphi container, the others through the same rANS coder plus their raw
+// scales or codebook), and the row reports the fixed bits/weight of the method's memory layout (every
+// scale included), the real coded size (tables and metadata included), the order-0 entropy estimate of
+// the same streams, the main stream's symbol entropy, and the SQNR of the weights rebuilt from the
+// decoded streams. Report writers (markdown, CSV, SVG) live with the programs that print them
+// (examples/compare_report.hpp).
 #pragma once
 
 #include <Eigen/Core>
@@ -19,6 +23,7 @@
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <sstream>
@@ -28,6 +33,8 @@
 #include <vector>
 
 #include "base.hpp"
+#include "baselines/catalog.hpp"
+#include "baselines/low_rank.hpp"
 #include "container.hpp"
 #include "entropy.hpp"
 #include "kmeans.hpp"
@@ -48,6 +55,7 @@ struct comparison_row {
     std::size_t coded_bytes = 0;         // log: the one-tensor .grphi file; int-N, k-means: the rANS stream
                                          // (count, table, payload) + raw scales or codebook
     double coded_bits_per_weight = 0;    // 8 * coded_bytes / weights
+    double fixed_bits_per_weight = 0;    // the method's fixed-rate layout in memory, every scale included
     double entropy_bits_per_weight = 0;  // order-0 entropy of the same streams + metadata, per weight
     double symbol_entropy = 0;           // bits per symbol of the main stream: H(e), H(code) or H(index)
     std::size_t symbols = 0;             // symbols in the main stream (exponents of nonzero weights, ...)
@@ -61,6 +69,7 @@ template <class T>
 struct method_output {
     row_matrix<T> rebuilt;
     std::size_t coded_bytes = 0;
+    double fixed_bits = 0;      // total bits of the fixed-rate layout, scales included
     double entropy_bits = 0;    // total, metadata included
     double symbol_entropy = 0;
     std::size_t symbols = 0;
@@ -93,6 +102,23 @@ inline coded_stream code_stream(const std::vector<rans::symbol>& symbols, const 
     return s;
 }
 
+inline double ceil_log2(double n) { return n <= 1 ? 0.0 : std::ceil(std::log2(n)); }
+
+// The fixed-rate layout of a log tensor's values: per weight a code for zero or sign + level
+// (ceil(log2(2L + 1)) bits, L the widest channel window), or with exponent sharing a sign/zero code
+// (2 bits) per weight and a level code per cluster; per channel its window and scale (5 bytes, as the
+// container stores them).
+template <class T, class Base>
+double log_fixed_bits(const packed<T, Base>& p) {
+    int widest = 1;
+    for (std::size_t c = 0; c < p.window_lo.size(); ++c) widest = std::max(widest, p.window_hi[c] - p.window_lo[c] + 1);
+    const double weights = static_cast<double>(p.rows) * static_cast<double>(p.cols);
+    const double channel_bits = 40.0 * static_cast<double>(p.channels());
+    if (!p.opts.clustered()) return weights * ceil_log2(2.0 * widest + 1) + channel_bits;
+    const double clusters = static_cast<double>(p.rows) * static_cast<double>(p.blocks_per_row());
+    return weights * 2 + clusters * ceil_log2(widest) + channel_bits;
+}
+
 // A log method's coded size is a real one-tensor .grphi file (header, directory entry, per-channel
 // window and scale, rANS sign and exponent streams, checksums); the rebuilt weights come from loading it.
 template <class Base, class T>
@@ -108,6 +134,7 @@ method_output<T> run_log(const row_matrix<T>& W, const options& opts) {
     method_output<T> out;
     out.rebuilt = dequantize(q);
     out.coded_bytes = file.size();
+    out.fixed_bits = log_fixed_bits(p);
     out.entropy_bits = report.bits_per_weight * static_cast<double>(report.weights);
     out.symbol_entropy = report.exponent_entropy;
     out.symbols = report.exponent_symbols;
@@ -126,6 +153,7 @@ method_output<T> run_uniform(const row_matrix<T>& W, const uniform_options& opts
     out.rebuilt = dequantize(p);
     const std::size_t metadata = p.scales.size() * sizeof(T);
     out.coded_bytes = stream.bytes + metadata;
+    out.fixed_bits = static_cast<double>(opts.bits) * static_cast<double>(p.size()) + 8.0 * static_cast<double>(metadata);
     out.entropy_bits = stream.entropy * static_cast<double>(p.size()) + 8.0 * static_cast<double>(metadata);
     out.symbol_entropy = stream.entropy;
     out.symbols = p.size();
@@ -143,9 +171,112 @@ method_output<T> run_kmeans(const row_matrix<T>& W, const kmeans_options& opts) 
     out.rebuilt = dequantize(p);
     const std::size_t metadata = p.codebook.size() * sizeof(T);
     out.coded_bytes = stream.bytes + metadata;
+    out.fixed_bits = ceil_log2(opts.k) * static_cast<double>(p.size()) + 8.0 * static_cast<double>(metadata);
     out.entropy_bits = stream.entropy * static_cast<double>(p.size()) + 8.0 * static_cast<double>(metadata);
     out.symbol_entropy = stream.entropy;
     out.symbols = p.size();
+    return out;
+}
+
+// Bits of one stored block scale of a blocked log tensor: the top as an int8 offset from its channel's
+// window (the base's own "E8M0"; + 5 bits for the step in [-8, 8] with fit_scale), or fp16 / E4M3.
+inline double block_scale_bits(const options& o) {
+    switch (o.block_format) {
+        case block_scale::exponent: return o.fit_scale ? 13 : 8;
+        case block_scale::fp16: return 16;
+        case block_scale::e4m3: return 8;
+    }
+    return 16;
+}
+
+// A blocked log method (options::block_size): one symbol per weight, zero or sign + the level's offset
+// below its block's top (exponent scales) or its channel's top (fp16/e4m3 scales), through rANS; the
+// block scales raw as stored (block_scale_bits, whole bytes) and an int16 window top per channel.
+// Fixed layout: 1 + ceil(log2 levels) bits per weight, the block scales, 16 bits per channel.
+template <class Base, class T>
+method_output<T> run_log_blocked(const row_matrix<T>& W, const options& opts) {
+    const packed<T, Base> p = quantize<Base>(W, opts);
+    const int levels = *opts.levels;
+    const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+    const bool exponent_scales = opts.block_format == block_scale::exponent;
+    std::vector<rans::symbol> symbols(p.size());
+    for (Eigen::Index r = 0; r < p.rows; ++r)
+        for (Eigen::Index c = 0; c < p.cols; ++c) {
+            const std::size_t i = static_cast<std::size_t>(r * p.cols + c);
+            if (p.signs[i] == 0) continue;
+            const std::size_t b = static_cast<std::size_t>(r) * per_row + static_cast<std::size_t>(c / opts.block_size);
+            const int top = exponent_scales ? p.block_top[b] : p.window_hi[static_cast<std::size_t>(p.channel_of_row(r))];
+            const int offset = top - p.exponent(r, c);
+            if (offset < 0 || offset >= levels)
+                throw std::logic_error("grphi::compare: a blocked weight lies outside its block's " + std::to_string(levels) + " levels");
+            symbols[i] = static_cast<rans::symbol>(1 + (p.signs[i] < 0 ? levels : 0) + offset);
+        }
+    const coded_stream stream = code_stream(symbols, "block level");
+    if (stream.decoded != symbols) throw std::logic_error("grphi::compare: block level stream changed");
+    const double blocks = static_cast<double>(p.scale_block_count());
+    const std::size_t scale_bytes =
+        static_cast<std::size_t>(std::ceil(blocks * block_scale_bits(opts) / 8)) + 2 * static_cast<std::size_t>(p.channels());
+    method_output<T> out;
+    out.rebuilt = dequantize(p);
+    out.coded_bytes = stream.bytes + scale_bytes;
+    out.fixed_bits = static_cast<double>(p.size()) * (1 + ceil_log2(levels)) + blocks * block_scale_bits(opts) +
+                     16.0 * static_cast<double>(p.channels());
+    out.entropy_bits = stream.entropy * static_cast<double>(p.size()) + 8.0 * static_cast<double>(scale_bytes);
+    out.symbol_entropy = stream.entropy;
+    out.symbols = symbols.size();
+    return out;
+}
+
+// A block baseline: one code symbol per weight through rANS, its scales raw as stored.
+template <class T>
+method_output<T> run_block_baseline(const row_matrix<T>& W, baselines::baseline b, const baselines::baseline_options& opts,
+                                    const char* name) {
+    const baselines::baseline_result q = baselines::run_baseline(b, W, opts);
+    const std::vector<rans::symbol> codes(q.codes.begin(), q.codes.end());
+    const coded_stream stream = code_stream(codes, name);
+    method_output<T> out;
+    out.rebuilt = q.rebuilt.template cast<T>();  // the codes survived the round trip, so these are the decoded weights
+    out.coded_bytes = stream.bytes + q.scale_bytes;
+    out.fixed_bits = q.fixed_bits_per_weight * static_cast<double>(W.size());
+    out.entropy_bits = stream.entropy * static_cast<double>(W.size()) + 8.0 * static_cast<double>(q.scale_bytes);
+    out.symbol_entropy = stream.entropy;
+    out.symbols = codes.size();
+    return out;
+}
+
+// Sums two methods' costs (low rank: the factors, or the factors and the residual).
+template <class T>
+void add_cost(method_output<T>& total, const method_output<T>& part) {
+    total.coded_bytes += part.coded_bytes;
+    total.fixed_bits += part.fixed_bits;
+    total.entropy_bits += part.entropy_bits;
+    total.symbol_entropy = (total.symbol_entropy * static_cast<double>(total.symbols) +
+                            part.symbol_entropy * static_cast<double>(part.symbols)) /
+                           static_cast<double>(std::max<std::size_t>(total.symbols + part.symbols, 1));
+    total.symbols += part.symbols;
+}
+
+// W ~ L R (truncated SVD of the given rank), each factor quantized with `factor_method` (L along its
+// rows of length r, R along its rows of length cols); with `residual_method`, W - L R (the quantized
+// factors' product) is quantized too and added back.
+template <class T>
+method_output<T> run_low_rank(const row_matrix<T>& W, Eigen::Index rank, const comparison_method<T>& factor_method,
+                              const comparison_method<T>* residual_method) {
+    const baselines::low_rank lr = baselines::truncated_svd(W, rank);
+    method_output<T> out;
+    out.rebuilt = row_matrix<T>::Zero(W.rows(), W.cols());
+    if (rank > 0) {
+        const method_output<T> left = factor_method.run(lr.left.template cast<T>());
+        const method_output<T> right = factor_method.run(lr.right.template cast<T>());
+        out.rebuilt = (left.rebuilt.template cast<double>() * right.rebuilt.template cast<double>()).template cast<T>();
+        add_cost(out, left);
+        add_cost(out, right);
+    }
+    if (residual_method) {
+        const method_output<T> residual = residual_method->run((W - out.rebuilt).eval());
+        out.rebuilt += residual.rebuilt;
+        add_cost(out, residual);
+    }
     return out;
 }
 
@@ -159,6 +290,7 @@ inline std::string option_label(const options& o) {
     if (o.under == underflow::flush) s << " flush";
     if (o.e_min) s << " e_min=" << *o.e_min;
     if (o.e_max) s << " e_max=" << *o.e_max;
+    if (o.blocked()) s << " block=" << o.block_size;
     return s.str();
 }
 
@@ -169,8 +301,54 @@ template <class T, class Base>
 comparison_method<T> log_method(const options& opts, std::string family = Base::name) {
     check_base<Base>();
     opts.validate();
+    if (opts.blocked())
+        return {family, std::string(Base::name) + " " + detail::option_label(opts),
+                [opts](const row_matrix<T>& W) { return detail::run_log_blocked<Base>(W, opts); }};
     return {family, std::string(Base::name) + " " + detail::option_label(opts),
             [opts](const row_matrix<T>& W) { return detail::run_log<Base>(W, opts); }};
+}
+
+// The name of a blocked log method: <base>_block<B>, then _fp16 / _e4m3 for float block scales,
+// _fit for exponent scales with a fitted step, _search for the squared-error scale search.
+inline std::string block_method_name(const char* base, const options& o) {
+    std::string name = std::string(base) + "_block" + std::to_string(o.block_size);
+    if (o.levels && *o.levels != 8) name += "_l" + std::to_string(*o.levels);
+    if (o.block_format == block_scale::fp16) name += "_fp16";
+    if (o.block_format == block_scale::e4m3) name += "_e4m3";
+    if (o.fit_scale) name += "_fit";
+    if (o.search == scale_search::mse) name += "_search";
+    if (o.importance) name += "_imatrix";
+    return name;
+}
+
+// A grphi block format from the core (options::block_size): per row, blocks of `block` weights, each
+// with its own scale in `format`, `levels` magnitudes per block (8: sign + 3 bits, a 4-bit code).
+template <class T, class Base>
+comparison_method<T> block_method(int block, block_scale format, bool search, bool fit_scale = false, int levels = 8,
+                                  std::shared_ptr<const std::vector<double>> importance = nullptr) {
+    options o;
+    o.levels = levels;
+    o.block_size = block;
+    o.block_format = format;
+    o.fit_scale = fit_scale;
+    o.search = search ? scale_search::mse : scale_search::absmax;
+    o.importance = std::move(importance);
+    comparison_method<T> m = log_method<T, Base>(o, std::string(Base::name) + "-block");
+    m.name = block_method_name(Base::name, o);
+    return m;
+}
+
+// The grphi block formats at 4.25-4.5 fixed bits/weight: exponent scales per 32 (MXFP4's rate), with a
+// fitted step, fp16 scales per 32 (Q4_0's and NF4's rate), E4M3 scales per 16 (NVFP4's), each plain
+// and searched.
+template <class T, class Base>
+void add_block_methods(std::vector<comparison_method<T>>& methods) {
+    for (bool search : {false, true}) {
+        methods.push_back(block_method<T, Base>(32, block_scale::exponent, search));
+        methods.push_back(block_method<T, Base>(32, block_scale::exponent, search, true));
+        methods.push_back(block_method<T, Base>(32, block_scale::fp16, search));
+        methods.push_back(block_method<T, Base>(16, block_scale::e4m3, search));
+    }
 }
 
 template <class T>
@@ -191,6 +369,50 @@ comparison_method<T> kmeans_method(int k, bool per_channel = false) {
     return {per_channel ? "k-means per-channel" : "k-means",
             "k-means k=" + std::to_string(k) + (per_channel ? " per-channel" : ""),
             [opts](const row_matrix<T>& W) { return detail::run_kmeans(W, opts); }};
+}
+
+// A block baseline by name ("q4_0", "nf4", ...): `_search` in the name when `search`; importance,
+// when given, weighs the search's squared error per column (the name gains `_imatrix`).
+template <class T>
+comparison_method<T> block_baseline_method(baselines::baseline b, bool search = false,
+                                           std::vector<double> column_importance = {}) {
+    std::string name = baselines::name_of(b);
+    if (search) name += "_search";
+    if (!column_importance.empty()) {
+        if (!search) throw std::invalid_argument("grphi::block_baseline_method: column importance needs search");
+        name += "_imatrix";
+    }
+    const baselines::baseline_options opts{search, std::move(column_importance)};
+    return {baselines::name_of(b), name, [b, opts, name](const row_matrix<T>& W) {
+                return detail::run_block_baseline(W, b, opts, name.c_str());
+            }};
+}
+
+// Low rank: `lowrank_r<R>_<factor method>` (the factors quantized), or with a residual method
+// `lowrank_r<R>_<factor method>+<residual method>` (the residual W - L R quantized as well). The rank is
+// fixed, so one method object serves one tensor shape; see low_rank_rank for the bit-budget rule.
+template <class T>
+comparison_method<T> low_rank_method(Eigen::Index rank, comparison_method<T> factor_method,
+                                     std::optional<comparison_method<T>> residual_method = std::nullopt) {
+    std::string name = "lowrank_r" + std::to_string(rank) + "_" + factor_method.name;
+    if (residual_method) name += "+" + residual_method->name;
+    return {"low rank", name, [rank, factor_method, residual_method](const row_matrix<T>& W) {
+                return detail::run_low_rank(W, rank, factor_method, residual_method ? &*residual_method : nullptr);
+            }};
+}
+
+// The rank whose factors at factor_bits per entry take budget_bits per weight of a rows x cols tensor.
+inline Eigen::Index low_rank_rank(Eigen::Index rows, Eigen::Index cols, double budget_bits, double factor_bits) {
+    return baselines::rank_for_budget(rows, cols, budget_bits, factor_bits);
+}
+
+// Every block baseline, plain and searched.
+template <class T>
+void add_block_baselines(std::vector<comparison_method<T>>& methods, bool with_search = true) {
+    for (baselines::baseline b : baselines::all_baselines) {
+        methods.push_back(block_baseline_method<T>(b));
+        if (with_search) methods.push_back(block_baseline_method<T>(b, true));
+    }
 }
 
 // The option sets of one log base: windows of 2..16 levels and the natural range (one curve), and
@@ -265,6 +487,7 @@ std::vector<comparison_row> compare(
         row.coded_bytes = out.coded_bytes;
         const double n = static_cast<double>(row.weights);
         row.coded_bits_per_weight = 8.0 * static_cast<double>(out.coded_bytes) / n;
+        row.fixed_bits_per_weight = out.fixed_bits / n;
         row.entropy_bits_per_weight = out.entropy_bits / n;
         row.symbol_entropy = out.symbol_entropy;
         row.symbols = out.symbols;
@@ -273,168 +496,6 @@ std::vector<comparison_row> compare(
         rows.push_back(std::move(row));
     }
     return rows;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Writers.
-
-namespace detail {
-
-inline std::string fixed(double v, int digits) {
-    if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-    std::ostringstream s;
-    s << std::fixed << std::setprecision(digits) << v;
-    return s.str();
-}
-
-inline std::string csv_field(const std::string& v) {
-    if (v.find_first_of(",\"\n") == std::string::npos) return v;
-    std::string out = "\"";
-    for (char c : v) {
-        if (c == '"') out += '"';
-        out += c;
-    }
-    return out + "\"";
-}
-
-inline std::string xml_escape(const std::string& v) {
-    std::string out;
-    for (char c : v) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
-
-// Tick spacing of 1, 2 or 5 times a power of ten giving about `target` intervals over span.
-inline double nice_step(double span, int target) {
-    const double raw = span / target;
-    const double power = std::pow(10.0, std::floor(std::log10(raw)));
-    for (double m : {1.0, 2.0, 5.0, 10.0})
-        if (m * power >= raw) return m * power;
-    return 10.0 * power;
-}
-
-inline std::string number_label(double v, double step) {
-    const int digits = step >= 1 ? 0 : static_cast<int>(std::ceil(-std::log10(step) - 1e-9));
-    return fixed(std::abs(v) < step * 1e-9 ? 0.0 : v, digits);
-}
-
-}  // namespace detail
-
-// One markdown table; rows of several tensors get a tensor column.
-inline void write_markdown(std::ostream& os, const std::vector<comparison_row>& rows) {
-    bool several = false;
-    for (const auto& r : rows) several = several || r.tensor != rows.front().tensor;
-    bool accuracy = false;
-    for (const auto& r : rows) accuracy = accuracy || r.accuracy.has_value();
-    os << (several ? "| tensor " : "") << "| method | coded bits/weight | entropy bits/weight | H(symbol) bits | SQNR dB |"
-       << (accuracy ? " accuracy % |" : "") << "\n";
-    os << (several ? "|---" : "") << "|---|---:|---:|---:|---:|" << (accuracy ? "---:|" : "") << "\n";
-    for (const auto& r : rows) {
-        if (several) os << "| " << r.tensor << " ";
-        os << "| " << r.method << " | " << detail::fixed(r.coded_bits_per_weight, 3) << " | "
-           << detail::fixed(r.entropy_bits_per_weight, 3) << " | " << detail::fixed(r.symbol_entropy, 3) << " | "
-           << detail::fixed(r.sqnr_db, 2) << " |";
-        if (accuracy) os << " " << (r.accuracy ? detail::fixed(100.0 * *r.accuracy, 2) : std::string("-")) << " |";
-        os << "\n";
-    }
-}
-
-inline void write_csv(std::ostream& os, const std::vector<comparison_row>& rows) {
-    os << "tensor,family,method,weights,coded_bytes,coded_bits_per_weight,entropy_bits_per_weight,symbol_entropy,"
-          "symbols,mse,sqnr_db,accuracy\n";
-    os << std::setprecision(10);
-    for (const auto& r : rows) {
-        os << detail::csv_field(r.tensor) << ',' << detail::csv_field(r.family) << ',' << detail::csv_field(r.method)
-           << ',' << r.weights << ',' << r.coded_bytes << ',' << r.coded_bits_per_weight << ','
-           << r.entropy_bits_per_weight << ',' << r.symbol_entropy << ',' << r.symbols << ',' << r.mse << ','
-           << r.sqnr_db << ',';
-        if (r.accuracy) os << *r.accuracy;
-        os << '\n';
-    }
-}
-
-// A self-contained SVG rate-distortion plot: SQNR (dB) against coded bits/weight, one polyline per
-// family (points in order of rate), ticks, axis labels and a legend. Lossless points (+inf dB) are left out.
-inline void write_svg(std::ostream& os, const std::vector<comparison_row>& rows, const std::string& title) {
-    constexpr double width = 860, height = 540, left = 70, right = 230, top = 50, bottom = 60;
-    constexpr double plot_w = width - left - right, plot_h = height - top - bottom;
-    std::vector<std::string> order;  // families in first-seen order
-    std::map<std::string, std::vector<std::pair<double, double>>> curves;
-    double x_max = 0, y_min = std::numeric_limits<double>::infinity(), y_max = -y_min;
-    for (const auto& r : rows) {
-        if (!std::isfinite(r.sqnr_db) || !std::isfinite(r.coded_bits_per_weight)) continue;
-        if (!curves.count(r.family)) order.push_back(r.family);
-        curves[r.family].push_back({r.coded_bits_per_weight, r.sqnr_db});
-        x_max = std::max(x_max, r.coded_bits_per_weight);
-        y_min = std::min(y_min, r.sqnr_db);
-        y_max = std::max(y_max, r.sqnr_db);
-    }
-    if (order.empty()) {
-        x_max = 1;
-        y_min = 0;
-        y_max = 1;
-    }
-    const double x_step = detail::nice_step(std::max(x_max, 1e-6), 8);
-    const double x_hi = std::ceil(x_max / x_step) * x_step + (x_max == 0 ? x_step : 0);
-    const double y_step = detail::nice_step(std::max(y_max - y_min, 1e-6), 8);
-    const double y_lo = std::floor(y_min / y_step) * y_step, y_hi = std::ceil(y_max / y_step) * y_step + (y_max == y_min ? y_step : 0);
-    auto px = [&](double x) { return left + plot_w * x / x_hi; };
-    auto py = [&](double y) { return top + plot_h * (1 - (y - y_lo) / (y_hi - y_lo)); };
-    static const char* palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-                                    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"};
-
-    os << std::fixed << std::setprecision(2);
-    os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-       << "\" viewBox=\"0 0 " << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-    os << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    os << "<text x=\"" << left + plot_w / 2 << "\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">"
-       << detail::xml_escape(title) << "</text>\n";
-    // Grid and ticks.
-    for (double x = 0; x <= x_hi + x_step * 1e-6; x += x_step) {
-        os << "<line x1=\"" << px(x) << "\" y1=\"" << top << "\" x2=\"" << px(x) << "\" y2=\"" << top + plot_h
-           << "\" stroke=\"#e5e5e5\"/>\n";
-        os << "<text x=\"" << px(x) << "\" y=\"" << top + plot_h + 18 << "\" text-anchor=\"middle\">"
-           << detail::number_label(x, x_step) << "</text>\n";
-    }
-    for (double y = y_lo; y <= y_hi + y_step * 1e-6; y += y_step) {
-        os << "<line x1=\"" << left << "\" y1=\"" << py(y) << "\" x2=\"" << left + plot_w << "\" y2=\"" << py(y)
-           << "\" stroke=\"#e5e5e5\"/>\n";
-        os << "<text x=\"" << left - 8 << "\" y=\"" << py(y) + 4 << "\" text-anchor=\"end\">"
-           << detail::number_label(y, y_step) << "</text>\n";
-    }
-    os << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w << "\" height=\"" << plot_h
-       << "\" fill=\"none\" stroke=\"black\"/>\n";
-    os << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << height - 18
-       << "\" text-anchor=\"middle\">coded bits per weight (rANS streams + metadata)</text>\n";
-    os << "<text x=\"18\" y=\"" << top + plot_h / 2 << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 "
-       << top + plot_h / 2 << ")\">SQNR (dB)</text>\n";
-    // Curves and legend.
-    for (std::size_t f = 0; f < order.size(); ++f) {
-        auto points = curves[order[f]];
-        std::sort(points.begin(), points.end());
-        const char* colour = palette[f % (sizeof palette / sizeof *palette)];
-        const std::string dash = f >= sizeof palette / sizeof *palette ? " stroke-dasharray=\"5,3\"" : "";
-        os << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"1.8\"" << dash << " points=\"";
-        for (const auto& [x, y] : points) os << px(x) << ',' << py(y) << ' ';
-        os << "\"/>\n";
-        for (const auto& [x, y] : points)
-            os << "<circle cx=\"" << px(x) << "\" cy=\"" << py(y) << "\" r=\"3\" fill=\"" << colour << "\"><title>"
-               << detail::xml_escape(order[f]) << ": " << detail::fixed(x, 3) << " bits/weight, " << detail::fixed(y, 2)
-               << " dB</title></circle>\n";
-        const double ly = top + 10 + 20.0 * static_cast<double>(f);
-        os << "<line x1=\"" << left + plot_w + 15 << "\" y1=\"" << ly << "\" x2=\"" << left + plot_w + 40 << "\" y2=\""
-           << ly << "\" stroke=\"" << colour << "\" stroke-width=\"2.5\"" << dash << "/>\n";
-        os << "<text x=\"" << left + plot_w + 46 << "\" y=\"" << ly + 4 << "\">" << detail::xml_escape(order[f])
-           << "</text>\n";
-    }
-    os << "</svg>\n";
 }
 
 }  // namespace grphi

@@ -139,6 +139,9 @@ struct stored_tensor {
     // from grphi::quantize), where the pass would cost more than the move saves.
     template <class T, class Base>
     static stored_tensor from_valid(std::string name, packed<T, Base>&& p) {
+        if (p.opts.blocked())  // format 1 has no block scales: refuse rather than drop them
+            throw std::invalid_argument("grphi::save: tensor '" + name + "' has block scales (block_size=" +
+                                        std::to_string(p.opts.block_size) + "), which format 1 cannot store");
         stored_tensor s;
         s.name = std::move(name);
         s.scalar = scalar_kind_of<T>();

@@ -66,6 +66,19 @@ public:
         return make<grphi::custom>(with_value, grad_scale, mask_clipped);
     }
 
+    // Any fake-quantizer pair (e.g. a block baseline's, grphi/baselines/fake_quantize.hpp) for STE
+    // training and eval; entropy() and stored() need a log base and throw for these.
+    static weight_quantizer from_function(const char* name, ad::fake_quantize_fn<float> float_fn,
+                                          ad::fake_quantize_fn<double> double_fn, float grad_scale = 1.0f) {
+        if (!float_fn || !double_fn) throw std::invalid_argument("grphi::nn::weight_quantizer::from_function: null function");
+        weight_quantizer q;
+        q.base_name_ = name;
+        q.grad_scale_ = grad_scale;
+        q.float_fn_ = float_fn;
+        q.double_fn_ = double_fn;
+        return q;
+    }
+
     const char* base_name() const { return base_name_; }
     const grphi::options& opts() const { return opts_; }
     float grad_scale() const { return grad_scale_; }
@@ -86,14 +99,20 @@ public:
     }
 
     // Entropy estimate of quantize<base>(w, opts): bits per weight including signs and metadata.
-    grphi::entropy_report entropy(const ad::matrix<float>& w) const { return entropy_fn_(w, opts_); }
+    grphi::entropy_report entropy(const ad::matrix<float>& w) const {
+        if (!entropy_fn_) throw std::logic_error(std::string("grphi::nn::weight_quantizer: ") + base_name_ + " has no log-base entropy");
+        return entropy_fn_(w, opts_);
+    }
 
     // quantize<base>(w, opts) as a named tensor for the .grphi container (grphi::serialize / save).
-    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const { return store_fn_(std::move(name), w, opts_); }
+    grphi::stored_tensor stored(std::string name, const ad::matrix<float>& w) const {
+        if (!store_fn_) throw std::logic_error(std::string("grphi::nn::weight_quantizer: ") + base_name_ + " cannot be stored as a log tensor");
+        return store_fn_(std::move(name), w, opts_);
+    }
 
     template <class T>
     ad::var apply(ad::tape<T>& t, ad::var w) const {
-        return t.quantize_ste(w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
+        return ad::quantize_ste(t, w, function<T>(), opts_, ad::ste_options<T>{static_cast<T>(grad_scale_), mask_clipped_});
     }
 
 private:
@@ -218,12 +237,12 @@ public:
             const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> columns(xv.data(), in_features_, xv.rows());
             const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> yt = grphi::gemm(*codes, columns);
             ad::var y = t.constant(Eigen::Map<const ad::matrix<T>>(yt.data(), xv.rows(), out_features_));
-            if (has_bias_) y = t.add_bias(y, t.param(bias));
+            if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
             return y;
         }
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.matmul(t.flatten(x), w);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::matmul(t, ad::flatten(t, x), w);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -290,8 +309,8 @@ public:
                                         " channels, expected " + std::to_string(in_channels_));
         if (!training_ && codes) return forward_from_codes(t, x);
         const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = t.conv2d(x, w, geometry_);
-        if (has_bias_) y = t.add_bias(y, t.param(bias));
+        ad::var y = ad::conv2d(t, x, w, geometry_);
+        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
         return y;
     }
 
@@ -308,9 +327,15 @@ private:
         const int Ho = (x.height + 2 * g.padding - g.kernel_h) / g.stride + 1;
         const int Wo = (x.width + 2 * g.padding - g.kernel_w) / g.stride + 1;
         if (Ho <= 0 || Wo <= 0) throw std::invalid_argument("grphi::nn::conv2d: kernel larger than the padded input");
-        const std::array<int, 9> geo{x.channels, x.height, x.width, Ho, Wo, g.kernel_h, g.kernel_w, g.stride, g.padding};
+        ad::detail::conv_shape shape;
+        shape.C = x.channels;
+        shape.H = x.height;
+        shape.W = x.width;
+        shape.Ho = Ho;
+        shape.Wo = Wo;
+        shape.g = g;
         ad::matrix<T> patches;
-        ad::tape<T>::patches(t.value(x), geo, patches);
+        ad::detail::im2col(t.value(x), shape, patches);
         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> columns = patches;
         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> y = grphi::gemm(*codes, columns);
         const Eigen::Index N = t.value(x).rows(), positions = static_cast<Eigen::Index>(Ho) * Wo;
@@ -319,7 +344,7 @@ private:
             for (Eigen::Index o = 0; o < out_channels_; ++o)
                 for (Eigen::Index p = 0; p < positions; ++p) out(s, o * positions + p) = y(o, s * positions + p);
         ad::var result = t.constant(out, out_channels_, Ho, Wo);
-        if (has_bias_) result = t.add_bias(result, t.param(bias));
+        if (has_bias_) result = ad::add_bias(t, result, t.param(bias));
         return result;
     }
 

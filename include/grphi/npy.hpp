@@ -1,5 +1,5 @@
-// NumPy .npy arrays (format versions 1.0, 2.0, 3.0): a strict reader for little-endian float arrays in C or
-// Fortran order, and a streaming writer. Every error names the file.
+// NumPy .npy arrays (format versions 1.0, 2.0, 3.0): a strict reader for little-endian float, integer and
+// bool arrays in C or Fortran order, and a streaming writer. Every error names the file.
 //
 // Layout: "\x93NUMPY", major, minor, header length (u16 LE for v1, u32 LE for v2/v3), then a Python dict
 // literal {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } padded with spaces and ending in '\n'.
@@ -19,7 +19,7 @@
 
 namespace grphi::npy {
 
-using element_type = safetensors::dtype;  // F16, F32 or F64 here
+using element_type = safetensors::dtype;  // every safetensors dtype NumPy has (not BF16 or F8)
 
 inline constexpr char magic[] = "\x93NUMPY";
 inline constexpr std::size_t magic_size = 6;
@@ -45,6 +45,17 @@ struct array_info {
 
 namespace detail {
 
+// NumPy's type strings: '<' little-endian, '|' byte order irrelevant (one-byte types).
+struct descr_row {
+    element_type type;
+    const char* descr;
+};
+inline constexpr descr_row descr_table[] = {
+    {element_type::F16, "<f2"}, {element_type::F32, "<f4"}, {element_type::F64, "<f8"}, {element_type::I8, "|i1"},
+    {element_type::I16, "<i2"}, {element_type::I32, "<i4"}, {element_type::I64, "<i8"}, {element_type::U8, "|u1"},
+    {element_type::U16, "<u2"}, {element_type::U32, "<u4"}, {element_type::U64, "<u8"}, {element_type::BOOL, "|b1"},
+};
+
 // Parses the header dict: exactly the keys descr, fortran_order and shape, Python literal syntax.
 class header_parser {
 public:
@@ -68,7 +79,7 @@ public:
             if (key == "descr") {
                 if (seen_descr) fail("header repeats 'descr'");
                 seen_descr = true;
-                if (peek() == '[') fail("structured dtype is not supported (need '<f2', '<f4' or '<f8')");
+                if (peek() == '[') fail("structured dtype is not supported (need a plain float, integer or bool dtype)");
                 info.type = parse_descr(parse_quoted());
             } else if (key == "fortran_order") {
                 if (seen_order) fail("header repeats 'fortran_order'");
@@ -131,13 +142,18 @@ private:
         return value;
     }
     element_type parse_descr(const std::string& descr) const {
-        if (descr == "<f4") return element_type::F32;
-        if (descr == "<f8") return element_type::F64;
-        if (descr == "<f2") return element_type::F16;
-        if (descr == ">f2" || descr == ">f4" || descr == ">f8")
+        for (const auto& row : descr_table) {
+            if (descr == row.descr) return row.type;
+            // One-byte types are the same in either byte order; '<i1' and '=u1' mean '|i1' and '|u1'.
+            if (row.descr[0] == '|' && descr.size() == 3 && descr.substr(1) == row.descr + 1 &&
+                (descr[0] == '<' || descr[0] == '>' || descr[0] == '='))
+                return row.type;
+        }
+        if (descr == "?" || descr == "b1") return element_type::BOOL;
+        if (descr.size() == 3 && descr[0] == '>')
             fail("big-endian dtype '" + descr + "' is not supported (save with arr.astype('<" + descr.substr(1) + "'))");
         if (descr == "O" || descr == "|O" || descr == "<O" || descr == ">O") fail("object dtype is not supported");
-        fail("dtype '" + descr + "' is not supported (need '<f2', '<f4' or '<f8')");
+        fail("dtype '" + descr + "' is not supported (need a little-endian float, integer or bool: '<f4', '<i8', '|b1', ...)");
     }
     std::vector<std::uint64_t> parse_shape() {
         std::vector<std::uint64_t> shape;
@@ -229,40 +245,34 @@ public:
     const std::byte* bytes() const { return file_.data() + info_.data_offset; }
 
     // Rows [first_row, first_row+row_count) of the array viewed as rows() x cols(), written row-major into
-    // `out`, columns in C order whatever the file's order.
+    // `out`, columns in C order whatever the file's order (float arrays only).
     template <class T>
     void read_rows(std::uint64_t first_row, std::uint64_t row_count, T* out) const {
-        const std::uint64_t rows = info_.rows();
         const std::uint64_t cols = info_.cols();
-        if (first_row > rows || row_count > rows - first_row)
-            throw std::out_of_range(path() + ": row range past the end");
+        check_rows(first_row, row_count);
         const std::size_t width = info_.item_size();
         if (!info_.fortran_order || info_.shape.size() < 2) {
             safetensors::convert_to(info_.type, bytes() + first_row * cols * width,
                                     static_cast<std::size_t>(row_count * cols), out);
             return;
         }
-        // Fortran order: element (i0, i1, .., in) lives at i0 + d0*(i1 + d1*(i2 + ...)). Walk the columns in
-        // C order with an odometer over (i1..in), tracking their Fortran offset.
-        const std::size_t dims = info_.shape.size();
-        std::vector<std::uint64_t> index(dims, 0), stride(dims, 0);
-        stride[1] = 1;
-        for (std::size_t d = 2; d < dims; ++d) stride[d] = stride[d - 1] * info_.shape[d - 1];
-        std::uint64_t fortran_column = 0;
-        for (std::uint64_t c = 0; c < cols; ++c) {
-            for (std::uint64_t r = 0; r < row_count; ++r) {
-                const std::uint64_t element = (first_row + r) + rows * fortran_column;
-                safetensors::convert_to(info_.type, bytes() + element * width, 1, out + r * cols + c);
-            }
-            for (std::size_t d = dims - 1; d >= 1; --d) {  // next C-order column
-                if (++index[d] < info_.shape[d]) {
-                    fortran_column += stride[d];
-                    break;
-                }
-                fortran_column -= stride[d] * (info_.shape[d] - 1);
-                index[d] = 0;
-            }
+        walk_fortran(first_row, row_count, [&](std::uint64_t element, std::uint64_t r, std::uint64_t c) {
+            safetensors::convert_to(info_.type, bytes() + element * width, 1, out + r * cols + c);
+        });
+    }
+
+    // The same rows as raw little-endian elements of the array's own type, in C order (any dtype).
+    void read_raw_rows(std::uint64_t first_row, std::uint64_t row_count, std::byte* out) const {
+        const std::uint64_t cols = info_.cols();
+        check_rows(first_row, row_count);
+        const std::size_t width = info_.item_size();
+        if (!info_.fortran_order || info_.shape.size() < 2) {
+            if (row_count * cols != 0) std::memcpy(out, bytes() + first_row * cols * width, row_count * cols * width);
+            return;
         }
+        walk_fortran(first_row, row_count, [&](std::uint64_t element, std::uint64_t r, std::uint64_t c) {
+            std::memcpy(out + (r * cols + c) * width, bytes() + element * width, width);
+        });
     }
 
     // Give back the pages of rows already consumed (C order only; Fortran rows interleave).
@@ -274,14 +284,54 @@ public:
     }
 
 private:
+    void check_rows(std::uint64_t first_row, std::uint64_t row_count) const {
+        if (first_row > info_.rows() || row_count > info_.rows() - first_row)
+            throw std::out_of_range(path() + ": row range past the end");
+    }
+
+    // Calls visit(element index in the file, row - first_row, C-order column) for every element of the rows
+    // of a Fortran-order array. Element (i0, i1, .., in) lives at i0 + d0*(i1 + d1*(i2 + ...)): the columns
+    // are walked in C order with an odometer over (i1..in), tracking their Fortran offset.
+    template <class Visit>
+    void walk_fortran(std::uint64_t first_row, std::uint64_t row_count, Visit&& visit) const {
+        const std::uint64_t rows = info_.rows();
+        const std::uint64_t cols = info_.cols();
+        const std::size_t dims = info_.shape.size();
+        std::vector<std::uint64_t> index(dims, 0), stride(dims, 0);
+        stride[1] = 1;
+        for (std::size_t d = 2; d < dims; ++d) stride[d] = stride[d - 1] * info_.shape[d - 1];
+        std::uint64_t fortran_column = 0;
+        for (std::uint64_t c = 0; c < cols; ++c) {
+            for (std::uint64_t r = 0; r < row_count; ++r) visit((first_row + r) + rows * fortran_column, r, c);
+            for (std::size_t d = dims - 1; d >= 1; --d) {  // next C-order column
+                if (++index[d] < info_.shape[d]) {
+                    fortran_column += stride[d];
+                    break;
+                }
+                fortran_column -= stride[d] * (info_.shape[d] - 1);
+                index[d] = 0;
+            }
+        }
+    }
+
     mapped_file file_;
     array_info info_;
 };
 
+// Whether NumPy has the dtype (BF16 and the F8 types it has not).
+inline bool writable(element_type type) {
+    for (const auto& row : detail::descr_table)
+        if (row.type == type) return true;
+    return false;
+}
+
 // The header block (magic .. newline) for a C-order array, 64-byte aligned; version 1 unless too long.
 inline std::string make_header(element_type type, const std::vector<std::uint64_t>& shape) {
-    const char* descr = type == element_type::F32 ? "<f4" : type == element_type::F64 ? "<f8" : type == element_type::F16 ? "<f2" : nullptr;
-    if (!descr) throw std::invalid_argument("npy: only F16, F32 and F64 arrays can be written");
+    const char* descr = nullptr;
+    for (const auto& row : detail::descr_table)
+        if (row.type == type) descr = row.descr;
+    if (!descr)
+        throw std::invalid_argument(std::string("npy: dtype ") + safetensors::dtype_name(type) + " has no NumPy equivalent");
     std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
     for (std::size_t i = 0; i < shape.size(); ++i) {
         dict += std::to_string(shape[i]);

@@ -18,6 +18,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "base.hpp"
+#include "detail/block_scales.hpp"
 #include "levels.hpp"
 #include "options.hpp"
 #include "packed.hpp"
@@ -226,12 +227,13 @@ std::pair<int, int> clip_bounds(const options& o, const grid<T, Base>& g) {
     return {lo, hi};
 }
 
-// Window of a channel on grid g given its largest magnitude (0 for an all-zero channel).
+// Window of a channel (or block) on grid g given its largest magnitude (0 for an all-zero channel);
+// top_drop lowers the top below the largest magnitude's exponent (the scale search's clipping candidates).
 template <class T, class Base>
-channel_state window_for(const options& o, const grid<T, Base>& g, T max_magnitude) {
+channel_state window_for(const options& o, const grid<T, Base>& g, T max_magnitude, int top_drop = 0) {
     auto [lo, hi] = clip_bounds(o, g);
     if (o.levels) {
-        const int top = std::clamp(max_magnitude > 0 ? g.exponent(max_magnitude) : 0, lo, hi);
+        const int top = std::clamp(max_magnitude > 0 ? g.exponent(max_magnitude) - top_drop : 0, lo, hi);
         lo = std::max(lo, top - (*o.levels - 1));
         hi = top;
     }
@@ -251,6 +253,7 @@ public:
     explicit quantizer(const options& o) : opts_((o.validate(), o)), cells_(cell_table_for<T, Base>(o)) {}
 
     const options& opts() const { return opts_; }
+    const cell_table<T, Base>& cells() const { return cells_; }
     const grid<T, Base>& grid_of(const channel_state& c) const {
         return c.step == 0 ? *cells_.source : grid_for<T, Base>(opts_, c.step);
     }
@@ -767,7 +770,7 @@ std::vector<T> checked_row_maxima(const row_view<T>& W, const char* who) {
 template <class T, class Base>
 double channel_error(const quantizer<T, Base>& q, const row_view<T>& W, Eigen::Index r0, Eigen::Index r1,
                      const channel_state& c, int scale_exp, row_scratch<T>& scratch, std::vector<bits_t<T>>& blocks,
-                     std::vector<T>& values) {
+                     std::vector<T>& values, const double* importance) {
     const auto n = static_cast<std::size_t>(W.cols());
     double error = 0;
     for (Eigen::Index r = r0; r < r1; ++r) {
@@ -783,7 +786,7 @@ double channel_error(const quantizer<T, Base>& q, const row_view<T>& W, Eigen::I
         for (std::size_t i = 0; i < n; ++i) {
             // Scaled by an exact power of two so that errors near DBL_MAX do not overflow.
             const double d = std::ldexp(static_cast<double>(w[i]) - static_cast<double>(values[i]), -scale_exp);
-            error += d * d;
+            error += (importance ? importance[i] : 1.0) * d * d;
         }
     }
     return error;
@@ -806,17 +809,23 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
                         std::vector<T>& values) {
         const T m = channel_max(ch);
         channel_state best = window_for<T, Base>(o, grid_for<T, Base>(o, 0), m);
-        if (o.fit_scale && m > 0) {
+        const int drops = (o.search == scale_search::mse && o.levels) ? 2 : 1;
+        if ((o.fit_scale || drops > 1) && m > 0) {
             const Eigen::Index r0 = o.per_channel ? ch : 0, r1 = o.per_channel ? ch + 1 : rows;
+            const double* importance = o.importance ? o.importance->data() : nullptr;
             double best_error = std::numeric_limits<double>::infinity();
-            // Candidates in order 0, -1, +1, -2, +2, ...: ties keep the smallest |step|.
-            for (int t = 0; t <= 2 * scale_step_max; ++t) {
+            // Candidates in order 0, -1, +1, -2, +2, ...: ties keep the smallest |step|, then the higher top.
+            for (int t = 0; t <= (o.fit_scale ? 2 * scale_step_max : 0); ++t) {
                 const int step = (t % 2 == 0) ? t / 2 : -(t + 1) / 2;
-                const auto candidate = window_for<T, Base>(o, grid_for<T, Base>(o, step), m);
-                const double e = channel_error(q, W, r0, r1, candidate, std::ilogb(m), scratch, blocks, values);
-                if (e < best_error) {
-                    best_error = e;
-                    best = candidate;
+                for (int drop = 0; drop < drops; ++drop) {
+                    const auto candidate = window_for<T, Base>(o, grid_for<T, Base>(o, step), m, drop);
+                    if (drop > 0 && candidate.hi == window_for<T, Base>(o, grid_for<T, Base>(o, step), m).hi) continue;
+                    const double e =
+                        channel_error(q, W, r0, r1, candidate, std::ilogb(m), scratch, blocks, values, importance);
+                    if (e < best_error) {
+                        best_error = e;
+                        best = candidate;
+                    }
                 }
             }
         }
@@ -826,7 +835,7 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
         for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o, s);
     }
     const std::size_t blocks_per_row = o.clustered() ? (cols + o.cluster_size - 1) / o.cluster_size : cols;
-    if (o.per_channel && o.fit_scale) {
+    if (o.per_channel && (o.fit_scale || o.search == scale_search::mse)) {
         for_each_row<T>(channels, W.cols(), [&](Eigen::Index ch, row_scratch<T>& scratch) {
             std::vector<bits_t<T>> blocks(blocks_per_row);
             std::vector<T> values(cols);
@@ -840,6 +849,302 @@ std::vector<channel_state> plan_channels(const quantizer<T, Base>& q, const row_
         for (Eigen::Index ch = 0; ch < channels; ++ch) plan_one(ch, scratch, blocks, values);
     }
     return plan;
+}
+
+// ---- Block scales (options::block_size > 0): every block of a row has its own scale. ----
+
+// The importance vector checked against the column count (null when unset).
+inline const double* checked_importance(const options& o, Eigen::Index cols, const char* who) {
+    if (!o.importance) return nullptr;
+    if (o.importance->size() != static_cast<std::size_t>(cols))
+        throw std::invalid_argument(std::string(who) + ": importance has " + std::to_string(o.importance->size()) +
+                                    " entries, expected one per column (" + std::to_string(cols) + ")");
+    return o.importance->data();
+}
+
+// fp16/e4m3 scales: the channel window's top is the smallest exponent whose level reaches the channel's
+// largest magnitude, so a scale in (0, 1] can always place the block's largest weight at the top.
+template <class T, class Base>
+channel_state scaled_channel_window(const options& o, const grid<T, Base>& g, T max_magnitude) {
+    const auto [clip_lo, clip_hi] = clip_bounds(o, g);
+    int top = max_magnitude > 0 ? g.exponent(max_magnitude) : 0;
+    if (max_magnitude > 0 && top < g.k_hi && g.level_of(top) < max_magnitude) ++top;
+    top = std::clamp(top, clip_lo, clip_hi);
+    return {std::max(clip_lo, top - (*o.levels - 1)), top, 0};
+}
+
+// One row's block results, written where the packed tensor (or fake_quantize's scratch) keeps them.
+struct block_row {
+    std::int16_t* exps = nullptr;     // per weight
+    std::int8_t* signs = nullptr;     // per weight
+    std::int16_t* tops = nullptr;     // per block (exponent scales)
+    std::int8_t* steps = nullptr;     // per block (exponent scales)
+    std::uint16_t* scales = nullptr;  // per block (fp16/e4m3 codes)
+    std::uint8_t* clipped = nullptr;  // per weight, optional
+    int lo = std::numeric_limits<int>::max();  // union of the row's block windows
+    int hi = std::numeric_limits<int>::min();
+};
+
+// The levels of an fp16/e4m3-scaled block: v[j] = T(s) * level(lo + j), and thresholds th[j] (j >= 1), the
+// smallest magnitude that takes v[j] or above (exact: see square_at_least / double_at_least).
+template <class T>
+struct scaled_levels {
+    std::vector<T> unit;       // level(lo + j) of the channel window
+    std::vector<T> value;      // T(s) * unit[j]
+    std::vector<T> threshold;  // [j]: for j >= 1
+
+    void set_window(const std::vector<T>& window_levels) { unit = window_levels; }
+
+    void build(T scale, rounding round) {
+        const std::size_t n = unit.size();
+        value.resize(n);
+        threshold.assign(n, T(0));
+        for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
+        for (std::size_t j = 1; j < n; ++j) {
+            const T a = value[j - 1], b = value[j];
+            if (round == rounding::log)
+                threshold[j] = smallest_satisfying<T>(std::sqrt(a) * std::sqrt(b), b,
+                                                      [&](T t) { return square_at_least(t, a, b); });
+            else
+                threshold[j] = smallest_satisfying<T>(a / 2 + b / 2, b, [&](T t) { return double_at_least(t, a, b); });
+        }
+    }
+    // Offset j of magnitude a > 0: the number of thresholds at or below it.
+    std::size_t offset(T a) const {
+        std::size_t j = 0;
+        for (std::size_t i = 1; i < threshold.size(); ++i) j += a >= threshold[i] ? 1 : 0;
+        return j;
+    }
+};
+
+template <class T, class Base>
+class block_quantizer {
+public:
+    using I = bits_t<T>;
+
+    block_quantizer(const quantizer<T, Base>& q, const double* importance) : q_(q), o_(q.opts()), importance_(importance) {
+        if (o_.fit_scale)  // every scaled grid before any parallel work
+            for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o_, s);
+    }
+
+    // Quantizes one row (exponent scales; the channel window argument is unused) or, with fp16/e4m3
+    // scales, on channel window c. Scratch is per thread.
+    void row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
+        if (o_.block_format == block_scale::exponent)
+            exponent_row(w, n, out);
+        else
+            scaled_row(w, n, c, out);
+    }
+
+    // Rebuilds a row from its block results (the one reconstruction quantize/fake_quantize share).
+    void compose(std::size_t n, const channel_state& c, const std::int16_t* exps, const std::int8_t* signs,
+                 const std::int8_t* steps, const std::uint16_t* scales, T* out) const {
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const auto& unit = q_.grid_of({c.lo, c.hi, 0});
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t end = std::min(n, start + size);
+            if (o_.block_format == block_scale::exponent) {
+                const auto& g = q_.grid_of({0, 0, steps[b]});
+                for (std::size_t i = start; i < end; ++i) out[i] = static_cast<T>(signs[i]) * g.level_of(exps[i]);
+            } else {
+                const T s = static_cast<T>(block_scale_value(o_.block_format, scales[b]));
+                for (std::size_t i = start; i < end; ++i)
+                    out[i] = static_cast<T>(signs[i]) * (s * unit.level_of(exps[i]));
+            }
+        }
+    }
+
+private:
+    struct scratch {
+        std::vector<std::int16_t> exps;
+        std::vector<std::int8_t> signs;
+        scaled_levels<T> levels;
+        std::vector<T> window_levels;
+    };
+    static scratch& thread_scratch(std::size_t size) {
+        thread_local scratch s;
+        if (s.exps.size() < size) {
+            s.exps.resize(size);
+            s.signs.resize(size);
+        }
+        return s;
+    }
+
+    static T block_max(const T* w, std::size_t len) {
+        I m = 0;
+        for (std::size_t i = 0; i < len; ++i) m = std::max(m, I(to_bits(w[i]) & std::numeric_limits<I>::max()));
+        return from_bits<T>(m);
+    }
+
+    int exponent_on(const grid<T, Base>& g, T a) const {
+        const int k = q_.cells().exponent(to_bits(a));
+        return g.step == 0 ? k : g.exponent_near(a, k);
+    }
+
+    // Exponent scales: one block on window c of grid g (c.step).
+    void exponent_block(const grid<T, Base>& g, const channel_state& c, const T* w, std::size_t len,
+                        std::int16_t* exps, std::int8_t* signs, std::uint8_t* clipped) const {
+        const T flush = o_.under == underflow::flush ? g.flush_of(c.lo) : T(0);
+        for (std::size_t i = 0; i < len; ++i) {
+            const T a = std::fabs(w[i]);
+            const int k = exponent_on(g, a);
+            const bool keep = a != T(0) && a >= flush;
+            exps[i] = static_cast<std::int16_t>(keep ? std::clamp(k, c.lo, c.hi) : c.lo);
+            signs[i] = static_cast<std::int8_t>(keep ? (w[i] < 0 ? -1 : 1) : 0);
+            if (clipped) clipped[i] = a != T(0) && (k < c.lo || k > c.hi);
+        }
+    }
+
+    double exponent_error(const grid<T, Base>& g, const T* w, const double* importance, std::size_t len,
+                          const std::int16_t* exps, const std::int8_t* signs, int scale_exp) const {
+        double e = 0;
+        for (std::size_t i = 0; i < len; ++i) {
+            const T v = static_cast<T>(signs[i]) * g.level_of(exps[i]);
+            const double d = std::ldexp(static_cast<double>(w[i]) - static_cast<double>(v), -scale_exp);
+            e += (importance ? importance[i] : 1.0) * d * d;
+        }
+        return e;
+    }
+
+    void exponent_row(const T* w, std::size_t n, block_row& out) const {
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const bool searched = o_.fit_scale || o_.search == scale_search::mse;
+        const int drops = o_.search == scale_search::mse ? 2 : 1;
+        const int step_candidates = o_.fit_scale ? 2 * scale_step_max + 1 : 1;
+        const auto& unscaled = q_.grid_of({0, 0, 0});
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t len = std::min(n - start, size);
+            const T* x = w + start;
+            const T m = block_max(x, len);
+            channel_state best = window_for<T, Base>(o_, unscaled, m);
+            if (searched && m > T(0)) {
+                scratch& s = thread_scratch(size);
+                const double* importance = importance_ ? importance_ + start : nullptr;
+                const int scale_exp = std::ilogb(m);
+                double best_error = std::numeric_limits<double>::infinity();
+                // Steps 0, -1, +1, -2, ... and tops t, t - 1: ties keep the earlier candidate.
+                for (int t = 0; t < step_candidates; ++t) {
+                    const int step = (t % 2 == 0) ? t / 2 : -(t + 1) / 2;
+                    const auto& g = q_.grid_of({0, 0, step});
+                    const channel_state highest = window_for<T, Base>(o_, g, m);
+                    for (int drop = 0; drop < drops; ++drop) {
+                        const channel_state c = window_for<T, Base>(o_, g, m, drop);
+                        if (drop > 0 && c.hi == highest.hi) continue;
+                        exponent_block(g, c, x, len, s.exps.data(), s.signs.data(), nullptr);
+                        const double e = exponent_error(g, x, importance, len, s.exps.data(), s.signs.data(), scale_exp);
+                        if (e < best_error) {
+                            best_error = e;
+                            best = c;
+                        }
+                    }
+                }
+            }
+            exponent_block(q_.grid_of(best), best, x, len, out.exps + start, out.signs + start,
+                           out.clipped ? out.clipped + start : nullptr);
+            out.tops[b] = static_cast<std::int16_t>(best.hi);
+            out.steps[b] = static_cast<std::int8_t>(best.step);
+            out.lo = std::min(out.lo, best.lo);
+            out.hi = std::max(out.hi, best.hi);
+        }
+    }
+
+    // fp16/e4m3 scales: one block with levels l (built for its scale) on channel window c.
+    void scaled_block(const scaled_levels<T>& l, const channel_state& c, const T* w, std::size_t len,
+                      std::int16_t* exps, std::int8_t* signs, std::uint8_t* clipped) const {
+        const T bottom = l.value.front(), top = l.value.back();
+        for (std::size_t i = 0; i < len; ++i) {
+            const T a = std::fabs(w[i]);
+            // Flush: below half the lowest value (a + a is exact here: a < bottom <= the largest finite T).
+            const bool keep = a != T(0) && (o_.under == underflow::clamp || a >= bottom || a + a >= bottom);
+            exps[i] = static_cast<std::int16_t>(keep ? c.lo + static_cast<int>(l.offset(a)) : c.lo);
+            signs[i] = static_cast<std::int8_t>(keep ? (w[i] < 0 ? -1 : 1) : 0);
+            if (clipped) clipped[i] = a != T(0) && (a < bottom || a > top);
+        }
+    }
+
+    double scaled_error(const scaled_levels<T>& l, const channel_state& c, const T* w, const double* importance,
+                        std::size_t len, const std::int16_t* exps, const std::int8_t* signs, int scale_exp) const {
+        double e = 0;
+        for (std::size_t i = 0; i < len; ++i) {
+            const T v = static_cast<T>(signs[i]) * l.value[static_cast<std::size_t>(exps[i] - c.lo)];
+            const double d = std::ldexp(static_cast<double>(w[i]) - static_cast<double>(v), -scale_exp);
+            e += (importance ? importance[i] : 1.0) * d * d;
+        }
+        return e;
+    }
+
+    void scaled_row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        scratch& s = thread_scratch(size);
+        const auto& unit = q_.grid_of({c.lo, c.hi, 0});
+        s.window_levels.clear();
+        for (int k = c.lo; k <= c.hi; ++k) s.window_levels.push_back(unit.level_of(k));
+        s.levels.set_window(s.window_levels);
+        const T top_level = s.window_levels.back();
+        const block_scale format = o_.block_format;
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t len = std::min(n - start, size);
+            const T* x = w + start;
+            const T m = block_max(x, len);
+            const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
+            std::uint16_t code = block_scale_code(format, m > T(0) ? ratio : 1.0);
+            if (o_.search == scale_search::mse && m > T(0)) {
+                const double* importance = importance_ ? importance_ + start : nullptr;
+                const int scale_exp = std::ilogb(m);
+                double best_error = std::numeric_limits<double>::infinity();
+                std::uint16_t best = code, last = 0xFFFF;
+                auto consider = [&](std::uint16_t candidate) {
+                    if (candidate == last) return;
+                    last = candidate;
+                    s.levels.build(static_cast<T>(block_scale_value(format, candidate)), o_.round);
+                    scaled_block(s.levels, c, x, len, s.exps.data(), s.signs.data(), nullptr);
+                    const double e = scaled_error(s.levels, c, x, importance, len, s.exps.data(), s.signs.data(), scale_exp);
+                    if (e < best_error) {
+                        best_error = e;
+                        best = candidate;
+                    }
+                };
+                // Absmax scaled down in steps of 1/32, each followed by its least-squares refit.
+                for (int i = 0; i <= 12; ++i) {
+                    consider(block_scale_code(format, ratio * (1.0 - i / 32.0)));
+                    double num = 0, den = 0;
+                    for (std::size_t j = 0; j < len; ++j) {
+                        if (s.signs[j] == 0) continue;
+                        const double u = std::ldexp(static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]), -scale_exp);
+                        const double weight = importance ? importance[j] : 1.0;
+                        num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u;
+                        den += weight * u * u;
+                    }
+                    if (den > 0) consider(block_scale_code(format, num / den));
+                }
+                code = best;
+            }
+            s.levels.build(static_cast<T>(block_scale_value(format, code)), o_.round);
+            scaled_block(s.levels, c, x, len, out.exps + start, out.signs + start,
+                         out.clipped ? out.clipped + start : nullptr);
+            out.scales[b] = code;
+        }
+        out.lo = c.lo;
+        out.hi = c.hi;
+    }
+
+    const quantizer<T, Base>& q_;
+    const options& o_;
+    const double* importance_;
+};
+
+// Channel windows of fp16/e4m3-scaled tensors (exponent scales: unused, the row loop finds them).
+template <class T, class Base>
+std::vector<channel_state> scaled_channel_plan(const quantizer<T, Base>& q, const std::vector<T>& row_max) {
+    const options& o = q.opts();
+    const auto& g = q.grid_of({0, 0, 0});
+    if (o.per_channel) {
+        std::vector<channel_state> plan(row_max.size());
+        for (std::size_t r = 0; r < row_max.size(); ++r) plan[r] = scaled_channel_window<T, Base>(o, g, row_max[r]);
+        return plan;
+    }
+    if (row_max.empty()) return {};
+    return {scaled_channel_window<T, Base>(o, g, *std::max_element(row_max.begin(), row_max.end()))};
 }
 
 template <class T, class Out>
@@ -882,12 +1187,144 @@ void write_row(Out& out, Eigen::Index r, std::vector<T>& buffer, Fill&& fill) {
         out.coeffRef(r, c) = static_cast<typename std::decay_t<Out>::Scalar>(buffer[static_cast<std::size_t>(c)]);
 }
 
+// fake_quantize with block scales: each row is quantized as quantize does and rebuilt by the same compose.
+template <class T, class Base, class Out, class Mask>
+void fake_quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, Out& out, Mask* clipped, const char* who) {
+    const options& opts = q.opts();
+    const double* importance = checked_importance(opts, W.cols(), who);
+    const bool scaled = opts.block_format != block_scale::exponent;
+    const auto row_max = checked_row_maxima<T, Base>(W, who);
+    const std::vector<channel_state> plan = scaled ? scaled_channel_plan(q, row_max) : std::vector<channel_state>{};
+    const block_quantizer<T, Base> bq(q, importance);
+    const auto n = static_cast<std::size_t>(W.cols());
+    const auto per_row = (n + static_cast<std::size_t>(opts.block_size) - 1) / static_cast<std::size_t>(opts.block_size);
+    for_each_row<T>(W.rows(), W.cols(), [&](Eigen::Index r, row_scratch<T>&) {
+        thread_local std::vector<std::int16_t> exps, tops;
+        thread_local std::vector<std::int8_t> signs, steps;
+        thread_local std::vector<std::uint16_t> scales;
+        thread_local std::vector<std::uint8_t> clip;
+        thread_local std::vector<T> buffer;
+        exps.resize(n);
+        signs.resize(n);
+        clip.resize(n);
+        buffer.resize(n);
+        tops.resize(per_row);
+        steps.resize(per_row);
+        scales.resize(per_row);
+        block_row br;
+        br.exps = exps.data();
+        br.signs = signs.data();
+        br.tops = tops.data();
+        br.steps = steps.data();
+        br.scales = scales.data();
+        if constexpr (!std::is_same_v<Mask, std::nullptr_t>) br.clipped = clip.data();
+        const channel_state c = scaled ? plan[static_cast<std::size_t>(opts.per_channel ? r : 0)] : channel_state{};
+        bq.row(row_pointer(W, r), n, c, br);
+        write_row<T>(out, r, buffer, [&](T* dst) { bq.compose(n, c, exps.data(), signs.data(), steps.data(), scales.data(), dst); });
+        if constexpr (!std::is_same_v<Mask, std::nullptr_t>) {
+            for (Eigen::Index col = 0; col < W.cols(); ++col)
+                clipped->coeffRef(r, col) = static_cast<typename Mask::Scalar>(clip[static_cast<std::size_t>(col)]);
+        }
+    });
+}
+
+// quantize with block scales: rows are independent (exponent scales need no channel pass at all).
+template <class T, class Base>
+void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<T, Base>& p, const char* who) {
+    const options& opts = q.opts();
+    const double* importance = checked_importance(opts, W.cols(), who);
+    const bool scaled = opts.block_format != block_scale::exponent;
+    std::vector<channel_state> plan;
+    if (scaled) {
+        try {
+            plan = scaled_channel_plan(q, checked_row_maxima<T, Base>(W, who));
+        } catch (...) {
+            p = packed<T, Base>{};
+            throw;
+        }
+    }
+    p.rows = W.rows();
+    p.cols = W.cols();
+    p.opts = opts;
+    p.opts.importance.reset();
+    const auto n = static_cast<std::size_t>(p.cols);
+    const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+    const std::size_t blocks = p.scale_block_count();
+    p.signs.resize(p.size());
+    p.exponents.resize(p.size());
+    const auto channels = static_cast<std::size_t>(p.channels());
+    p.window_lo.resize(channels);
+    p.window_hi.resize(channels);
+    p.scale_steps.assign(channels, 0);
+    p.block_top.resize(scaled ? 0 : blocks);
+    p.block_steps.resize(scaled ? 0 : blocks);
+    p.block_scales.resize(scaled ? blocks : 0);
+    std::vector<int> row_lo(static_cast<std::size_t>(p.rows)), row_hi(static_cast<std::size_t>(p.rows));
+    const block_quantizer<T, Base> bq(q, importance);
+    std::atomic<Eigen::Index> first_bad_row{p.rows};
+    for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, row_scratch<T>&) {
+        const T* w = row_pointer(W, r);
+        if (!scaled && quantizer<T, Base>::row_max_bits(w, n) >= cell_table<T, Base>::inf_bits) {
+            Eigen::Index seen = first_bad_row.load();
+            while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+            }
+            return;
+        }
+        const auto row = static_cast<std::size_t>(r);
+        block_row br;
+        br.exps = p.exponents.data() + row * n;
+        br.signs = p.signs.data() + row * n;
+        if (scaled) {
+            br.scales = p.block_scales.data() + row * per_row;
+        } else {
+            br.tops = p.block_top.data() + row * per_row;
+            br.steps = p.block_steps.data() + row * per_row;
+        }
+        const channel_state c = scaled ? plan[static_cast<std::size_t>(p.channel_of_row(r))] : channel_state{};
+        bq.row(w, n, c, br);
+        row_lo[row] = br.lo;
+        row_hi[row] = br.hi;
+    });
+    if (first_bad_row.load() < p.rows) {
+        p = packed<T, Base>{};
+        throw_non_finite(W, first_bad_row.load(), who);
+    }
+    if (scaled) {
+        for (std::size_t ch = 0; ch < channels; ++ch) {
+            p.window_lo[ch] = static_cast<std::int16_t>(plan[ch].lo);
+            p.window_hi[ch] = static_cast<std::int16_t>(plan[ch].hi);
+        }
+        return;
+    }
+    // Exponent scales: a channel's window spans its blocks' windows (an empty row: the all-zero window).
+    const channel_state empty = window_for<T, Base>(opts, q.grid_of({0, 0, 0}), T(0));
+    for (std::size_t ch = 0; ch < channels; ++ch) {
+        int lo = std::numeric_limits<int>::max(), hi = std::numeric_limits<int>::min();
+        const std::size_t r0 = opts.per_channel ? ch : 0, r1 = opts.per_channel ? ch + 1 : row_lo.size();
+        for (std::size_t r = r0; r < r1; ++r) {
+            lo = std::min(lo, row_lo[r]);
+            hi = std::max(hi, row_hi[r]);
+        }
+        if (n == 0) {
+            lo = empty.lo;
+            hi = empty.hi;
+        }
+        p.window_lo[ch] = static_cast<std::int16_t>(lo);
+        p.window_hi[ch] = static_cast<std::int16_t>(hi);
+    }
+}
+
 template <class T, class Base, class Out, class Mask>
 void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mask* clipped) {
     const char* who = "grphi::fake_quantize";
     const quantizer<T, Base> q(opts);
     prepare_output(out, W.rows(), W.cols(), who, "output");
     if constexpr (!std::is_same_v<Mask, std::nullptr_t>) prepare_output(*clipped, W.rows(), W.cols(), who, "clip mask");
+    if (opts.blocked()) {
+        fake_quantize_blocked(q, W, out, clipped, who);
+        return;
+    }
+    checked_importance(opts, W.cols(), who);
     const auto row_max = checked_row_maxima<T, Base>(W, who);
     const auto plan = plan_channels(q, W, row_max);
     const auto n = static_cast<std::size_t>(W.cols());
@@ -950,15 +1387,24 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
     const detail::quantizer<T, Base> q(opts);
     const detail::row_view<T> view(W.derived());
     const char* who = "grphi::quantize";
+    if (opts.blocked()) {
+        detail::quantize_blocked(q, view, p, who);
+        return;
+    }
     // Per channel without a fitted scale, a row's window depends on that row only: find its
     // maximum and quantize it while it is in cache, so the weights are read from memory once.
-    const bool one_pass = opts.per_channel && !opts.fit_scale;
+    detail::checked_importance(opts, view.cols(), who);
+    const bool one_pass = opts.per_channel && !opts.fit_scale && opts.search == scale_search::absmax;
     std::vector<detail::channel_state> plan;
     if (!one_pass) plan = detail::plan_channels(q, view, detail::checked_row_maxima<T, Base>(view, who));
 
     p.rows = view.rows();
     p.cols = view.cols();
     p.opts = opts;
+    p.opts.importance.reset();
+    p.block_top.clear();
+    p.block_steps.clear();
+    p.block_scales.clear();
     const auto n = static_cast<std::size_t>(p.cols);
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     p.signs.resize(p.size());
@@ -1030,6 +1476,62 @@ packed<typename Derived::Scalar, Base> quantize(const Eigen::MatrixBase<Derived>
     return p;
 }
 
+namespace detail {
+// The block-scale part of validate: sizes, codes, and every weight inside its block's window.
+template <class T, class Base, class Fail>
+void validate_block_scales(const packed<T, Base>& p, Fail&& fail) {
+    const std::size_t blocks = p.scale_block_count();
+    const bool scaled = p.opts.blocked() && p.opts.block_format != block_scale::exponent;
+    const bool exponent = p.opts.blocked() && !scaled;
+    if (p.block_top.size() != (exponent ? blocks : 0) || p.block_steps.size() != (exponent ? blocks : 0) ||
+        p.block_scales.size() != (scaled ? blocks : 0))
+        fail("block scales have " + std::to_string(p.block_top.size()) + " tops, " + std::to_string(p.block_steps.size()) +
+             " steps and " + std::to_string(p.block_scales.size()) + " codes; expected " + std::to_string(blocks) +
+             (exponent ? " tops and steps" : scaled ? " codes" : " of none"));
+    if (!p.opts.blocked()) return;
+    for (std::size_t c = 0; c < p.scale_steps.size(); ++c)
+        if (p.scale_steps[c] != 0) fail("channel " + std::to_string(c) + " has a scale step; block-scaled tensors keep 0");
+    const auto n = static_cast<std::size_t>(p.cols);
+    const auto size = static_cast<std::size_t>(p.opts.block_size);
+    const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+    const int levels = *p.opts.levels;
+    if (scaled) {
+        for (std::size_t c = 0; c < p.window_lo.size(); ++c)
+            if (p.window_hi[c] - p.window_lo[c] >= levels)
+                fail("channel " + std::to_string(c) + " has a window wider than levels=" + std::to_string(levels));
+        for (std::size_t b = 0; b < blocks; ++b)
+            if (!valid_block_scale_code(p.opts.block_format, p.block_scales[b]))
+                fail("block " + std::to_string(b) + " has scale code " + std::to_string(p.block_scales[b]) +
+                     ", not a scale in (0, 1]");
+        return;  // the weights' exponents are checked against the channel windows by the caller
+    }
+    const grid<T, Base>* grids[2 * scale_step_max + 1] = {};
+    for (Eigen::Index r = 0; r < p.rows; ++r) {
+        const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
+        for (std::size_t b = 0; b < per_row; ++b) {
+            const std::size_t at = static_cast<std::size_t>(r) * per_row + b;
+            const int step = p.block_steps[at];
+            if (step < -scale_step_max || step > scale_step_max)
+                fail("block " + std::to_string(at) + " has scale step " + std::to_string(step) + " outside [-8, 8]");
+            auto& g = grids[step + scale_step_max];
+            if (!g) g = &grid_for<T, Base>(p.opts, step);
+            const auto [clip_lo, clip_hi] = clip_bounds(p.opts, *g);
+            const int top = p.block_top[at];
+            const int lo = std::max(clip_lo, top - (levels - 1));
+            if (top < clip_lo || top > clip_hi || lo < p.window_lo[ch] || top > p.window_hi[ch])
+                fail("block " + std::to_string(at) + " has top " + std::to_string(top) +
+                     " outside its clip range or its channel window");
+            const std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * n;
+            for (std::size_t i = b * size, end = std::min(n, i + size); i < end; ++i)
+                if (exps[i] < lo || exps[i] > top)
+                    fail("exponent " + std::to_string(exps[i]) + " at row " + std::to_string(r) + ", column " +
+                         std::to_string(i) + " is outside its block window [" + std::to_string(lo) + ", " +
+                         std::to_string(top) + "]");
+        }
+    }
+}
+}  // namespace detail
+
 // Checks a packed tensor's internal consistency; throws std::invalid_argument naming the problem.
 template <class T, class Base>
 void validate(const packed<T, Base>& p) {
@@ -1055,11 +1557,18 @@ void validate(const packed<T, Base>& p) {
         if (p.scale_steps[c] < -scale_step_max || p.scale_steps[c] > scale_step_max)
             fail("channel " + std::to_string(c) + " has scale step " + std::to_string(p.scale_steps[c]) + " outside [-8, 8]");
         const auto& g = grid_for<T, Base>(p.opts, p.scale_steps[c]);
-        if (p.window_lo[c] > p.window_hi[c] || p.window_lo[c] < g.k_lo || p.window_hi[c] > g.k_hi)
+        int k_lo = g.k_lo, k_hi = g.k_hi;
+        if (p.opts.blocked() && p.opts.fit_scale)  // the blocks' grids: every step's natural range
+            for (int s = -scale_step_max; s <= scale_step_max; ++s) {
+                k_lo = std::min(k_lo, grid_for<T, Base>(p.opts, s).k_lo);
+                k_hi = std::max(k_hi, grid_for<T, Base>(p.opts, s).k_hi);
+            }
+        if (p.window_lo[c] > p.window_hi[c] || p.window_lo[c] < k_lo || p.window_hi[c] > k_hi)
             fail("channel " + std::to_string(c) + " has window [" + std::to_string(p.window_lo[c]) + ", " +
-                 std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(g.k_lo) + ", " +
-                 std::to_string(g.k_hi) + "]");
+                 std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(k_lo) + ", " +
+                 std::to_string(k_hi) + "]");
     }
+    detail::validate_block_scales(p, fail);
     // Branch-free min/max scans (they vectorize); the first offender is searched only on failure.
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     for (Eigen::Index r = 0; r < p.rows; ++r) {
@@ -1098,6 +1607,22 @@ void dequantize(const packed<T, Base>& p, Out&& out) {
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     const auto block = static_cast<std::size_t>(p.block_size());
     std::vector<T> buffer(n);
+    if (p.opts.blocked()) {
+        const detail::block_quantizer<T, Base> bq(q, nullptr);
+        const auto scale_blocks = static_cast<std::size_t>(p.scale_blocks_per_row());
+        const bool scaled = p.opts.block_format != block_scale::exponent;
+        for (Eigen::Index r = 0; r < p.rows; ++r) {
+            const auto row = static_cast<std::size_t>(r);
+            const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
+            const detail::channel_state c{p.window_lo[ch], p.window_hi[ch], 0};
+            const std::int8_t* steps = scaled ? nullptr : p.block_steps.data() + row * scale_blocks;
+            const std::uint16_t* scales = scaled ? p.block_scales.data() + row * scale_blocks : nullptr;
+            detail::write_row<T>(out, r, buffer, [&](T* dst) {
+                bq.compose(n, c, p.exponents.data() + row * n, p.signs.data() + row * n, steps, scales, dst);
+            });
+        }
+        return;
+    }
     for (Eigen::Index r = 0; r < p.rows; ++r) {
         const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
         const detail::channel_state c{p.window_lo[ch], p.window_hi[ch], p.scale_steps[ch]};

@@ -1,4 +1,5 @@
-// safetensors checkpoints: a validating reader over a memory-mapped file, and a streaming writer.
+// safetensors checkpoints: a validating reader over a memory-mapped file, a streaming writer, and the
+// index of a sharded checkpoint (model.safetensors.index.json).
 //
 // Layout: 8-byte little-endian header length N, N bytes of JSON
 // {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {str: str}},
@@ -262,18 +263,28 @@ private:
             tensors_.push_back(parse_tensor(name, value, data_size));
         }
 
-        std::stable_sort(tensors_.begin(), tensors_.end(),
-                         [](const tensor_info& a, const tensor_info& b) { return a.begin < b.begin; });
-        const tensor_info* previous = nullptr;  // the non-empty tensor reaching furthest so far
+        // As the reference implementation: sorted by offsets, the tensors tile the data buffer exactly, from
+        // byte 0 to its end, with no gap (unreadable bytes a checker would never see) and no overlap.
+        std::stable_sort(tensors_.begin(), tensors_.end(), [](const tensor_info& a, const tensor_info& b) {
+            return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+        });
+        std::uint64_t covered = 0;
+        const tensor_info* previous = nullptr;  // the tensor ending at `covered`
         for (const auto& tensor : tensors_) {
-            if (tensor.bytes() == 0) continue;
-            if (previous && tensor.begin < previous->end)
-                fail_tensor(tensor.name, "data_offsets [" + std::to_string(tensor.begin) + ", " +
-                                             std::to_string(tensor.end) + ") overlap tensor '" + previous->name +
-                                             "' [" + std::to_string(previous->begin) + ", " +
-                                             std::to_string(previous->end) + ")");
-            if (!previous || tensor.end > previous->end) previous = &tensor;
+            const std::string range = "data_offsets [" + std::to_string(tensor.begin) + ", " + std::to_string(tensor.end) + ")";
+            if (tensor.begin < covered)
+                fail_tensor(tensor.name, range + " overlap tensor '" + previous->name + "' [" +
+                                             std::to_string(previous->begin) + ", " + std::to_string(previous->end) + ")");
+            if (tensor.begin > covered)
+                fail_tensor(tensor.name, range + " leave bytes [" + std::to_string(covered) + ", " +
+                                             std::to_string(tensor.begin) +
+                                             ") of the data unused (a gap between tensors is not allowed)");
+            covered = tensor.end;
+            previous = &tensor;
         }
+        if (covered != data_size)
+            fail(std::to_string(data_size - covered) + " unused bytes after the last tensor's data (from byte " +
+                 std::to_string(covered) + " of the data; a gap is not allowed)");
     }
 
     tensor_info parse_tensor(const std::string& name, const ::grphi::detail::json_value& value,
@@ -467,5 +478,69 @@ private:
     std::size_t current_ = 0;
     std::uint64_t done_in_current_ = 0;
 };
+
+// The index of a sharded checkpoint, model.safetensors.index.json:
+// {"metadata": {"total_size": N, ...}, "weight_map": {"tensor name": "model-00001-of-00003.safetensors", ...}}.
+struct shard_index {
+    std::vector<std::pair<std::string, std::string>> metadata;    // values as text (numbers as their literal)
+    std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> shard file, relative to the index
+
+    // The shard files in order of first appearance.
+    std::vector<std::string> shards() const {
+        std::vector<std::string> files;
+        for (const auto& entry : weight_map)
+            if (std::find(files.begin(), files.end(), entry.second) == files.end()) files.push_back(entry.second);
+        return files;
+    }
+};
+
+// Reads and checks an index: a JSON object with a "weight_map" of strings; shard names are plain file
+// names or relative paths without "..", so an index cannot point outside its directory.
+inline shard_index read_index(const std::string& path) {
+    const mapped_file file(path);
+    auto fail = [&](const std::string& what) -> shard_index { throw format_error(path + ": " + what); };
+    if (file.size() > max_header_bytes) return fail("index of " + std::to_string(file.size()) + " bytes is over the limit");
+    ::grphi::detail::json_value root;
+    try {
+        root = ::grphi::detail::parse_json(
+            std::string_view(reinterpret_cast<const char*>(file.data()), static_cast<std::size_t>(file.size())));
+    } catch (const ::grphi::detail::json_error& error) {
+        return fail(std::string("index: ") + error.what());
+    }
+    const auto* map = root.is_object() ? root.find("weight_map") : nullptr;
+    if (!map || !map->is_object()) return fail("not a safetensors index (no \"weight_map\" object)");
+    shard_index index;
+    if (const auto* metadata = root.find("metadata")) {
+        if (!metadata->is_object()) return fail("index \"metadata\" is not a JSON object");
+        for (const auto& [key, value] : metadata->members) {
+            if (!value.is_string() && !value.is_number())
+                return fail("index metadata '" + key + "' is not a string or a number");
+            index.metadata.emplace_back(key, value.text);
+        }
+    }
+    for (const auto& [name, file_name] : map->members) {
+        if (!file_name.is_string()) return fail("weight_map entry for '" + name + "' is not a string");
+        const std::string& shard = file_name.text;
+        if (shard.empty() || shard.front() == '/' || shard == ".." || shard.rfind("../", 0) == 0 ||
+            shard.find("/../") != std::string::npos || (shard.size() >= 3 && shard.compare(shard.size() - 3, 3, "/..") == 0))
+            return fail("weight_map entry for '" + name + "': shard '" + shard + "' is not a file beside the index");
+        index.weight_map.emplace_back(name, shard);
+    }
+    return index;
+}
+
+// The text of an index: "metadata" with total_size (a number) and the other entries (strings), then the
+// weight map.
+inline std::string index_json(std::uint64_t total_size, const std::vector<std::pair<std::string, std::string>>& metadata,
+                              const std::vector<std::pair<std::string, std::string>>& weight_map) {
+    using ::grphi::detail::json_quote;
+    std::string text = "{\n  \"metadata\": {\n    \"total_size\": " + std::to_string(total_size);
+    for (const auto& [key, value] : metadata)
+        if (key != "total_size") text += ",\n    " + json_quote(key) + ": " + json_quote(value);
+    text += "\n  },\n  \"weight_map\": {";
+    for (std::size_t i = 0; i < weight_map.size(); ++i)
+        text += std::string(i ? "," : "") + "\n    " + json_quote(weight_map[i].first) + ": " + json_quote(weight_map[i].second);
+    return text + "\n  }\n}\n";
+}
 
 }  // namespace grphi::safetensors
