@@ -154,7 +154,7 @@ int main(int argc, char** argv) try {
         fc1.eval();
         fc2.eval();
         auto forward = [&](ad::tape<float>& t, const ad::matrix<float>& x) {
-            return fc2.forward(t, t.relu(fc1.forward(t, t.constant(x))));
+            return fc2.forward(t, ad::relu(t, fc1.forward(t, t.constant(x))));
         };
         auto c1 = std::move(fc1.codes), c2 = std::move(fc2.codes);
         fc1.codes.reset();
@@ -185,9 +185,9 @@ int main(int argc, char** argv) try {
         conv2.eval();
         fc.eval();
         auto forward = [&](ad::tape<float>& t, const ad::matrix<float>& x) {
-            ad::var h = t.max_pool2x2(t.relu(conv1.forward(t, t.constant(x, 1, 28, 28))));
-            h = t.max_pool2x2(t.relu(conv2.forward(t, h)));
-            return fc.forward(t, t.flatten(h));
+            ad::var h = ad::max_pool2x2(t, ad::relu(t, conv1.forward(t, t.constant(x, 1, 28, 28))));
+            h = ad::max_pool2x2(t, ad::relu(t, conv2.forward(t, h)));
+            return fc.forward(t, ad::flatten(t, h));
         };
         auto k1 = std::move(conv1.codes), k2 = std::move(conv2.codes), k3 = std::move(fc.codes);
         conv1.codes.reset();
