@@ -922,7 +922,8 @@ class block_quantizer {
 public:
     using I = bits_t<T>;
 
-    block_quantizer(const quantizer<T, Base>& q, const double* importance) : q_(q), o_(q.opts()), importance_(importance) {
+    block_quantizer(const quantizer<T, Base>& q, const double* importance)
+        : q_(q), o_(q.opts()), importance_(importance), base_value_(base_value_of<Base>(q.opts())) {
         if (o_.fit_scale)  // every scaled grid before any parallel work
             for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o_, s);
     }
@@ -1104,16 +1105,27 @@ private:
                         best = candidate;
                     }
                 };
-                // Absmax scaled down in steps of 1/32, each followed by its least-squares refit.
-                for (int i = 0; i <= 12; ++i) {
-                    consider(block_scale_code(format, ratio * (1.0 - i / 32.0)));
+                // One base factor below absmax and one more (clipping the top level or two), in steps of
+                // b^(1/16), each followed by its least-squares refit; e4m3 also tries every code up to absmax * b^(1/2).
+                const double floor_ratio = ratio / (base_value_ * base_value_);
+                if (format == block_scale::e4m3) {
+                    const double ceiling = std::min(1.0, ratio * std::sqrt(base_value_));
+                    for (std::uint16_t candidate = block_scale_code(format, ceiling); candidate >= 1; --candidate) {
+                        const double v = block_scale_value(format, candidate);
+                        if (v < floor_ratio) break;
+                        if (v <= ceiling) consider(candidate);
+                    }
+                }
+                for (int u = 0; u <= 2 * scale_denominator; ++u) {
+                    consider(block_scale_code(format, ratio * std::pow(base_value_, -u / double(scale_denominator))));
                     double num = 0, den = 0;
                     for (std::size_t j = 0; j < len; ++j) {
                         if (s.signs[j] == 0) continue;
-                        const double u = std::ldexp(static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]), -scale_exp);
+                        const double unit_level = static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]);
+                        const double u_scaled = std::ldexp(unit_level, -scale_exp);
                         const double weight = importance ? importance[j] : 1.0;
-                        num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u;
-                        den += weight * u * u;
+                        num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u_scaled;
+                        den += weight * u_scaled * u_scaled;
                     }
                     if (den > 0) consider(block_scale_code(format, num / den));
                 }
@@ -1131,6 +1143,7 @@ private:
     const quantizer<T, Base>& q_;
     const options& o_;
     const double* importance_;
+    double base_value_;
 };
 
 // Channel windows of fp16/e4m3-scaled tensors (exponent scales: unused, the row loop finds them).
