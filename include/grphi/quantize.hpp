@@ -1632,16 +1632,18 @@ void validate(const packed<T, Base>& p) {
     const auto ch = static_cast<std::size_t>(p.channels());
     if (p.window_lo.size() != ch || p.window_hi.size() != ch || p.scale_steps.size() != ch)
         fail("per-channel state must have " + std::to_string(ch) + " entries");
+    // Fitted block scales use every step's grid: the channel windows may span all their natural ranges.
+    int blocks_k_lo = std::numeric_limits<int>::max(), blocks_k_hi = std::numeric_limits<int>::min();
+    if (p.opts.blocked() && p.opts.fit_scale)
+        for (int s = -scale_step_max; s <= scale_step_max; ++s) {
+            blocks_k_lo = std::min(blocks_k_lo, grid_for<T, Base>(p.opts, s).k_lo);
+            blocks_k_hi = std::max(blocks_k_hi, grid_for<T, Base>(p.opts, s).k_hi);
+        }
     for (std::size_t c = 0; c < ch; ++c) {
         if (p.scale_steps[c] < -scale_step_max || p.scale_steps[c] > scale_step_max)
             fail("channel " + std::to_string(c) + " has scale step " + std::to_string(p.scale_steps[c]) + " outside [-8, 8]");
         const auto& g = grid_for<T, Base>(p.opts, p.scale_steps[c]);
-        int k_lo = g.k_lo, k_hi = g.k_hi;
-        if (p.opts.blocked() && p.opts.fit_scale)  // the blocks' grids: every step's natural range
-            for (int s = -scale_step_max; s <= scale_step_max; ++s) {
-                k_lo = std::min(k_lo, grid_for<T, Base>(p.opts, s).k_lo);
-                k_hi = std::max(k_hi, grid_for<T, Base>(p.opts, s).k_hi);
-            }
+        const int k_lo = std::min(g.k_lo, blocks_k_lo), k_hi = std::max(g.k_hi, blocks_k_hi);
         if (p.window_lo[c] > p.window_hi[c] || p.window_lo[c] < k_lo || p.window_hi[c] > k_hi)
             fail("channel " + std::to_string(c) + " has window [" + std::to_string(p.window_lo[c]) + ", " +
                  std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(k_lo) + ", " +
