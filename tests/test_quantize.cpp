@@ -895,3 +895,43 @@ TEST_CASE("block scales: custom base and denormal-only blocks match the referenc
         }
     }
 }
+
+TEST_CASE("block scales: validate names corrupt block fields, and options reject bad combinations") {
+    const auto W = test_weights<float>(3, 40, 3);
+    grphi::options o;
+    o.levels = 8;
+    o.block_size = 16;
+    auto p = grphi::quantize<grphi::phi>(W, o);
+    auto bad = p;
+    bad.block_top.pop_back();
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("block scales"), std::invalid_argument);
+    bad = p;
+    bad.block_top[1] = static_cast<std::int16_t>(bad.block_top[1] - 9);
+    CHECK_THROWS_AS(grphi::validate(bad), std::invalid_argument);
+    bad = p;
+    bad.block_steps[0] = 9;
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("scale step"), std::invalid_argument);
+    o.block_format = grphi::block_scale::e4m3;
+    p = grphi::quantize<grphi::phi>(W, o);
+    bad = p;
+    bad.block_scales[2] = 0x7F;  // NaN
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("scale code"), std::invalid_argument);
+    bad = p;
+    bad.block_scales[2] = 0;  // zero
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("scale code"), std::invalid_argument);
+    grphi::options no_levels;
+    no_levels.block_size = 32;
+    CHECK_THROWS_WITH_AS(no_levels.validate(), doctest::Contains("needs levels"), std::invalid_argument);
+    grphi::options fitted = o;
+    fitted.fit_scale = true;
+    CHECK_THROWS_WITH_AS(fitted.validate(), doctest::Contains("fit_scale"), std::invalid_argument);
+    grphi::options unblocked;
+    unblocked.block_format = grphi::block_scale::fp16;
+    CHECK_THROWS_WITH_AS(unblocked.validate(), doctest::Contains("block_size > 0"), std::invalid_argument);
+    grphi::options weighted = o;
+    weighted.importance = std::make_shared<std::vector<double>>(39, 1.0);
+    CHECK_THROWS_WITH_AS(grphi::quantize<grphi::phi>(W, weighted), doctest::Contains("importance has 39 entries"),
+                         std::invalid_argument);
+    weighted.importance = std::make_shared<std::vector<double>>(40, 1.0);
+    CHECK(grphi::quantize<grphi::phi>(W, weighted).opts.importance == nullptr);
+}
