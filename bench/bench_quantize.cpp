@@ -91,6 +91,22 @@ void BM_quantize(benchmark::State& state) {
     });
 }
 
+// Block scales (8 levels, state.range(0) weights per block, state.range(1): 0 exponent, 1 fp16) against
+// the per-channel quantize above in the same run: compare their items/s.
+template <class T, class B>
+void BM_quantize_blocks(benchmark::State& state) {
+    const auto& W = weights<T>();
+    grphi::options o;
+    o.levels = 8;
+    o.block_size = static_cast<int>(state.range(0));
+    o.block_format = state.range(1) == 0 ? grphi::block_scale::exponent : grphi::block_scale::fp16;
+    grphi::packed<T, B> p;
+    timed<T>(state, double(W.size()), [&] {
+        grphi::quantize<B>(W, o, p);
+        benchmark::DoNotOptimize(p.exponents.data());
+    });
+}
+
 template <class T, class B>
 void BM_quantize_allocating(benchmark::State& state) {
     const auto& W = weights<T>();
@@ -159,6 +175,9 @@ BENCHMARK(BM_quantize<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRea
 BENCHMARK(BM_quantize<float, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_quantize<double, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_quantize<double, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize_blocks<float, grphi::phi>)->Args({32, 0})->Args({16, 0})->Args({128, 0})->Args({32, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_quantize_blocks<double, grphi::phi>)->Args({32, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_quantize_allocating<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_fake_quantize<float, grphi::phi>)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_fake_quantize<float, grphi::two>)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -6,7 +6,8 @@
 // with a window of 8 exponents below each channel's largest (levels = 8, inside [-16, 8]); the
 // linear layer e_min -12, e_max 8 like TinyNet's fc2. AdamW lr 1e-3, batch 64.
 //
-// Usage: conv2d_stats [--epochs N=1] [--train-limit N] [--data DIR]
+// Usage: conv2d_stats [--epochs N=1] [--train-limit N] [--data DIR] [--save-grphi FILE.grphi]
+// (--save-grphi: the trained net's quantized weights for examples/serve; biases in FILE.grphi.bias.npy)
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 flags its own AVX-512 intrinsics inside Eigen's GEMM under -march=native (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -14,6 +15,8 @@
 #endif
 
 #include <grphi/base.hpp>
+#include <grphi/container.hpp>
+#include <grphi/npy.hpp>
 #include <grphi/entropy.hpp>
 #include <grphi/fashion_mnist.hpp>
 #include <grphi/nn.hpp>
@@ -143,10 +146,11 @@ int main(int argc, char** argv) try {
     int epochs = 1;
     std::size_t train_limit = 0;
     std::string directory = fm::default_directory;
+    std::string save_path;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "--help" || flag == "-h") {
-            std::printf("usage: conv2d_stats [--epochs N=1] [--train-limit N] [--data DIR]\n");
+            std::printf("usage: conv2d_stats [--epochs N=1] [--train-limit N] [--data DIR] [--save-grphi FILE.grphi]\n");
             return 0;
         }
         if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value (try --help)");
@@ -155,6 +159,8 @@ int main(int argc, char** argv) try {
             epochs = parse_count(flag, value);
         else if (flag == "--train-limit")
             train_limit = static_cast<std::size_t>(parse_count(flag, value));
+        else if (flag == "--save-grphi")
+            save_path = value;
         else if (flag == "--data")
             directory = value;
         else
@@ -205,6 +211,16 @@ int main(int argc, char** argv) try {
     }
     std::printf("%.3f ms per training step (batch 64)\n", steps ? 1e3 * seconds / static_cast<double>(steps) : 0.0);
 
+    if (!save_path.empty()) {
+        grphi::save(save_path, {net.conv1.quantizer->stored("conv1.weight", net.conv1.weight.value),
+                                net.conv2.quantizer->stored("conv2.weight", net.conv2.weight.value),
+                                net.fc.quantizer->stored("fc.weight", net.fc.weight.value)});
+        std::vector<float> biases;  // conv1 (8), conv2 (16), fc (10): float, beside the quantized weights
+        for (const auto* b : {&net.conv1.bias.value, &net.conv2.bias.value, &net.fc.bias.value})
+            biases.insert(biases.end(), b->data(), b->data() + b->size());
+        npy::save(save_path + ".bias.npy", {biases.size()}, biases.data(), npy::element_type::F32);
+        std::printf("saved the CNN to %s (+ %s.bias.npy)\n", save_path.c_str(), save_path.c_str());
+    }
     print_channel_stats("conv1 (8 x 1*3*3)", net.conv1.weight.value, conv_options());
     print_channel_stats("conv2 (16 x 8*3*3)", net.conv2.weight.value, conv_options());
     print_channel_stats("fc (10 x 784)", net.fc.weight.value, linear_options());

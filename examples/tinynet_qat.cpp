@@ -8,6 +8,7 @@
 //
 // Usage: tinynet_qat [--epochs N] [--qat-epochs N] [--train-limit N] [--seed N] [--data DIR]
 //                    [--save-weights PATH(.safetensors | directory for fc1.npy, fc2.npy)]
+//                    [--save-grphi FILE.grphi]   (the QAT phi net, for examples/serve)
 //                    [--fc1-cluster N] [--grad-scale X] [--ste-mask]   (defaults: 32; identity STE, no mask;
 //                    with clusters, QAT also runs with fc1 unclustered)
 #if defined(__GNUC__) && !defined(__clang__)
@@ -93,6 +94,7 @@ struct settings {
     std::uint64_t seed = 0;
     std::string data = fm::default_directory;
     std::string save_weights;
+    std::string save_grphi;      // the QAT phi net (fc1 clustered as --fc1-cluster) as a .grphi file, for examples/serve
     int fc1_cluster = 32;        // fc1's exponent-sharing block (0: one exponent per weight)
     float grad_scale = 1.0f;     // STE gradient scale
     bool mask_clipped = false;   // STE: no gradient where the exponent window clipped the weight
@@ -209,6 +211,8 @@ settings parse(int argc, char** argv) {
             s.data = value();
         else if (flag == "--save-weights")
             s.save_weights = value();
+        else if (flag == "--save-grphi")
+            s.save_grphi = value();
         else if (flag == "--fc1-cluster")
             s.fc1_cluster = parse_int("--fc1-cluster", value());
         else if (flag == "--grad-scale")
@@ -217,7 +221,7 @@ settings parse(int argc, char** argv) {
             s.mask_clipped = true;
         else if (flag == "--help" || flag == "-h") {
             std::printf("usage: tinynet_qat [--epochs N=5] [--qat-epochs N=2] [--train-limit N] [--seed N] [--data DIR]\n"
-                        "                   [--save-weights FILE.safetensors|DIR]\n"
+                        "                   [--save-weights FILE.safetensors|DIR] [--save-grphi FILE.grphi]\n"
                         "                   [--fc1-cluster N=32] [--grad-scale X=1] [--ste-mask]\n");
             std::exit(0);
         } else {
@@ -279,6 +283,11 @@ int main(int argc, char** argv) try {
             const std::string fc1 = cluster > 1 ? "fc1 cluster " + std::to_string(cluster) : "fc1 unclustered";
             rows.push_back({"QAT " + std::string(base) + " (" + fc1 + ", +" + std::to_string(s.qat_epochs) + " epochs)",
                             accuracy(qat, test_set), qat.coded_bits_per_weight(), qat.bits_per_weight(), ms});
+            if (!s.save_grphi.empty() && cluster == s.fc1_cluster && std::string(base) == "phi") {
+                grphi::save(s.save_grphi, {qat.fc1.quantizer->stored("fc1.weight", qat.fc1.weight.value),
+                                           qat.fc2.quantizer->stored("fc2.weight", qat.fc2.weight.value)});
+                std::printf("saved the QAT phi TinyNet to %s (fc1.weight, fc2.weight)\n", s.save_grphi.c_str());
+            }
         }
     }
 

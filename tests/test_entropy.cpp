@@ -139,3 +139,23 @@ TEST_CASE("entropy refuses a corrupt packed tensor instead of writing out of bou
     p.signs.pop_back();
     CHECK_THROWS_AS(grphi::entropy(p), std::invalid_argument);
 }
+
+TEST_CASE("block-scaled tensors: offsets below the block top, and every block's scale in the bits") {
+    grphi::row_matrix<float> W(2, 40);
+    for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = 0.01f * static_cast<float>((i % 13) - 6);
+    grphi::options o;
+    o.levels = 8;
+    o.block_size = 32;  // 40 columns: one block of 32 and a short one of 8 per row
+    for (auto format : {grphi::block_scale::exponent, grphi::block_scale::fp16, grphi::block_scale::e4m3}) {
+        o.block_format = format;
+        const auto p = grphi::quantize<grphi::phi>(W, o);
+        const auto rep = grphi::entropy(p);
+        CHECK(rep.symbol_min == 0);
+        REQUIRE(rep.histogram.size() == 8);
+        CHECK(rep.exponent_symbols == rep.nonzero);
+        const double scale_bits = format == grphi::block_scale::fp16 ? 16 : 8;
+        CHECK(rep.metadata_bits == doctest::Approx(2 * 32.0 + 4 * scale_bits));
+        // Fixed rate: sign + 3 offset bits, 2 rows x 2 blocks of scales, 2 channel windows, over 80 weights.
+        CHECK(grphi::fixed_bits_per_weight(p) == doctest::Approx(4.0 + (4 * scale_bits + 64.0) / 80.0));
+    }
+}

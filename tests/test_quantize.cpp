@@ -681,3 +681,257 @@ TEST_CASE("block scales: NaN/Inf throw and leave the output empty") {
         CHECK_THROWS_AS(grphi::fake_quantize<grphi::phi>(W, o), std::domain_error);
     }
 }
+
+namespace {
+
+// The block reference, written from the definitions in options.hpp with long-double logarithms and a
+// search over every candidate level (no thresholds, no tables): exponent scales, absmax or searched.
+template <class T, class B>
+struct block_reference {
+    const grphi::options& o;
+
+    long double log_b() const { return std::log(static_cast<long double>(B::value)); }
+    // Nearest of levels(k), k in [lo, hi] (log: by log distance; linear: by distance); ties to the larger.
+    template <class Level>
+    int nearest(T a, int lo, int hi, Level&& level) const {
+        int best = hi;
+        long double best_d = std::numeric_limits<long double>::infinity();
+        for (int k = hi; k >= lo; --k) {
+            const long double v = static_cast<long double>(level(k));
+            const long double d = o.round == grphi::rounding::log ? std::fabs(std::log(static_cast<long double>(a)) - std::log(v))
+                                                                  : std::fabs(static_cast<long double>(a) - v);
+            if (d < best_d) {
+                best_d = d;
+                best = k;
+            }
+        }
+        return best;
+    }
+
+    // Exponent scales: one block with top dropped by `drop` on step `step`; returns the squared error.
+    long double exponent_block(const T* w, std::size_t len, int step, int drop, std::vector<T>& out, int& top) const {
+        const auto& g = grphi::grid_for<T, B>(o, step);
+        const int clip_lo = o.e_min ? std::clamp(*o.e_min, g.k_lo, g.k_hi) : g.k_lo;
+        const int clip_hi = o.e_max ? std::clamp(*o.e_max, g.k_lo, g.k_hi) : g.k_hi;
+        T m = 0;
+        for (std::size_t i = 0; i < len; ++i) m = std::max(m, std::fabs(w[i]));
+        auto level = [&](int k) { return g.level_of(k); };
+        top = m > 0 ? nearest(m, g.k_lo, g.k_hi, level) - drop : 0;
+        top = std::clamp(top, clip_lo, clip_hi);
+        const int lo = std::max(clip_lo, top - *o.levels + 1);
+        long double err = 0;
+        for (std::size_t i = 0; i < len; ++i) {
+            const T a = std::fabs(w[i]);
+            T v = 0;
+            if (a != 0 && !(o.under == grphi::underflow::flush && static_cast<long double>(a) < static_cast<long double>(g.level_of(lo)) / 2))
+                v = g.level_of(nearest(a, lo, top, level));
+            out[i] = v == 0 ? T(0) : (w[i] < 0 ? -v : v);  // zero and flushed weights are +0
+            const long double d = static_cast<long double>(w[i]) - out[i];
+            err += d * d;
+        }
+        return err;
+    }
+
+    // fp16/e4m3 scales: one block with scale s on channel window [lo, hi].
+    long double scaled_block(const T* w, std::size_t len, T s, int lo, int hi, std::vector<T>& out) const {
+        const auto& g = grphi::grid_for<T, B>(o, 0);
+        auto value = [&](int k) { return static_cast<T>(s * g.level_of(k)); };
+        long double err = 0;
+        for (std::size_t i = 0; i < len; ++i) {
+            const T a = std::fabs(w[i]);
+            T v = 0;
+            if (a != 0 && !(o.under == grphi::underflow::flush && static_cast<long double>(a) < static_cast<long double>(value(lo)) / 2))
+                v = value(nearest(a, lo, hi, value));
+            out[i] = (a == 0 || v == 0) ? T(0) : (w[i] < 0 ? -v : v);
+            const long double d = static_cast<long double>(w[i]) - out[i];
+            err += d * d;
+        }
+        return err;
+    }
+};
+
+// Every positive scale code <= 1, by brute force over the code space.
+std::vector<std::uint16_t> all_scale_codes(grphi::block_scale f) {
+    std::vector<std::uint16_t> codes;
+    for (unsigned c = 0; c < (f == grphi::block_scale::fp16 ? 65536u : 256u); ++c)
+        if (grphi::detail::valid_block_scale_code(f, static_cast<std::uint16_t>(c))) codes.push_back(static_cast<std::uint16_t>(c));
+    return codes;
+}
+
+template <class T, class B>
+void check_blocks_against_reference(const grphi::row_matrix<T>& W, const grphi::options& o) {
+    const block_reference<T, B> ref{o};
+    const auto p = grphi::quantize<B>(W, o);
+    grphi::validate(p);
+    const auto got = grphi::dequantize(p);
+    const auto n = static_cast<std::size_t>(W.cols());
+    const auto size = static_cast<std::size_t>(o.block_size);
+    const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+    std::vector<T> out(size), best_out(size);
+    const auto& g0 = grphi::grid_for<T, B>(o, 0);
+    long double searched_error = 0, best_error = 0;
+    for (Eigen::Index r = 0; r < W.rows(); ++r) {
+        const T* w = W.data() + r * W.cols();
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t len = std::min(size, n - start);
+            const std::size_t at = static_cast<std::size_t>(r) * per_row + b;
+            long double got_err = 0;
+            for (std::size_t i = 0; i < len; ++i) {
+                const long double d = static_cast<long double>(w[start + i]) - got(r, static_cast<Eigen::Index>(start + i));
+                got_err += d * d;
+            }
+            long double best = std::numeric_limits<long double>::infinity();
+            if (o.block_format == grphi::block_scale::exponent) {
+                const bool searched = o.fit_scale || o.search == grphi::scale_search::mse;
+                for (int step = o.fit_scale ? -8 : 0; step <= (o.fit_scale ? 8 : 0); ++step)
+                    for (int drop = 0; drop <= (o.search == grphi::scale_search::mse ? 1 : 0); ++drop) {
+                        int top = 0;
+                        const long double e = ref.exponent_block(w + start, len, step, drop, out, top);
+                        if (e < best) {
+                            best = e;
+                            best_out = out;
+                        }
+                        if (!searched) {
+                            CHECK(p.block_top[at] == top);
+                            CHECK(p.block_steps[at] == 0);
+                        }
+                    }
+                if (!searched) {
+                    for (std::size_t i = 0; i < len; ++i)
+                        CHECK(same_bits(got(r, static_cast<Eigen::Index>(start + i)), best_out[i]));
+                } else {
+                    CHECK(got_err <= best * (1 + 1e-12L) + std::numeric_limits<long double>::min());
+                    CHECK(got_err >= best * (1 - 1e-12L));
+                }
+            } else {
+                const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
+                // The channel top: the smallest exponent whose level reaches the channel's largest magnitude.
+                T cm = 0;
+                for (Eigen::Index rr = o.per_channel ? r : 0; rr < (o.per_channel ? r + 1 : W.rows()); ++rr)
+                    cm = std::max(cm, W.row(rr).cwiseAbs().maxCoeff());
+                int hi = g0.k_lo;
+                while (hi < g0.k_hi && g0.level_of(hi) < cm) ++hi;
+                if (o.e_max) hi = std::min(hi, std::max(*o.e_max, g0.k_lo));
+                if (o.e_min) hi = std::max(hi, std::min(*o.e_min, g0.k_hi));
+                const int lo = std::max(o.e_min ? std::clamp(*o.e_min, g0.k_lo, g0.k_hi) : g0.k_lo, hi - *o.levels + 1);
+                CHECK(p.window_hi[ch] == hi);
+                CHECK(p.window_lo[ch] == lo);
+                const double s = grphi::detail::block_scale_value(o.block_format, p.block_scales[at]);
+                const long double e = ref.scaled_block(w + start, len, static_cast<T>(s), lo, hi, out);
+                for (std::size_t i = 0; i < len; ++i) {
+                    CAPTURE(w[start + i]);
+                    CAPTURE(s);
+                    CAPTURE(out[i]);
+                    CHECK(same_bits(got(r, static_cast<Eigen::Index>(start + i)), out[i]));
+                }
+                // The scale: absmax's nearest code, or (searched) no worse than absmax and near the best code.
+                T m = 0;
+                for (std::size_t i = 0; i < len; ++i) m = std::max(m, std::fabs(w[start + i]));
+                const long double ratio = m > 0 ? static_cast<long double>(m) / g0.level_of(hi) : 1.0L;
+                std::uint16_t nearest = 0;
+                long double nearest_d = std::numeric_limits<long double>::infinity();
+                long double best_code_err = std::numeric_limits<long double>::infinity(), absmax_err = 0;
+                for (auto code : all_scale_codes(o.block_format)) {
+                    const long double v = grphi::detail::block_scale_value(o.block_format, code);
+                    const long double d = std::fabs(v - std::min(ratio, 1.0L));
+                    if (d < nearest_d) {
+                        nearest_d = d;
+                        nearest = code;
+                    }
+                    if (o.search == grphi::scale_search::mse && v >= std::min(ratio, 1.0L) / (B::value * B::value) &&
+                        v <= std::min(1.0L, ratio * std::sqrt(B::value)) && m > 0)
+                        best_code_err = std::min(best_code_err, ref.scaled_block(w + start, len, static_cast<T>(v), lo, hi, out));
+                }
+                if (m > 0 && grphi::detail::block_scale_value(o.block_format, nearest) < 1e-300) nearest = 1;
+                absmax_err = ref.scaled_block(w + start, len, static_cast<T>(grphi::detail::block_scale_value(o.block_format, nearest)), lo, hi, out);
+                if (o.search == grphi::scale_search::absmax) {
+                    CHECK(p.block_scales[at] == nearest);
+                } else if (m > 0) {
+                    CHECK(e <= absmax_err * (1 + 1e-12L));
+                    // e4m3 tries every code in [absmax / b^2, absmax * b^(1/2)]: the best of them. fp16 takes a
+                    // ladder with least-squares refits: over the tensor within 5% of the best codes' error.
+                    if (o.block_format == grphi::block_scale::e4m3)
+                        CHECK(e <= best_code_err * (1 + 1e-12L) + std::numeric_limits<long double>::min());
+                    searched_error += e;
+                    best_error += best_code_err;
+                }
+            }
+        }
+    }
+    if (o.block_format == grphi::block_scale::fp16 && o.search == grphi::scale_search::mse)
+        CHECK(searched_error <= best_error * 1.05L);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("block scales agree with a brute-force reference (sizes, short tails, clip, flush, search)", C,
+                   GRPHI_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = test_weights<T>(4, 83, 17);  // 83 columns: a short tail block for every size
+    for (const auto& o : block_option_sets()) {
+        if (o.block_format == grphi::block_scale::fp16 && o.search == grphi::scale_search::mse && o.block_size != 16) continue;
+        CAPTURE(describe_blocks(o));
+        check_blocks_against_reference<T, B>(W, o);
+    }
+}
+
+TEST_CASE("block scales: custom base and denormal-only blocks match the reference") {
+    grphi::row_matrix<double> W = test_weights<double>(3, 50, 23);
+    for (int c = 0; c < 16; ++c) W(1, c) = std::numeric_limits<double>::denorm_min() * (c + 1) * (c % 2 ? -1 : 1);
+    for (auto format : {grphi::block_scale::exponent, grphi::block_scale::fp16}) {
+        grphi::options o;
+        o.base_value = 1.7;
+        o.levels = 8;
+        o.block_size = 16;
+        o.block_format = format;
+        CAPTURE(int(format));
+        const auto p = grphi::quantize<grphi::custom>(W, o);
+        const auto fake = grphi::fake_quantize<grphi::custom>(W, o);
+        const auto deq = grphi::dequantize(p);
+        for (Eigen::Index i = 0; i < W.size(); ++i) CHECK(same_bits(fake.data()[i], deq.data()[i]));
+        if (format == grphi::block_scale::exponent) {
+            for (int c = 0; c < 16; ++c) CHECK(deq(1, c) != 0);  // clamp: denormals keep a nonzero level
+        }
+    }
+}
+
+TEST_CASE("block scales: validate names corrupt block fields, and options reject bad combinations") {
+    const auto W = test_weights<float>(3, 40, 3);
+    grphi::options o;
+    o.levels = 8;
+    o.block_size = 16;
+    auto p = grphi::quantize<grphi::phi>(W, o);
+    auto bad = p;
+    bad.block_top.pop_back();
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("block scales"), std::invalid_argument);
+    bad = p;
+    bad.block_top[1] = static_cast<std::int16_t>(bad.block_top[1] - 9);
+    CHECK_THROWS_AS(grphi::validate(bad), std::invalid_argument);
+    bad = p;
+    bad.block_steps[0] = 9;
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("scale step"), std::invalid_argument);
+    o.block_format = grphi::block_scale::e4m3;
+    p = grphi::quantize<grphi::phi>(W, o);
+    bad = p;
+    bad.block_scales[2] = 0x7F;  // NaN
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("scale code"), std::invalid_argument);
+    bad = p;
+    bad.block_scales[2] = 0;  // zero
+    CHECK_THROWS_WITH_AS(grphi::validate(bad), doctest::Contains("scale code"), std::invalid_argument);
+    grphi::options no_levels;
+    no_levels.block_size = 32;
+    CHECK_THROWS_WITH_AS(no_levels.validate(), doctest::Contains("needs levels"), std::invalid_argument);
+    grphi::options fitted = o;
+    fitted.fit_scale = true;
+    CHECK_THROWS_WITH_AS(fitted.validate(), doctest::Contains("fit_scale"), std::invalid_argument);
+    grphi::options unblocked;
+    unblocked.block_format = grphi::block_scale::fp16;
+    CHECK_THROWS_WITH_AS(unblocked.validate(), doctest::Contains("block_size > 0"), std::invalid_argument);
+    grphi::options weighted = o;
+    weighted.importance = std::make_shared<std::vector<double>>(39, 1.0);
+    CHECK_THROWS_WITH_AS(grphi::quantize<grphi::phi>(W, weighted), doctest::Contains("importance has 39 entries"),
+                         std::invalid_argument);
+    weighted.importance = std::make_shared<std::vector<double>>(40, 1.0);
+    CHECK(grphi::quantize<grphi::phi>(W, weighted).opts.importance == nullptr);
+}

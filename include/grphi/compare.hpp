@@ -178,17 +178,6 @@ method_output<T> run_kmeans(const row_matrix<T>& W, const kmeans_options& opts) 
     return out;
 }
 
-// Bits of one stored block scale of a blocked log tensor: the top as an int8 offset from its channel's
-// window (the base's own "E8M0"; + 5 bits for the step in [-8, 8] with fit_scale), or fp16 / E4M3.
-inline double block_scale_bits(const options& o) {
-    switch (o.block_format) {
-        case block_scale::exponent: return o.fit_scale ? 13 : 8;
-        case block_scale::fp16: return 16;
-        case block_scale::e4m3: return 8;
-    }
-    return 16;
-}
-
 // A blocked log method (options::block_size): one symbol per weight, zero or sign + the level's offset
 // below its block's top (exponent scales) or its channel's top (fp16/e4m3 scales), through rANS; the
 // block scales raw as stored (block_scale_bits, whole bytes) and an int16 window top per channel.

@@ -43,7 +43,8 @@ struct entropy_report {
     std::array<std::uint64_t, 3> sign_counts{};  // -1, 0, +1
     double exponent_entropy = 0;        // bits per stored exponent
     double sign_entropy = 0;            // bits per weight for the ternary {-, 0, +} symbol
-    double metadata_bits = 0;           // per-channel window (2 x 16 bits) and scale step (5 bits if fitted)
+    double metadata_bits = 0;           // per-channel window (2 x 16 bits) and scale step (5 bits if fitted),
+                                        // plus every block's scale (block_scale_bits)
     double bits_per_weight = 0;         // (exponent_symbols * exponent_entropy + weights * sign_entropy + metadata) / weights
 };
 
@@ -167,6 +168,61 @@ bool count_narrow_windows(const packed<T, Base>& p, int lo, std::vector<std::uin
 }
 }  // namespace detail
 
+// Bits of one block's stored scale: exponent 8 (an int8 "E8M0" top; + 5 for a fitted step), fp16 16, e4m3 8.
+inline double block_scale_bits(const options& o) {
+    if (!o.blocked()) return 0;
+    if (o.block_format == block_scale::fp16) return 16;
+    return o.block_format == block_scale::e4m3 ? 8 : 8 + (o.fit_scale ? 5 : 0);
+}
+
+// Fixed-rate bits per weight of a block-scaled tensor in memory: sign + ceil(log2(levels)) offset bits
+// per weight, every block's scale, and the per-channel window (2 x 16 bits). 0 for other tensors.
+template <class T, class Base>
+double fixed_bits_per_weight(const packed<T, Base>& p) {
+    if (!p.opts.blocked() || p.size() == 0) return 0;
+    int offset_bits = 0;
+    while ((1 << offset_bits) < *p.opts.levels) ++offset_bits;
+    const double weights = static_cast<double>(p.size());
+    return 1.0 + offset_bits + (static_cast<double>(p.scale_block_count()) * block_scale_bits(p.opts) +
+                                static_cast<double>(p.channels()) * 32.0) / weights;
+}
+
+namespace detail {
+// Block-scaled tensors: the stored symbol is a weight's offset below its block top (exponent scales) or
+// its channel top (fp16/e4m3), so the histogram counts offsets (symbol_min = 0).
+template <class T, class Base>
+entropy_report block_entropy(const packed<T, Base>& p, entropy_report rep) {
+    const auto n = static_cast<std::size_t>(p.cols);
+    const auto size = static_cast<std::size_t>(p.opts.block_size);
+    const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+    const bool scaled = p.opts.block_format != block_scale::exponent;
+    rep.symbol_min = 0;
+    rep.histogram.assign(static_cast<std::size_t>(*p.opts.levels), 0);
+    for (Eigen::Index r = 0; r < p.rows; ++r) {
+        const auto row = static_cast<std::size_t>(r);
+        const int channel_top = p.window_hi[static_cast<std::size_t>(p.channel_of_row(r))];
+        for (std::size_t b = 0; b < per_row; ++b) {
+            const int top = scaled ? channel_top : p.block_top[row * per_row + b];
+            for (std::size_t i = b * size, end = std::min(n, i + size); i < end; ++i) {
+                const std::int8_t s = p.signs[row * n + i];
+                rep.sign_counts[static_cast<std::size_t>(s + 1)]++;
+                if (s != 0) rep.histogram[static_cast<std::size_t>(top - p.exponents[row * n + i])]++;  // validated
+            }
+        }
+    }
+    rep.nonzero = rep.sign_counts[0] + rep.sign_counts[2];
+    for (auto c : rep.histogram) rep.exponent_symbols += c;
+    rep.exponent_entropy = shannon_entropy(rep.histogram);
+    rep.sign_entropy = shannon_entropy(std::vector<std::uint64_t>(rep.sign_counts.begin(), rep.sign_counts.end()));
+    rep.metadata_bits = static_cast<double>(rep.channels) * 32.0 +
+                        static_cast<double>(p.scale_block_count()) * block_scale_bits(p.opts);
+    rep.bits_per_weight = (static_cast<double>(rep.exponent_symbols) * rep.exponent_entropy +
+                           static_cast<double>(rep.weights) * rep.sign_entropy + rep.metadata_bits) /
+                          static_cast<double>(rep.weights);
+    return rep;
+}
+}  // namespace detail
+
 template <class T, class Base>
 entropy_report entropy(const packed<T, Base>& p) {
     validate(p);  // the histogram indexes by exponent: a corrupt tensor must not write out of bounds
@@ -174,6 +230,7 @@ entropy_report entropy(const packed<T, Base>& p) {
     rep.weights = p.size();
     rep.channels = static_cast<std::size_t>(p.channels());
     if (p.window_lo.empty() || p.size() == 0) return rep;
+    if (p.opts.blocked()) return detail::block_entropy(p, rep);
     const int lo = *std::min_element(p.window_lo.begin(), p.window_lo.end());
     const int hi = *std::max_element(p.window_hi.begin(), p.window_hi.end());
     rep.symbol_min = lo;

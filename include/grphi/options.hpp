@@ -29,8 +29,9 @@ enum class block_scale { exponent, fp16, e4m3 };
 // How a scale (per block, or per channel without blocks) is chosen.
 //  absmax: from the largest magnitude (the window top holds it); fit_scale adds the least-squares step.
 //  mse:    a deterministic search for the scale with the least squared error, weighted by
-//          options::importance when set (exponent scales: tops t and t - 1 x the steps; fp16/e4m3: a
-//          fixed ladder of candidates around absmax, each refitted once by least squares).
+//          options::importance when set (exponent scales: tops t and t - 1 x the steps; fp16/e4m3:
+//          absmax * b^(-u/16), u = 0..32, each refitted once by least squares; e4m3 also every code
+//          from absmax / b^2 to absmax * b^(1/2)).
 enum class scale_search { absmax, mse };
 
 struct options {

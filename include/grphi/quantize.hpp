@@ -922,7 +922,8 @@ class block_quantizer {
 public:
     using I = bits_t<T>;
 
-    block_quantizer(const quantizer<T, Base>& q, const double* importance) : q_(q), o_(q.opts()), importance_(importance) {
+    block_quantizer(const quantizer<T, Base>& q, const double* importance)
+        : q_(q), o_(q.opts()), importance_(importance), base_value_(base_value_of<Base>(q.opts())) {
         if (o_.fit_scale)  // every scaled grid before any parallel work
             for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o_, s);
     }
@@ -1006,7 +1007,73 @@ private:
         return e;
     }
 
+#if XSIMD_WITH_AVX512F
+    using zmm = zmm_bits<T>;
+    // Exponent scales, absmax, step 0, on the row's register tables: one exact exponent per weight via
+    // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r (or rows
+    // whose tables do not fit) return false or take exponent_block. Same result as the generic route.
+    bool exponent_row_zmm(const T* w, std::size_t n, block_row& out) const {
+        const auto& g = q_.grid_of({0, 0, 0});
+        const T row_max = from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
+        const channel_state row_top = window_for<T, Base>(o_, g, row_max);
+        const auto [clip_lo, clip_hi] = clip_bounds(o_, g);
+        window_tables<T> t;
+        bool fits = false;
+        int lo_r = row_top.hi;
+        for (int width = static_cast<int>(window_tables<T>::entries) * 2 / 3; width >= *o_.levels && !fits; width -= 4) {
+            lo_r = std::max(clip_lo, row_top.hi - width);
+            fits = q_.tables_for({lo_r, row_top.hi, 0}, t);
+        }
+        if (!fits) return false;
+        const typename quantizer<T, Base>::zmm_window z(t, q_.cells().shift);
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const bool flush = o_.under == underflow::flush;
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t len = std::min(n - start, size);
+            const T* x = w + start;
+            __m512i maxima = zmm::set1(0);
+            for (std::size_t i = 0; i < len; i += zmm::lanes) {
+                const auto m = i + zmm::lanes <= len ? zmm::all : zmm::first(len - i);
+                maxima = zmm::max(maxima, z.magnitude_of(zmm::load(x + i, m)));
+            }
+            I m = 0;
+            if constexpr (std::is_same_v<T, float>)
+                m = _mm512_reduce_max_epi32(maxima);
+            else
+                m = _mm512_reduce_max_epi64(maxima);
+            // window_for's window, with the exponent from the O(1) cell table instead of a search.
+            const int top = std::clamp(m != 0 ? q_.cells().exponent(m) : 0, clip_lo, clip_hi);
+            const channel_state c{std::max(clip_lo, top - (*o_.levels - 1)), top, 0};
+            if (m != 0 && c.lo < lo_r) {  // members may lie below the row tables: the exact scalar route
+                exponent_block(g, c, x, len, out.exps + start, out.signs + start, out.clipped ? out.clipped + start : nullptr);
+            } else {
+                const __m512i lo = zmm::set1(c.lo), hi = zmm::set1(c.hi);
+                const __m512i keep_from = zmm::set1(std::max(flush ? to_bits(g.flush_of(c.lo)) : I(0), I(1)));
+                for (std::size_t i = 0; i < len; i += zmm::lanes) {
+                    const auto mask = i + zmm::lanes <= len ? zmm::all : zmm::first(len - i);
+                    const __m512i bits = zmm::load(x + i, mask);
+                    const __m512i mag = z.magnitude_of(bits);
+                    const __m512i clamped = z.clamp(mag);
+                    const __m512i k = zmm::min(zmm::max(z.exponent(clamped, z.cell(clamped)), lo), hi);
+                    const auto kept = zmm::ge(mag, keep_from);
+                    zmm::store_int16(out.exps + start + i, mask, zmm::blend(kept, lo, k));
+                    zmm::store_int8(out.signs + start + i, mask, z.sign(bits, kept));
+                }
+            }
+            out.tops[b] = static_cast<std::int16_t>(c.hi);
+            out.steps[b] = 0;
+            out.lo = std::min(out.lo, c.lo);
+            out.hi = std::max(out.hi, c.hi);
+        }
+        return true;
+    }
+#endif
+
     void exponent_row(const T* w, std::size_t n, block_row& out) const {
+#if XSIMD_WITH_AVX512F
+        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && exponent_row_zmm(w, n, out))
+            return;
+#endif
         const auto size = static_cast<std::size_t>(o_.block_size);
         const bool searched = o_.fit_scale || o_.search == scale_search::mse;
         const int drops = o_.search == scale_search::mse ? 2 : 1;
@@ -1104,16 +1171,27 @@ private:
                         best = candidate;
                     }
                 };
-                // Absmax scaled down in steps of 1/32, each followed by its least-squares refit.
-                for (int i = 0; i <= 12; ++i) {
-                    consider(block_scale_code(format, ratio * (1.0 - i / 32.0)));
+                // One base factor below absmax and one more (clipping the top level or two), in steps of
+                // b^(1/16), each followed by its least-squares refit; e4m3 also tries every code up to absmax * b^(1/2).
+                const double floor_ratio = ratio / (base_value_ * base_value_);
+                if (format == block_scale::e4m3) {
+                    const double ceiling = std::min(1.0, ratio * std::sqrt(base_value_));
+                    for (std::uint16_t candidate = block_scale_code(format, ceiling); candidate >= 1; --candidate) {
+                        const double v = block_scale_value(format, candidate);
+                        if (v < floor_ratio) break;
+                        if (v <= ceiling) consider(candidate);
+                    }
+                }
+                for (int u = 0; u <= 2 * scale_denominator; ++u) {
+                    consider(block_scale_code(format, ratio * std::pow(base_value_, -u / double(scale_denominator))));
                     double num = 0, den = 0;
                     for (std::size_t j = 0; j < len; ++j) {
                         if (s.signs[j] == 0) continue;
-                        const double u = std::ldexp(static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]), -scale_exp);
+                        const double unit_level = static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]);
+                        const double u_scaled = std::ldexp(unit_level, -scale_exp);
                         const double weight = importance ? importance[j] : 1.0;
-                        num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u;
-                        den += weight * u * u;
+                        num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u_scaled;
+                        den += weight * u_scaled * u_scaled;
                     }
                     if (den > 0) consider(block_scale_code(format, num / den));
                 }
@@ -1131,6 +1209,7 @@ private:
     const quantizer<T, Base>& q_;
     const options& o_;
     const double* importance_;
+    double base_value_;
 };
 
 // Channel windows of fp16/e4m3-scaled tensors (exponent scales: unused, the row loop finds them).
@@ -1555,16 +1634,18 @@ void validate(const packed<T, Base>& p) {
     const auto ch = static_cast<std::size_t>(p.channels());
     if (p.window_lo.size() != ch || p.window_hi.size() != ch || p.scale_steps.size() != ch)
         fail("per-channel state must have " + std::to_string(ch) + " entries");
+    // Fitted block scales use every step's grid: the channel windows may span all their natural ranges.
+    int blocks_k_lo = std::numeric_limits<int>::max(), blocks_k_hi = std::numeric_limits<int>::min();
+    if (p.opts.blocked() && p.opts.fit_scale)
+        for (int s = -scale_step_max; s <= scale_step_max; ++s) {
+            blocks_k_lo = std::min(blocks_k_lo, grid_for<T, Base>(p.opts, s).k_lo);
+            blocks_k_hi = std::max(blocks_k_hi, grid_for<T, Base>(p.opts, s).k_hi);
+        }
     for (std::size_t c = 0; c < ch; ++c) {
         if (p.scale_steps[c] < -scale_step_max || p.scale_steps[c] > scale_step_max)
             fail("channel " + std::to_string(c) + " has scale step " + std::to_string(p.scale_steps[c]) + " outside [-8, 8]");
         const auto& g = grid_for<T, Base>(p.opts, p.scale_steps[c]);
-        int k_lo = g.k_lo, k_hi = g.k_hi;
-        if (p.opts.blocked() && p.opts.fit_scale)  // the blocks' grids: every step's natural range
-            for (int s = -scale_step_max; s <= scale_step_max; ++s) {
-                k_lo = std::min(k_lo, grid_for<T, Base>(p.opts, s).k_lo);
-                k_hi = std::max(k_hi, grid_for<T, Base>(p.opts, s).k_hi);
-            }
+        const int k_lo = std::min(g.k_lo, blocks_k_lo), k_hi = std::max(g.k_hi, blocks_k_hi);
         if (p.window_lo[c] > p.window_hi[c] || p.window_lo[c] < k_lo || p.window_hi[c] > k_hi)
             fail("channel " + std::to_string(c) + " has window [" + std::to_string(p.window_lo[c]) + ", " +
                  std::to_string(p.window_hi[c]) + "] outside the natural range [" + std::to_string(k_lo) + ", " +

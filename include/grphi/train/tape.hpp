@@ -84,8 +84,8 @@ public:
     tape() = default;
     tape(const tape&) = delete;
     tape& operator=(const tape&) = delete;
-    tape(tape&&) noexcept = default;
-    tape& operator=(tape&&) noexcept = default;
+    tape(tape&&) = default;
+    tape& operator=(tape&&) = default;
 
     // Forget every node; storage (nodes, closures and their matrices) is kept for the next step.
     void clear() {
