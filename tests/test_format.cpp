@@ -248,6 +248,24 @@ TEST_CASE("format: part by part, encoded on other threads and appended in order,
     CHECK(whole == by_parts);
 }
 
+TEST_CASE("format: the writer refuses a bad sign or an exponent outside its window wherever it sits") {
+    const auto good = grphi::quantize<grphi::phi>(gaussian<float>(7, 33, 8));
+    for (const std::size_t at : {std::size_t{0}, std::size_t{4 * 33 + 16}, std::size_t{7 * 33 - 1}}) {
+        CAPTURE(at);
+        const std::size_t channel = at / 33;
+        auto sign = good;
+        sign.signs[at] = 2;
+        CHECK_THROWS_WITH_AS(grphi::encode_part(sign, 0, 7), doctest::Contains("a sign is not -1, 0 or +1"), std::invalid_argument);
+        auto below = good;
+        below.exponents[at] = static_cast<std::int16_t>(good.window_lo[channel] - 1);
+        CHECK_THROWS_WITH_AS(grphi::encode_part(below, 0, 7), doctest::Contains("outside its channel window"), std::invalid_argument);
+        auto above = good;
+        above.exponents[at] = static_cast<std::int16_t>(good.window_hi[channel] + 1);
+        CHECK_THROWS_WITH_AS(grphi::encode_part(above, 0, 7), doctest::Contains("outside its channel window"), std::invalid_argument);
+    }
+    CHECK_NOTHROW(grphi::encode_part(good, 0, 7));
+}
+
 TEST_CASE("format: one and two threads write identical files") {
     const matrix<float> W = gaussian<float>(300, 200, 6);
     const auto p = grphi::quantize<grphi::phi>(W);

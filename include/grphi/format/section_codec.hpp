@@ -435,18 +435,23 @@ inline void check_storable(const stored_tensor& t) {
     if (t.exponents.size() != g.rows * g.blocks_per_row) fail("exponents has the wrong size");
     if (t.window_lo.size() != g.channels || t.window_hi.size() != g.channels || t.scale_steps.size() != g.channels)
         fail("per-channel state has the wrong size");
-    for (std::int8_t s : t.signs)
-        if (s < -1 || s > 1) fail("a sign is not -1, 0 or +1");
+    std::uint32_t bad_sign = 0;  // branch-free so the loop vectorises: this check runs on every tensor written
+    for (const std::int8_t s : t.signs) bad_sign |= static_cast<std::uint32_t>(s < -1) | static_cast<std::uint32_t>(s > 1);
+    if (bad_sign != 0) fail("a sign is not -1, 0 or +1");
     for (std::uint64_t c = 0; c < g.channels; ++c) {
         if (t.window_lo[c] > t.window_hi[c]) fail("channel " + std::to_string(c) + " has window_lo > window_hi");
         if (t.scale_steps[c] < -scale_step_max || t.scale_steps[c] > scale_step_max)  // the reader refuses those
             fail("channel " + std::to_string(c) + " has scale step " + std::to_string(t.scale_steps[c]) + " outside [-8, 8]");
     }
-    bool inside = true;
-    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool) {
-        inside = inside && t.exponents[i] >= t.window_lo[ch] && t.exponents[i] <= t.window_hi[ch];
-    });
-    if (!inside) fail("an exponent is outside its channel window");
+    std::uint32_t outside = 0;  // every exponent slot, row by row, without a branch per slot
+    for (std::uint64_t r = 0; r < g.rows && g.blocks_per_row != 0; ++r) {
+        const std::uint64_t ch = g.channel_of_row(r);
+        const std::int16_t lo = t.window_lo[ch], hi = t.window_hi[ch];
+        const std::int16_t* row_k = t.exponents.data() + r * g.blocks_per_row;
+        for (std::uint64_t i = 0; i < g.blocks_per_row; ++i)
+            outside |= static_cast<std::uint32_t>(row_k[i] < lo) | static_cast<std::uint32_t>(row_k[i] > hi);
+    }
+    if (outside != 0) fail("an exponent is outside its channel window");
 }
 
 inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
