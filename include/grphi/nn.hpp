@@ -186,33 +186,22 @@ ad::var weight_var(ad::tape<T>& t, ad::parameter<T>& weight, const std::optional
 
 inline constexpr std::uint64_t default_seed = 0x67727068u;  // "grph"
 
-// y = x W^T (+ b), W stored out x in.
+namespace detail {
+// What linear and conv2d share: a weight with one output channel per row (fan_in wide), an optional
+// bias, the quantizer and codes, the train/eval switch, and PyTorch's default initialisation.
 template <class T>
-class basic_linear {
+class weighted_layer {
 public:
-    basic_linear(int in_features, int out_features, bool bias = true, std::uint64_t seed = default_seed)
-        : in_features_(in_features), out_features_(out_features), has_bias_(bias) {
-        detail::check_layer_dims(in_features, out_features, "linear");
-        std::mt19937_64 gen(seed);
-        const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
-        weight.value.resize(out_features, in_features);
-        detail::uniform_fill(weight.value, bound, gen);
-        if (has_bias_) {
-            this->bias.value.resize(1, out_features);
-            detail::uniform_fill(this->bias.value, bound, gen);
-        }
-    }
-
     ad::parameter<T> weight;
     ad::parameter<T> bias;
     std::optional<weight_quantizer> quantizer;
+    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
+    std::optional<any_code_matrix<T>> codes;
 
     void train(bool on = true) { training_ = on; }
     void eval() { training_ = false; }
     bool training() const { return training_; }
     bool has_bias() const { return has_bias_; }
-    int in_features() const { return in_features_; }
-    int out_features() const { return out_features_; }
 
     // The weights the forward pass multiplies by: latent, or fake-quantized if a quantizer is set.
     ad::matrix<T> effective_weight() const {
@@ -222,105 +211,108 @@ public:
         return out;
     }
 
-    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
-    std::optional<any_code_matrix<T>> codes;
     // Codes of the quantized weight (4 or 8 bits; throws std::invalid_argument when it does not fit).
-    void use_codes(int code_bits = 4) { codes = detail::codes_of(weight.value, quantizer, code_bits, "linear"); }
+    void use_codes(int code_bits = 4) { codes = codes_of(weight.value, quantizer, code_bits, layer_); }
+
+    std::vector<ad::parameter<T>*> parameters() {
+        std::vector<ad::parameter<T>*> out{&weight};
+        if (has_bias_) out.push_back(&bias);
+        return out;
+    }
+
+protected:
+    weighted_layer(int outputs, int fan_in, bool bias, std::uint64_t seed, const char* layer) : has_bias_(bias), layer_(layer) {
+        std::mt19937_64 gen(seed);
+        const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+        weight.value.resize(outputs, fan_in);
+        uniform_fill(weight.value, bound, gen);
+        if (has_bias_) {
+            this->bias.value.resize(1, outputs);
+            uniform_fill(this->bias.value, bound, gen);
+        }
+    }
+
+    // The weight entering the forward pass; eval() rounds into a buffer reused across calls.
+    ad::var weight_var(ad::tape<T>& t) { return detail::weight_var(t, weight, quantizer, training_, eval_weight_); }
+
+    bool has_bias_;
+    bool training_ = true;
+
+private:
+    const char* layer_;
+    ad::matrix<T> eval_weight_;
+};
+}  // namespace detail
+
+// y = x W^T (+ b), W stored out x in.
+template <class T>
+class basic_linear : public detail::weighted_layer<T> {
+    using layer = detail::weighted_layer<T>;
+
+public:
+    basic_linear(int in_features, int out_features, bool bias = true, std::uint64_t seed = default_seed)
+        : layer((detail::check_layer_dims(in_features, out_features, "linear"), out_features), in_features, bias, seed, "linear"),
+          in_features_(in_features), out_features_(out_features) {}
+
+    int in_features() const { return in_features_; }
+    int out_features() const { return out_features_; }
 
     ad::var forward(ad::tape<T>& t, ad::var x) {
         if (x.features() != in_features_)
             throw std::invalid_argument("grphi::nn::linear: input has " + std::to_string(x.features()) +
                                         " features, expected " + std::to_string(in_features_));
-        if (!training_ && codes) {
+        if (!this->training_ && this->codes) {
             // y^T = W x^T: x's row-major rows are the columns of a column-major matrix.
             const auto& xv = t.value(x);
             const Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> columns(xv.data(), in_features_, xv.rows());
-            const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> yt = grphi::gemm(*codes, columns);
+            const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> yt = grphi::gemm(*this->codes, columns);
             ad::var y = t.constant(Eigen::Map<const ad::matrix<T>>(yt.data(), xv.rows(), out_features_));
-            if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
+            if (this->has_bias_) y = ad::add_bias(t, y, t.param(this->bias));
             return y;
         }
-        const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = ad::matmul(t, ad::flatten(t, x), w);
-        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
+        ad::var y = ad::matmul(t, ad::flatten(t, x), this->weight_var(t));
+        if (this->has_bias_) y = ad::add_bias(t, y, t.param(this->bias));
         return y;
-    }
-
-    std::vector<ad::parameter<T>*> parameters() {
-        std::vector<ad::parameter<T>*> out{&weight};
-        if (has_bias_) out.push_back(&bias);
-        return out;
     }
 
 private:
     int in_features_, out_features_;
-    bool has_bias_;
-    bool training_ = true;
-    ad::matrix<T> eval_weight_;  // fixed-rounded weights of eval(), reused across calls
 };
 
 // Conv2d on NCHW rows; weight O x (C*k*k), one output channel per row (grphi's channel axis).
 template <class T>
-class basic_conv2d {
+class basic_conv2d : public detail::weighted_layer<T> {
+    using layer = detail::weighted_layer<T>;
+
 public:
     basic_conv2d(int in_channels, int out_channels, int kernel, int stride = 1, int padding = 0, bool bias = true,
                  std::uint64_t seed = default_seed)
-        : in_channels_(in_channels), out_channels_(out_channels), has_bias_(bias), geometry_{kernel, kernel, stride, padding} {
-        detail::check_layer_dims(in_channels, out_channels, "conv2d");
-        if (kernel <= 0 || stride <= 0 || padding < 0)
-            throw std::invalid_argument("grphi::nn::conv2d: kernel and stride must be positive, padding >= 0");
-        std::mt19937_64 gen(seed);
-        const int fan_in = in_channels * kernel * kernel;
-        const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
-        weight.value.resize(out_channels, fan_in);
-        detail::uniform_fill(weight.value, bound, gen);
-        if (has_bias_) {
-            this->bias.value.resize(1, out_channels);
-            detail::uniform_fill(this->bias.value, bound, gen);
-        }
-    }
+        : layer(out_channels, fan_in(in_channels, out_channels, kernel, stride, padding), bias, seed, "conv2d"),
+          in_channels_(in_channels), out_channels_(out_channels), geometry_{kernel, kernel, stride, padding} {}
 
-    ad::parameter<T> weight;
-    ad::parameter<T> bias;
-    std::optional<weight_quantizer> quantizer;
-
-    void train(bool on = true) { training_ = on; }
-    void eval() { training_ = false; }
-    bool training() const { return training_; }
-    bool has_bias() const { return has_bias_; }
     int in_channels() const { return in_channels_; }
     int out_channels() const { return out_channels_; }
     const ad::conv_geometry& geometry() const { return geometry_; }
-
-    ad::matrix<T> effective_weight() const {
-        if (!quantizer) return weight.value;
-        ad::matrix<T> out;
-        quantizer->fake_quantize(weight.value, out);
-        return out;
-    }
-
-    // eval() runs from these codes when set (use_codes): the packed kernels instead of fake_quantize.
-    std::optional<any_code_matrix<T>> codes;
-    void use_codes(int code_bits = 4) { codes = detail::codes_of(weight.value, quantizer, code_bits, "conv2d"); }
 
     ad::var forward(ad::tape<T>& t, ad::var x) {
         if (x.channels != in_channels_)
             throw std::invalid_argument("grphi::nn::conv2d: input has " + std::to_string(x.channels) +
                                         " channels, expected " + std::to_string(in_channels_));
-        if (!training_ && codes) return forward_from_codes(t, x);
-        const ad::var w = detail::weight_var(t, weight, quantizer, training_, eval_weight_);
-        ad::var y = ad::conv2d(t, x, w, geometry_);
-        if (has_bias_) y = ad::add_bias(t, y, t.param(bias));
+        if (!this->training_ && this->codes) return forward_from_codes(t, x);
+        ad::var y = ad::conv2d(t, x, this->weight_var(t), geometry_);
+        if (this->has_bias_) y = ad::add_bias(t, y, t.param(this->bias));
         return y;
     }
 
-    std::vector<ad::parameter<T>*> parameters() {
-        std::vector<ad::parameter<T>*> out{&weight};
-        if (has_bias_) out.push_back(&bias);
-        return out;
+private:
+    // Checked before the weight is sized from it.
+    static int fan_in(int in_channels, int out_channels, int kernel, int stride, int padding) {
+        detail::check_layer_dims(in_channels, out_channels, "conv2d");
+        if (kernel <= 0 || stride <= 0 || padding < 0)
+            throw std::invalid_argument("grphi::nn::conv2d: kernel and stride must be positive, padding >= 0");
+        return in_channels * kernel * kernel;
     }
 
-private:
     // The patch matrix times the codes, scattered back to NCHW rows.
     ad::var forward_from_codes(ad::tape<T>& t, ad::var x) {
         const ad::conv_geometry& g = geometry_;
@@ -337,22 +329,19 @@ private:
         ad::matrix<T> patches;
         ad::detail::im2col(t.value(x), shape, patches);
         const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> columns = patches;
-        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> y = grphi::gemm(*codes, columns);
+        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> y = grphi::gemm(*this->codes, columns);
         const Eigen::Index N = t.value(x).rows(), positions = static_cast<Eigen::Index>(Ho) * Wo;
         ad::matrix<T> out(N, out_channels_ * positions);
         for (Eigen::Index s = 0; s < N; ++s)
             for (Eigen::Index o = 0; o < out_channels_; ++o)
                 for (Eigen::Index p = 0; p < positions; ++p) out(s, o * positions + p) = y(o, s * positions + p);
         ad::var result = t.constant(out, out_channels_, Ho, Wo);
-        if (has_bias_) result = ad::add_bias(t, result, t.param(bias));
+        if (this->has_bias_) result = ad::add_bias(t, result, t.param(this->bias));
         return result;
     }
 
     int in_channels_, out_channels_;
-    bool has_bias_;
     ad::conv_geometry geometry_;
-    bool training_ = true;
-    ad::matrix<T> eval_weight_;
 };
 
 using linear = basic_linear<float>;
