@@ -303,14 +303,6 @@ std::string megabytes(std::uint64_t bytes) {
     return text;
 }
 
-// The library's dtype for a safetensors one (the same names) and back.
-inline grphi::dtype file_dtype(safetensors::dtype type) { return *grphi::parse_dtype(safetensors::dtype_name(type)); }
-inline safetensors::dtype checkpoint_dtype(grphi::dtype type) {
-    const auto t = safetensors::parse_dtype(grphi::dtype_name(type));
-    if (!t) throw format_error(std::string("dtype ") + grphi::dtype_name(type) + " has no safetensors equivalent");
-    return *t;
-}
-
 // What a worker hands the in-order writer: a quantized job's parts (and, for a tensor's first job, the
 // index record's fields), or an exact tensor's bytes reordered into C order (empty: straight from the map).
 struct coded_job {
@@ -356,7 +348,7 @@ int run_quantize(const arguments& args) {
                     using Base = decltype(base);
                     thread_local packed<T, Base> p;  // reused job after job: its arrays are not allocated again
                     quantize_rows<Base>(in, j, spec.opts, p);
-                    if (j.first_row == 0) coded.spec = quantized_spec::of(t.name, p, t.shape, file_dtype(t.type));
+                    if (j.first_row == 0) coded.spec = quantized_spec::of(t.name, p, t.shape, t.type);
                     // A per-channel job is one part; a per-tensor tensor (one job) is split as the library splits.
                     const std::int64_t rows = p.rows;
                     const std::int64_t per = spec.opts.per_channel ? std::max<std::int64_t>(rows, 1) : writer.rows_per_part(p.cols);
@@ -372,7 +364,7 @@ int run_quantize(const arguments& args) {
             try {
                 if (j.exact) {
                     const void* bytes = coded.c_order.empty() ? static_cast<const void*>(in.raw_bytes(j.tensor)) : coded.c_order.data();
-                    writer.add_raw(t.name, file_dtype(t.type), t.shape, bytes, static_cast<std::size_t>(t.bytes));
+                    writer.add_raw(t.name, t.type, t.shape, bytes, static_cast<std::size_t>(t.bytes));
                     if (coded.c_order.empty()) in.release_rows(j.tensor, 0, t.rows);
                 } else {
                     if (coded.spec) writer.begin_quantized(*coded.spec);
@@ -496,11 +488,11 @@ void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>
 // the library computes (f32: float32, or float64 when quantized in double), or float64 (f64).
 safetensors::dtype decoded_type(const tensor_info& t, const std::string& choice) {
     using safetensors::dtype;
-    if (t.kind == tensor_kind::raw) return checkpoint_dtype(t.source);
+    if (t.kind == tensor_kind::raw) return t.source;
     const bool in_double = t.scalar == scalar_kind::float64;
     if (choice == "f64") return dtype::F64;
     if (choice == "f32") return in_double ? dtype::F64 : dtype::F32;
-    return checkpoint_dtype(t.source);
+    return t.source;
 }
 
 // Where decode writes shards: "DIR/model" or "path/stem" (a .safetensors name without its extension).

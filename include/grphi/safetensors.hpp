@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/dtype.hpp"
 #include "detail/bytes.hpp"
 #include "detail/json.hpp"
 #include "half.hpp"
@@ -26,23 +27,16 @@
 
 namespace grphi::safetensors {
 
-enum class dtype { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64 };
+// The element types (core/dtype.hpp): one enum for safetensors, .npy and the .grphi file.
+using grphi::dtype;
+using grphi::dtype_name;
+using grphi::dtype_size;
+using grphi::is_floating;
+using grphi::parse_dtype;
 
 inline constexpr std::uint64_t max_header_bytes = 100'000'000;  // as the reference implementation
 
 namespace detail {
-struct dtype_row {
-    dtype type;
-    const char* name;
-    std::size_t size;
-};
-inline constexpr dtype_row dtype_table[] = {
-    {dtype::BOOL, "BOOL", 1}, {dtype::U8, "U8", 1},   {dtype::I8, "I8", 1},   {dtype::F8_E5M2, "F8_E5M2", 1},
-    {dtype::F8_E4M3, "F8_E4M3", 1}, {dtype::I16, "I16", 2}, {dtype::U16, "U16", 2}, {dtype::F16, "F16", 2},
-    {dtype::BF16, "BF16", 2}, {dtype::I32, "I32", 4}, {dtype::U32, "U32", 4}, {dtype::F32, "F32", 4},
-    {dtype::F64, "F64", 8},  {dtype::I64, "I64", 8}, {dtype::U64, "U64", 8},
-};
-
 using grphi::detail::host_is_little_endian;  // byte helpers: detail/bytes.hpp
 // Reverse each element's bytes in place (only on big-endian hosts).
 inline void swap_bytes(void* data, std::size_t count, std::size_t width) {
@@ -50,26 +44,6 @@ inline void swap_bytes(void* data, std::size_t count, std::size_t width) {
     for (std::size_t i = 0; i < count; ++i) std::reverse(bytes + i * width, bytes + (i + 1) * width);
 }
 }  // namespace detail
-
-inline const char* dtype_name(dtype type) {
-    for (const auto& row : detail::dtype_table)
-        if (row.type == type) return row.name;
-    return "?";
-}
-inline std::size_t dtype_size(dtype type) {
-    for (const auto& row : detail::dtype_table)
-        if (row.type == type) return row.size;
-    return 0;
-}
-inline std::optional<dtype> parse_dtype(std::string_view name) {
-    for (const auto& row : detail::dtype_table)
-        if (name == row.name) return row.type;
-    return std::nullopt;
-}
-// The dtypes grphi converts to float/double for quantization; the rest can only pass through.
-inline bool is_floating(dtype type) {
-    return type == dtype::F16 || type == dtype::BF16 || type == dtype::F32 || type == dtype::F64;
-}
 
 struct tensor_info {
     std::string name;
