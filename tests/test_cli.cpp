@@ -84,6 +84,11 @@ grphi::options parse_options(const std::vector<std::string>& flags) {
         else if (f == "--rounding") o.round = flags[++i] == "linear" ? grphi::rounding::linear : grphi::rounding::log;
         else if (f == "--underflow") o.under = flags[++i] == "flush" ? grphi::underflow::flush : grphi::underflow::clamp;
         else if (f == "--fit-scale") o.fit_scale = true;
+        else if (f == "--block") o.block_size = std::stoi(flags[++i]);
+        else if (f == "--block-format") {
+            const std::string v = flags[++i];
+            o.block_format = v == "fp16" ? grphi::block_scale::fp16 : v == "e4m3" ? grphi::block_scale::e4m3 : grphi::block_scale::exponent;
+        } else if (f == "--search") o.search = flags[++i] == "mse" ? grphi::scale_search::mse : grphi::scale_search::absmax;
         else ++i;  // --base X, --chunk-weights N, --threads N
     }
     return o;
@@ -215,6 +220,40 @@ TEST_CASE("cli: safetensors -> grphi -> safetensors equals fake_quantize; exact 
                      {"fc.bias", "steps", "scalar", "fc.weight", "emb.weight", "proj.weight", "head.weight",
                       "empty.weight", "zeros.weight"});
     CHECK(dir.listing().size() == 3);  // in, out, back: no temporaries left
+}
+
+TEST_CASE("cli: block-scaled tensors (--block, --rule ...,block=N) round-trip through the file bit for bit") {
+    scratch_dir dir;
+    write_checkpoint(dir.file("in.safetensors"), sample_tensors());
+    const std::vector<std::string> exact = {"fc.bias", "steps", "scalar"};
+    check_round_trip(dir, {"--levels", "8", "--block", "32", "--chunk-weights", "50"}, exact);
+    check_round_trip(dir, {"--levels", "8", "--block", "16", "--block-format", "e4m3", "--search", "mse", "--threads", "2"}, exact);
+    check_round_trip(dir, {"--levels", "6", "--block", "8", "--block-format", "fp16", "--per-tensor", "--chunk-weights", "40"}, exact);
+    check_round_trip(dir, {"--base", "two", "--levels", "4", "--block", "16", "--fit-scale", "--threads", "2"}, exact);
+
+    // A rule gives one tensor blocks of 32 (fc.weight: 29 columns, one short block per row); info shows it.
+    const std::string coded = dir.file("r.grphi");
+    const auto q = run_grphi(dir, {"quantize", dir.file("in.safetensors"), "-o", coded, "--quiet", "--levels", "5", "--rule",
+                                   "fc\\.weight=phi,levels=8,block=32", "--chunk-weights", "100"});
+    INFO(q.err);
+    REQUIRE(q.status == 0);
+    const auto info = run_grphi(dir, {"info", coded, "--verify"});
+    INFO(info.err);
+    REQUIRE(info.status == 0);
+    std::istringstream lines(info.out);
+    std::string line, fc_line;
+    while (std::getline(lines, line))
+        if (line.find("fc.weight") != std::string::npos) fc_line = line;
+    CHECK(fc_line.find("phi,levels=8,block=32") != std::string::npos);
+    const grphi::file_reader in(coded);
+    CHECK(in.at("fc.weight").opts.block_size == 32);
+    CHECK(in.at("fc.weight").sections.size() == 13);  // 3 rows per part
+    CHECK(in.at("conv.weight").opts.block_size == 0);
+    REQUIRE(run_grphi(dir, {"decode", coded, "-o", dir.file("r.safetensors")}).status == 0);
+    const st::reader source(dir.file("in.safetensors")), back(dir.file("r.safetensors"));
+    check_bitwise(back, *back.find("fc.weight"),
+                  expected_values<float>(source, *source.find("fc.weight"), {"--levels", "8", "--block", "32"}));
+    check_bitwise(back, *back.find("conv.weight"), expected_values<float>(source, *source.find("conv.weight"), {"--levels", "5"}));
 }
 
 TEST_CASE("cli: the library's file_reader, knowing nothing of the tool, lists exactly the checkpoint's tensors") {

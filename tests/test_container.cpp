@@ -461,6 +461,42 @@ TEST_CASE("container: every single-byte corruption and every truncation of a sma
     CHECK(load_error(longer).find("footer") != std::string::npos);
 }
 
+// Regression (issue 10, found by fuzz/fuzz_container.cpp): the format-1 reader accepted names that are not
+// UTF-8, which the format-2 writer refuses, so a loaded file could not be saved again. Both readers and the
+// writer now apply one record rule (format::detail::validate_record).
+TEST_CASE("container: a format-1 name that is not UTF-8 is refused on load, as the writer refuses it") {
+    // The fuzzer's input (checksums off): a format-1 file whose second tensor is named "e\xb9pty".
+    const std::vector<std::uint8_t> found = {
+        0x89, 0x47, 0x52, 0x50, 0x48, 0x49, 0x0d, 0x0a, 0x01, 0x00, 0x00, 0x00, 0x35, 0x00, 0x00, 0x00, 0x1e, 0x0b,
+        0xcd, 0x03, 0x02, 0x05, 0x7a, 0x65, 0x72, 0x6f, 0x73, 0x01, 0x03, 0x70, 0x68, 0x69, 0xa8, 0xf4, 0x97, 0x9b,
+        0x77, 0xe3, 0xf9, 0x3f, 0x02, 0x03, 0x01, 0x00, 0x00, 0x00, 0x0e, 0x05, 0x65, 0xb9, 0x70, 0x74, 0x79, 0x01,
+        0x03, 0x74, 0x75, 0x6f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00,
+        0x02, 0x70, 0xa9, 0x38, 0xe5, 0x28, 0xff, 0xb8, 0x00, 0x00, 0x28, 0xff, 0xb8, 0x00, 0x00, 0x06, 0x00, 0x02,
+        0x00, 0x51, 0xa6, 0x2f, 0x7b, 0x00, 0x00, 0xff, 0x12, 0xd9, 0x41};
+    grphi::load_options unchecked;
+    unchecked.verify_checksums = false;
+    const std::string error = load_error(found, unchecked);
+    CHECK(error.find("tensor 'e\xb9pty': name is not valid UTF-8") != std::string::npos);
+    // The smallest such file, with valid checksums: one empty tensor named "\xff" (and one whose base name is not UTF-8).
+    auto t = grphi::named("\xff", grphi::quantize<grphi::phi>(weights<float>(0, 0, 1)));
+    std::vector<std::uint8_t> data;
+    grphi::detail::write_tensor_data(t, data);
+    auto file_of = [&](const grphi::stored_tensor& entry) {
+        std::vector<std::uint8_t> d;
+        grphi::detail::put_varint(d, 1);
+        grphi::detail::write_directory_entry(entry, data.size(), d);
+        return assemble(d, {data});
+    };
+    CHECK(load_error(file_of(t)).find("name is not valid UTF-8") != std::string::npos);
+    CHECK_THROWS_AS(grphi::serialize({t}), std::invalid_argument);  // the writer's refusal, by the same rule
+    t.name = "ok";
+    t.base_name = "\xc0\x80";  // an overlong NUL
+    CHECK(load_error(file_of(t)).find("base name is not valid UTF-8") != std::string::npos);
+    t.base_name = "phi";
+    REQUIRE(load_error(file_of(t)) == "no error");
+    CHECK(grphi::deserialize(grphi::serialize(grphi::deserialize(file_of(t)))).size() == 1);  // loads, saves, loads
+}
+
 TEST_CASE("container: hostile format-1 content with valid checksums is refused with a message") {
     const auto a = grphi::quantize<grphi::phi>(weights<float>(2, 3, 12));
     auto t = grphi::named("t", a);

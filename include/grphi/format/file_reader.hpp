@@ -51,6 +51,10 @@ void keep_rows(packed<T, Base>& p, Eigen::Index a, Eigen::Index b) {
     const auto ua = static_cast<std::size_t>(a), ub = static_cast<std::size_t>(b);
     slice(p.signs, ua * cols, ub * cols);
     slice(p.exponents, ua * per_row, ub * per_row);
+    const auto scale_blocks = static_cast<std::size_t>(p.scale_blocks_per_row());
+    if (!p.block_top.empty()) slice(p.block_top, ua * scale_blocks, ub * scale_blocks);
+    if (!p.block_steps.empty()) slice(p.block_steps, ua * scale_blocks, ub * scale_blocks);
+    if (!p.block_scales.empty()) slice(p.block_scales, ua * scale_blocks, ub * scale_blocks);
     if (p.opts.per_channel) {
         slice(p.window_lo, ua, ub);
         slice(p.window_hi, ua, ub);
@@ -156,6 +160,9 @@ public:
             }
             append(whole.signs, p.signs);
             append(whole.exponents, p.exponents);
+            append(whole.block_top, p.block_top);
+            append(whole.block_steps, p.block_steps);
+            append(whole.block_scales, p.block_scales);
             if (t.opts.per_channel || i == 0) {
                 append(whole.window_lo, p.window_lo);
                 append(whole.window_hi, p.window_hi);

@@ -86,10 +86,11 @@ struct quantized_spec {
 
 namespace detail {
 
-// Rows [r0, r1) of a tensor as a tensor of their own (per-tensor state is repeated in every part).
-template <class Signs, class Exps, class State8, class State16>
-stored_tensor stored_rows_of(const stored_tensor& header, const Signs& signs, const Exps& exps, const State16& lo,
-                             const State16& hi, const State8& steps, std::int64_t blocks_per_row, std::int64_t r0, std::int64_t r1) {
+// Rows [r0, r1) of a tensor (a stored_tensor or a packed one: the same array names) as a tensor of
+// their own (per-tensor state is repeated in every part; block scales go with their rows).
+template <class Source>
+stored_tensor stored_rows_of(const stored_tensor& header, const Source& src, std::int64_t blocks_per_row,
+                             std::int64_t scale_blocks_per_row, std::int64_t r0, std::int64_t r1) {
     stored_tensor s;
     s.name = header.name;
     s.scalar = header.scalar;
@@ -98,15 +99,29 @@ stored_tensor stored_rows_of(const stored_tensor& header, const Signs& signs, co
     s.rows = r1 - r0;
     s.cols = header.cols;
     s.opts = header.opts;
-    const auto cols = static_cast<std::size_t>(header.cols), per_row = static_cast<std::size_t>(blocks_per_row);
     const auto a = static_cast<std::size_t>(r0), b = static_cast<std::size_t>(r1);
-    s.signs.assign(signs.begin() + static_cast<std::ptrdiff_t>(a * cols), signs.begin() + static_cast<std::ptrdiff_t>(b * cols));
-    s.exponents.assign(exps.begin() + static_cast<std::ptrdiff_t>(a * per_row), exps.begin() + static_cast<std::ptrdiff_t>(b * per_row));
+    auto rows_of = [&](auto& to, const auto& from, std::size_t per_row) {
+        to.assign(from.begin() + static_cast<std::ptrdiff_t>(a * per_row), from.begin() + static_cast<std::ptrdiff_t>(b * per_row));
+    };
+    rows_of(s.signs, src.signs, static_cast<std::size_t>(header.cols));
+    rows_of(s.exponents, src.exponents, static_cast<std::size_t>(blocks_per_row));
+    const auto scale_blocks = static_cast<std::size_t>(scale_blocks_per_row);
+    if (!src.block_top.empty()) rows_of(s.block_top, src.block_top, scale_blocks);
+    if (!src.block_steps.empty()) rows_of(s.block_steps, src.block_steps, scale_blocks);
+    if (!src.block_scales.empty()) rows_of(s.block_scales, src.block_scales, scale_blocks);
     const std::size_t c0 = header.opts.per_channel ? a : 0, c1 = header.opts.per_channel ? b : (b > a ? 1 : 0);
-    s.window_lo.assign(lo.begin() + static_cast<std::ptrdiff_t>(c0), lo.begin() + static_cast<std::ptrdiff_t>(c1));
-    s.window_hi.assign(hi.begin() + static_cast<std::ptrdiff_t>(c0), hi.begin() + static_cast<std::ptrdiff_t>(c1));
-    s.scale_steps.assign(steps.begin() + static_cast<std::ptrdiff_t>(c0), steps.begin() + static_cast<std::ptrdiff_t>(c1));
+    auto channels_of = [&](auto& to, const auto& from) {
+        to.assign(from.begin() + static_cast<std::ptrdiff_t>(c0), from.begin() + static_cast<std::ptrdiff_t>(c1));
+    };
+    channels_of(s.window_lo, src.window_lo);
+    channels_of(s.window_hi, src.window_hi);
+    channels_of(s.scale_steps, src.scale_steps);
     return s;
+}
+
+// Block-scale arrays are either empty or one entry per block (check_storable then checks which).
+inline bool block_arrays_fit(std::size_t tops, std::size_t steps, std::size_t codes, std::size_t blocks) {
+    return (tops == 0 || tops == blocks) && (steps == 0 || steps == blocks) && (codes == 0 || codes == blocks);
 }
 
 inline encoded_part encode_stored_part(const stored_tensor& part) {
@@ -132,10 +147,12 @@ inline encoded_part encode_part(const stored_tensor& t, std::int64_t r0, std::in
     const std::int64_t per_row = t.cols == 0 ? 0 : (t.cols - 1) / (t.opts.clustered() ? t.opts.cluster_size : 1) + 1;
     if (t.signs.size() != t.size() || t.exponents.size() != static_cast<std::size_t>(t.rows * per_row) ||
         t.window_lo.size() != static_cast<std::size_t>(channel_count(t.opts.per_channel, t.rows)) ||
-        t.window_hi.size() != t.window_lo.size() || t.scale_steps.size() != t.window_lo.size())
+        t.window_hi.size() != t.window_lo.size() || t.scale_steps.size() != t.window_lo.size() ||
+        !detail::block_arrays_fit(t.block_top.size(), t.block_steps.size(), t.block_scales.size(),
+                                  static_cast<std::size_t>(t.scale_block_count())))
         throw std::invalid_argument("grphi::encode_part: tensor '" + t.name + "': arrays do not match the shape");
     return detail::encode_stored_part(
-        detail::stored_rows_of(t, t.signs, t.exponents, t.window_lo, t.window_hi, t.scale_steps, per_row, r0, r1));
+        detail::stored_rows_of(t, t, per_row, static_cast<std::int64_t>(t.scale_blocks_per_row()), r0, r1));
 }
 
 // Encodes rows [r0, r1) of a packed tensor (validated by the caller, e.g. straight from quantize) as one
@@ -152,10 +169,10 @@ encoded_part encode_part(const packed<T, Base>& p, std::int64_t r0, std::int64_t
     header.opts.base_value.reset();
     if (p.signs.size() != p.size() || p.exponents.size() != static_cast<std::size_t>(p.rows * p.blocks_per_row()) ||
         p.window_lo.size() != static_cast<std::size_t>(p.channels()) || p.window_hi.size() != p.window_lo.size() ||
-        p.scale_steps.size() != p.window_lo.size())
+        p.scale_steps.size() != p.window_lo.size() ||
+        !detail::block_arrays_fit(p.block_top.size(), p.block_steps.size(), p.block_scales.size(), p.scale_block_count()))
         throw std::invalid_argument("grphi::encode_part: arrays do not match the shape");
-    return detail::encode_stored_part(
-        detail::stored_rows_of(header, p.signs, p.exponents, p.window_lo, p.window_hi, p.scale_steps, p.blocks_per_row(), r0, r1));
+    return detail::encode_stored_part(detail::stored_rows_of(header, p, p.blocks_per_row(), p.scale_blocks_per_row(), r0, r1));
 }
 
 struct writer_options {
@@ -250,21 +267,9 @@ public:
         t.scalar = spec.scalar;
         t.base_name = spec.base_name;
         t.base_value = spec.base_value;
-        t.opts = spec.opts;
-        t.opts.base_value.reset();
+        t.opts = spec.opts;  // base_value kept for the check, dropped below
         check_record(t);
-        auto fail = [&](const std::string& what) { throw std::invalid_argument("grphi::file_writer: tensor '" + t.name + "': " + what); };
-        if (t.source != dtype::F64 && t.source != dtype::F32 && t.source != dtype::F16 && t.source != dtype::BF16)
-            fail(std::string("a quantized tensor's source dtype must be floating, not ") + dtype_name(t.source));
-        if (t.scalar != scalar_kind::float32 && t.scalar != scalar_kind::float64) fail("unknown scalar type");
-        if (t.base_name.size() > format::max_name_bytes || !format::detail::valid_utf8(t.base_name)) fail("base name is not UTF-8 of <= 65535 bytes");
-        if (!(t.base_value >= static_cast<double>(min_base_value)) || !std::isfinite(t.base_value)) fail("base value must be finite and >= 1.03");
-        if (spec.opts.base_value && *spec.opts.base_value != spec.base_value) fail("options base_value differs from the base value");
-        try {
-            t.opts.validate();
-        } catch (const std::invalid_argument& e) {
-            fail(e.what());
-        }
+        t.opts.base_value.reset();
         open_ = std::move(t);
         open_rows_ = 0;
     }
@@ -325,16 +330,12 @@ private:
 
     void check_record(const tensor_info& t) const {
         auto fail = [&](const std::string& what) { throw std::invalid_argument("grphi::file_writer: tensor '" + t.name + "': " + what); };
-        if (t.name.size() > format::max_name_bytes) fail("name longer than 65535 bytes");
-        if (!format::detail::valid_utf8(t.name)) fail("name is not valid UTF-8");
-        if (names_.count(t.name)) fail("duplicate tensor name");
-        if (t.shape.size() > format::max_rank) fail("rank " + std::to_string(t.shape.size()) + " exceeds 8");
-        if (dtype_size(t.source) == 0) fail("unknown dtype");
         try {
-            element_count(t.shape);
+            format::detail::validate_record(t);  // the readers' rule
         } catch (const std::invalid_argument& e) {
             fail(e.what());
         }
+        if (names_.count(t.name)) fail("duplicate tensor name");
     }
 
     // The open tensor's shape must view as the rows x cols being added (core/channels.hpp).

@@ -169,6 +169,11 @@ inline format::index read_index(const std::uint8_t* data, std::size_t size, cons
         t.base_value = s.base_value;
         t.opts = s.opts;
         t.record_bytes = e.entry_bytes;
+        try {
+            format::detail::validate_record(t);  // what loads must save again as format 2
+        } catch (const std::invalid_argument& err) {
+            dir.fail("tensor '" + t.name + "': " + err.what());
+        }
         result.tensors.push_back(std::move(t));
         data_bytes.push_back(e.data_bytes);
     }

@@ -96,7 +96,7 @@ namespace format {
 inline constexpr std::array<std::uint8_t, 8> magic = {0x89, 'G', 'R', 'P', 'H', 'I', '\r', '\n'};  // as format 1
 inline constexpr std::array<std::uint8_t, 8> footer_magic = {'G', 'R', 'P', 'H', 'I', 'E', 'N', 'D'};
 inline constexpr std::uint16_t version_major = 2;  // a reader refuses other majors (format 1 is read by its own parser)
-inline constexpr std::uint16_t version_minor = 0;  // minors only add what older readers may ignore
+inline constexpr std::uint16_t version_minor = 1;  // minors only add what older readers may ignore or refuse by tag (1: block scales)
 inline constexpr std::size_t header_bytes = 64;
 inline constexpr std::size_t footer_bytes = 32;
 inline constexpr std::size_t alignment = 64;       // every data section starts at a multiple of this
@@ -119,7 +119,10 @@ inline constexpr std::uint64_t levels = 5 * 2 + required;        // varint in [1
 inline constexpr std::uint64_t cluster_size = 6 * 2 + required;  // varint >= 2
 inline constexpr std::uint64_t rounding = 7 * 2 + required;      // u8 1: linear
 inline constexpr std::uint64_t underflow = 8 * 2 + required;     // u8 1: flush
-// Ids 9-15 are reserved for per-block scaling (issue 13): block_size, block scale format, ...
+inline constexpr std::uint64_t block_size = 9 * 2 + required;     // varint in [1, 2^24]: the section holds block scales
+inline constexpr std::uint64_t block_format = 10 * 2 + required;  // u8 1: fp16, 2: e4m3 (absent: exponent)
+inline constexpr std::uint64_t search = 11 * 2;                   // u8 1: mse (how scales were chosen; decoding ignores it)
+// options::importance is calibration input, never stored. Ids 12-15 stay reserved for block scaling.
 }  // namespace option_tag
 
 namespace detail {
@@ -155,6 +158,33 @@ inline bool valid_utf8(std::string_view s) {
     return true;
 }
 
+// One rule for a record's header fields, applied by the writer before it writes a record and by both
+// readers (format 2 and format 1) after they parse one, so whatever loads can be saved again. Throws
+// std::invalid_argument naming the field (callers add the file and tensor).
+inline void validate_record(const tensor_info& t) {
+    auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+    if (t.name.size() > max_name_bytes) fail("name longer than 65535 bytes");
+    if (!valid_utf8(t.name)) fail("name is not valid UTF-8");
+    if (t.kind != tensor_kind::quantized && t.kind != tensor_kind::raw)
+        fail("unknown tensor kind " + std::to_string(static_cast<int>(t.kind)));
+    if (dtype_size(t.source) == 0) fail("unknown dtype code " + std::to_string(static_cast<int>(t.source)));
+    if (t.shape.size() > max_rank) fail("rank " + std::to_string(t.shape.size()) + " exceeds " + std::to_string(max_rank));
+    matrix_extent_of(t.shape);  // throws when an extent or a product overflows
+    if (t.kind == tensor_kind::raw) return;
+    if (t.source != dtype::F64 && t.source != dtype::F32 && t.source != dtype::F16 && t.source != dtype::BF16)
+        fail(std::string("quantized tensor with non-floating source dtype ") + dtype_name(t.source));
+    if (t.scalar != scalar_kind::float32 && t.scalar != scalar_kind::float64)
+        fail("unknown scalar type " + std::to_string(static_cast<int>(t.scalar)));
+    if (t.base_name.size() > max_name_bytes) fail("base name longer than 65535 bytes");
+    if (!valid_utf8(t.base_name)) fail("base name is not valid UTF-8");
+    if (!std::isfinite(t.base_value) || t.base_value < static_cast<double>(min_base_value))
+        fail("base value " + grphi::detail::number_text(t.base_value) + " is not a finite number >= 1.03");
+    if (t.opts.base_value && *t.opts.base_value != t.base_value)
+        fail("options base_value " + grphi::detail::number_text(*t.opts.base_value) + " differs from the base value " +
+             grphi::detail::number_text(t.base_value));
+    t.opts.validate();
+}
+
 inline void put_field(std::vector<std::uint8_t>& out, std::uint64_t tag, const std::vector<std::uint8_t>& payload) {
     grphi::detail::put_varint(out, tag);
     grphi::detail::put_varint(out, payload.size());
@@ -180,6 +210,10 @@ inline void write_options(const options& o, std::vector<std::uint8_t>& out) {
     if (o.clustered()) field(option_tag::cluster_size, [&](auto& b) { put_varint(b, static_cast<std::uint64_t>(o.cluster_size)); });
     if (o.round == rounding::linear) field(option_tag::rounding, [](auto& b) { b.push_back(1); });
     if (o.under == underflow::flush) field(option_tag::underflow, [](auto& b) { b.push_back(1); });
+    if (o.blocked()) field(option_tag::block_size, [&](auto& b) { put_varint(b, static_cast<std::uint64_t>(o.block_size)); });
+    if (o.block_format != block_scale::exponent)
+        field(option_tag::block_format, [&](auto& b) { b.push_back(o.block_format == block_scale::fp16 ? 1 : 2); });
+    if (o.search == scale_search::mse) field(option_tag::search, [](auto& b) { b.push_back(1); });
     put_varint(out, tags.size());
     for (std::size_t i = 0; i < tags.size(); ++i) put_field(out, tags[i], payloads[i]);
 }
@@ -225,6 +259,19 @@ inline options read_options(byte_reader& in) {
         }
         case option_tag::rounding: flag(); o.round = rounding::linear; break;
         case option_tag::underflow: flag(); o.under = underflow::flush; break;
+        case option_tag::block_size: {
+            const std::uint64_t v = field.varint("block_size");
+            if (v < 1 || v > (std::uint64_t{1} << 24)) field.fail("block_size=" + std::to_string(v) + " is outside [1, 16777216]");
+            o.block_size = static_cast<int>(v);
+            break;
+        }
+        case option_tag::block_format: {
+            const std::uint8_t v = field.u8("block_format");
+            if (v != 1 && v != 2) field.fail("block_format " + std::to_string(v) + " is not 1 (fp16) or 2 (e4m3)");
+            o.block_format = v == 1 ? block_scale::fp16 : block_scale::e4m3;
+            break;
+        }
+        case option_tag::search: flag(); o.search = scale_search::mse; break;
         default:
             if (tag & option_tag::required)
                 field.fail("unknown required option (written by a newer grphi?); this reader cannot decode the tensor");
@@ -306,36 +353,28 @@ inline tensor_info read_record(byte_reader& in, std::uint64_t& cursor, std::uint
     tensor_info t;
     t.name = in.string(max_name_bytes, "tensor name");
     byte_reader r(in.position(), in.remaining(), in.context() + ": tensor '" + t.name + "'");
-    if (!valid_utf8(t.name)) r.fail("name is not valid UTF-8");
     const std::uint8_t kind = r.u8("kind");
     if (kind != 1 && kind != 2) r.fail("unknown tensor kind " + std::to_string(kind));
     t.kind = static_cast<tensor_kind>(kind);
-    const std::uint8_t source = r.u8("dtype");
-    if (dtype_size(static_cast<dtype>(source)) == 0) r.fail("unknown dtype code " + std::to_string(source));
-    t.source = static_cast<dtype>(source);
+    t.source = static_cast<dtype>(r.u8("dtype"));
     const std::uint64_t rank = r.varint("rank");
-    if (rank > max_rank) r.fail("rank " + std::to_string(rank) + " exceeds " + std::to_string(max_rank));
+    if (rank > max_rank) r.fail("rank " + std::to_string(rank) + " exceeds " + std::to_string(max_rank));  // before allocating
     for (std::uint64_t d = 0; d < rank; ++d) t.shape.push_back(r.varint("shape extent"));
-    matrix_extent m;
+    if (t.kind == tensor_kind::quantized) {
+        t.scalar = static_cast<scalar_kind>(r.u8("scalar type"));
+        t.base_name = r.string(max_name_bytes, "base name");
+        const std::uint64_t bits = r.u64("base value");
+        std::memcpy(&t.base_value, &bits, sizeof bits);
+        t.opts = read_options(r);
+    }
     try {
-        m = matrix_extent_of(t.shape);
+        validate_record(t);  // the writer's rule
     } catch (const std::invalid_argument& e) {
         r.fail(e.what());
     }
+    const matrix_extent m = matrix_extent_of(t.shape);
     const std::uint64_t rows = static_cast<std::uint64_t>(m.rows), cols = static_cast<std::uint64_t>(m.cols);
     if (t.kind == tensor_kind::quantized) {
-        const std::uint8_t scalar = r.u8("scalar type");
-        if (scalar != 1 && scalar != 2) r.fail("unknown scalar type " + std::to_string(scalar));
-        t.scalar = static_cast<scalar_kind>(scalar);
-        t.base_name = r.string(max_name_bytes, "base name");
-        if (!valid_utf8(t.base_name)) r.fail("base name is not valid UTF-8");
-        const std::uint64_t bits = r.u64("base value");
-        std::memcpy(&t.base_value, &bits, sizeof bits);
-        if (!std::isfinite(t.base_value) || t.base_value < static_cast<double>(min_base_value))
-            r.fail("base value " + grphi::detail::number_text(t.base_value) + " is not a finite number >= 1.03");
-        t.opts = read_options(r);
-        if (t.source != dtype::F64 && t.source != dtype::F32 && t.source != dtype::F16 && t.source != dtype::BF16)
-            r.fail(std::string("quantized tensor with non-floating source dtype ") + dtype_name(t.source));
         if (rows > limits.max_elements || cols > limits.max_elements || (cols != 0 && rows > limits.max_elements / cols) ||
             weight_cost(rows, cols) > limits.max_elements - std::min(weights_total, limits.max_elements))
             r.fail("shape " + std::to_string(rows) + " x " + std::to_string(cols) +

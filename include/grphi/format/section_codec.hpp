@@ -19,6 +19,7 @@
 #endif
 
 #include "../core/channels.hpp"
+#include "../detail/block_scales.hpp"
 #include "../detail/bytes.hpp"
 #include "../rans.hpp"
 #include "stored_tensor.hpp"
@@ -35,29 +36,58 @@ inline constexpr std::uint8_t all_exponents_stored = 0x80;
 
 namespace detail {
 
-// The shape-derived counts both sides agree on (core/channels.hpp, packed's blocks_per_row()).
+// The shape-derived counts both sides agree on (core/channels.hpp, packed's blocks_per_row() and
+// scale_blocks_per_row()).
 struct tensor_geometry {
     bool per_channel;
     std::uint64_t rows, cols, channels, block, blocks_per_row;
+    block_scale scale_format;                // with block scales (scale_block > 0)
+    std::uint64_t scale_block, scale_blocks_per_row, scale_blocks;
     explicit tensor_geometry(const stored_tensor& t)
         : per_channel(t.opts.per_channel), rows(static_cast<std::uint64_t>(t.rows)), cols(static_cast<std::uint64_t>(t.cols)),
           channels(static_cast<std::uint64_t>(channel_count(t.opts.per_channel, t.rows))),
           block(t.opts.clustered() ? static_cast<std::uint64_t>(t.opts.cluster_size) : 1),
-          blocks_per_row(cols == 0 ? 0 : (cols - 1) / block + 1) {}
+          blocks_per_row(cols == 0 ? 0 : (cols - 1) / block + 1), scale_format(t.opts.block_format),
+          scale_block(t.opts.blocked() ? static_cast<std::uint64_t>(t.opts.block_size) : 0),
+          scale_blocks_per_row(t.scale_blocks_per_row()), scale_blocks(rows * scale_blocks_per_row) {}
     std::uint64_t channel_of_row(std::uint64_t r) const {
         return static_cast<std::uint64_t>(grphi::channel_of_row(per_channel, static_cast<std::int64_t>(r)));
     }
+    bool blocked() const { return scale_block > 0; }
+    // Exponent block scales: every weight's window is its block's, [block bottom, block top].
+    bool exponent_blocks() const { return blocked() && scale_format == block_scale::exponent; }
 };
 
-// Calls visit(exponent_index, channel, has_nonzero) for every exponent slot, row-major.
+// The bottom of an exponent-scaled block's window as the file defines it: max(top - levels + 1, e_min,
+// the channel's window_lo), which is grphi::quantize's block window unless the grid's own range clips it
+// (then its zero weights' exponents are stored: see all_exponents_stored).
+inline int block_bottom(const stored_tensor& t, int top, int channel_lo) {
+    int bottom = std::max(top - (*t.opts.levels - 1), channel_lo);
+    if (t.opts.e_min) bottom = std::max(bottom, *t.opts.e_min);
+    return bottom;
+}
+
+// Calls visit(exponent_index, window_lo, window_hi, has_nonzero) for every exponent slot, row-major, with
+// the window the exponent must lie in (its channel's, or with exponent block scales its block's); a slot
+// without a nonzero weight has exponent window_lo unless the section stores every exponent.
 template <class Visit>
 void for_each_exponent(const stored_tensor& t, const tensor_geometry& g, Visit&& visit) {
     if (g.blocks_per_row == 0) return;  // no columns: nothing to visit, however many rows
     for (std::uint64_t r = 0; r < g.rows; ++r) {
         const std::uint64_t ch = g.channel_of_row(r);
+        const int lo = t.window_lo[ch], hi = t.window_hi[ch];
         const std::int8_t* row_signs = t.signs.data() + r * g.cols;
+        if (g.exponent_blocks()) {  // never clustered (options::validate)
+            for (std::uint64_t b = 0; b < g.scale_blocks_per_row; ++b) {
+                const int top = t.block_top[r * g.scale_blocks_per_row + b];
+                const int bottom = block_bottom(t, top, lo);
+                for (std::uint64_t i = b * g.scale_block, end = std::min(g.cols, i + g.scale_block); i < end; ++i)
+                    visit(r * g.cols + i, bottom, top, row_signs[i] != 0);
+            }
+            continue;
+        }
         if (g.block == 1) {  // one exponent per weight: the common case, kept branch-light
-            for (std::uint64_t i = 0; i < g.cols; ++i) visit(r * g.cols + i, ch, row_signs[i] != 0);
+            for (std::uint64_t i = 0; i < g.cols; ++i) visit(r * g.cols + i, lo, hi, row_signs[i] != 0);
             continue;
         }
         for (std::uint64_t b = 0; b < g.blocks_per_row; ++b) {
@@ -65,7 +95,7 @@ void for_each_exponent(const stored_tensor& t, const tensor_geometry& g, Visit&&
             const std::uint64_t end = std::min(g.cols, begin + g.block);
             bool nonzero = false;
             for (std::uint64_t i = begin; i < end && !nonzero; ++i) nonzero = row_signs[i] != 0;
-            visit(r * g.blocks_per_row + b, ch, nonzero);
+            visit(r * g.blocks_per_row + b, lo, hi, nonzero);
         }
     }
 }
@@ -335,8 +365,9 @@ inline bool write_unclustered_streams(const stored_tensor& t, const tensor_geome
 }
 
 inline void write_streams_general(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out);
+inline void write_block_scales(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out);
 
-// Data section of one tensor: channel state, sign stream, exponent stream.
+// Data section of one tensor: channel state, block scales (block_size > 0), sign stream, exponent stream.
 inline void write_tensor_data(const stored_tensor& t, std::vector<std::uint8_t>& out) {
     const tensor_geometry g(t);
     for (std::uint64_t c = 0; c < g.channels; ++c) {
@@ -344,7 +375,129 @@ inline void write_tensor_data(const stored_tensor& t, std::vector<std::uint8_t>&
         put_u16(out, static_cast<std::uint16_t>(t.window_hi[c]));
         out.push_back(static_cast<std::uint8_t>(t.scale_steps[c]));
     }
+    if (g.blocked()) {
+        write_block_scales(t, g, out);
+        write_streams_general(t, g, out);  // exponent block windows: the rule itself, not the row collector
+        return;
+    }
     if (!write_unclustered_streams(t, g, out)) write_streams_general(t, g, out);
+}
+
+// Block scale modes (a u8 before each coded array of block state).
+enum class block_array_mode : std::uint8_t { coded = 0, raw = 1, all_zero = 2 };
+
+// Block scales of the part's rows, row-major (docs/format.md, "Block scales"): exponent scales as two
+// arrays, tops as their depth below the channel's window top (rANS, or raw i16 when that depth does not
+// fit the coder's alphabet) and steps (all zero: one byte; else rANS of step + 8); fp16 codes as u16,
+// e4m3 codes as u8.
+inline void write_block_scales(const stored_tensor& t, const tensor_geometry& g, std::vector<std::uint8_t>& out) {
+    const auto n = static_cast<std::size_t>(g.scale_blocks);
+    if (n == 0) return;
+    if (g.scale_format == block_scale::fp16) {
+        for (std::uint16_t code : t.block_scales) put_u16(out, code);
+        return;
+    }
+    if (g.scale_format == block_scale::e4m3) {
+        for (std::uint16_t code : t.block_scales) out.push_back(static_cast<std::uint8_t>(code));
+        return;
+    }
+    std::vector<rans::symbol> symbols(n);
+    int deepest = 0;
+    for (std::uint64_t r = 0; r < g.rows; ++r) {
+        const int hi = t.window_hi[g.channel_of_row(r)];
+        for (std::uint64_t b = 0; b < g.scale_blocks_per_row; ++b) {
+            const std::size_t at = static_cast<std::size_t>(r * g.scale_blocks_per_row + b);
+            const int depth = hi - t.block_top[at];
+            deepest = std::max(deepest, depth);
+            symbols[at] = static_cast<rans::symbol>(depth);
+        }
+    }
+    if (deepest < static_cast<int>(rans::max_alphabet)) {
+        out.push_back(static_cast<std::uint8_t>(block_array_mode::coded));
+        rans::encode(symbols.data(), n, out);
+    } else {
+        out.push_back(static_cast<std::uint8_t>(block_array_mode::raw));
+        for (std::int16_t top : t.block_top) put_u16(out, static_cast<std::uint16_t>(top));
+    }
+    bool steps = false;
+    for (std::size_t i = 0; i < n; ++i) {
+        symbols[i] = static_cast<rans::symbol>(t.block_steps[i] + scale_step_max);
+        steps = steps || t.block_steps[i] != 0;
+    }
+    if (!steps) {
+        out.push_back(static_cast<std::uint8_t>(block_array_mode::all_zero));
+        return;
+    }
+    out.push_back(static_cast<std::uint8_t>(block_array_mode::coded));
+    rans::encode(symbols.data(), n, out);
+}
+
+// Reads and checks what write_block_scales wrote (channel windows already read): tops inside their
+// channel window and [e_min, e_max], steps in [-8, 8], fp16/e4m3 codes finite scales in (0, 1].
+inline void read_block_scales(stored_tensor& t, const tensor_geometry& g, byte_reader& in) {
+    const auto n = static_cast<std::size_t>(g.scale_blocks);
+    t.block_top.clear();
+    t.block_steps.clear();
+    t.block_scales.clear();
+    if (n == 0) return;
+    if (g.scale_format != block_scale::exponent) {
+        const std::size_t width = g.scale_format == block_scale::fp16 ? 2 : 1;
+        if (n > in.remaining() / width) in.fail("truncated block scale codes (" + std::to_string(n) + " blocks)");
+        const std::uint8_t* p = in.bytes(n * width, "block scale codes");
+        t.block_scales.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint16_t code = width == 2 ? load_u16(p + 2 * i) : p[i];
+            if (!valid_block_scale_code(g.scale_format, code))
+                in.fail("block " + std::to_string(i) + " has scale code " + std::to_string(code) + ", not a finite " +
+                        (width == 2 ? "fp16" : "e4m3") + " scale in (0, 1]");
+            t.block_scales[i] = code;
+        }
+        return;
+    }
+    const std::uint8_t top_mode = in.u8("block top mode");
+    t.block_top.resize(n);
+    if (top_mode == static_cast<std::uint8_t>(block_array_mode::coded)) {
+        const std::vector<rans::symbol> depth = rans::decode(in, n);
+        if (depth.size() != n) in.fail("block top stream has " + std::to_string(depth.size()) + " symbols, expected " + std::to_string(n));
+        for (std::uint64_t r = 0; r < g.rows; ++r) {
+            const int hi = t.window_hi[g.channel_of_row(r)];
+            for (std::uint64_t b = 0; b < g.scale_blocks_per_row; ++b) {
+                const std::size_t at = static_cast<std::size_t>(r * g.scale_blocks_per_row + b);
+                t.block_top[at] = static_cast<std::int16_t>(std::max(hi - int{depth[at]}, -32768));
+            }
+        }
+    } else if (top_mode == static_cast<std::uint8_t>(block_array_mode::raw)) {
+        if (n > in.remaining() / 2) in.fail("truncated raw block tops (" + std::to_string(n) + " blocks)");
+        const std::uint8_t* p = in.bytes(2 * n, "raw block tops");
+        for (std::size_t i = 0; i < n; ++i) t.block_top[i] = static_cast<std::int16_t>(load_u16(p + 2 * i));
+    } else {
+        in.fail("unknown block top mode " + std::to_string(top_mode));
+    }
+    for (std::uint64_t r = 0; r < g.rows; ++r) {
+        const std::uint64_t ch = g.channel_of_row(r);
+        for (std::uint64_t b = 0; b < g.scale_blocks_per_row; ++b) {
+            const int top = t.block_top[static_cast<std::size_t>(r * g.scale_blocks_per_row + b)];
+            if (top < t.window_lo[ch] || top > t.window_hi[ch] || (t.opts.e_min && top < *t.opts.e_min) ||
+                (t.opts.e_max && top > *t.opts.e_max))
+                in.fail("block " + std::to_string(r * g.scale_blocks_per_row + b) + " has top " + std::to_string(top) +
+                        " outside its channel window [" + std::to_string(t.window_lo[ch]) + ", " +
+                        std::to_string(t.window_hi[ch]) + "] or the e_min/e_max clip");
+        }
+    }
+    const std::uint8_t step_mode = in.u8("block step mode");
+    if (step_mode == static_cast<std::uint8_t>(block_array_mode::all_zero)) {
+        t.block_steps.assign(n, 0);
+        return;
+    }
+    if (step_mode != static_cast<std::uint8_t>(block_array_mode::coded)) in.fail("unknown block step mode " + std::to_string(step_mode));
+    const std::vector<rans::symbol> steps = rans::decode(in, n);
+    if (steps.size() != n) in.fail("block step stream has " + std::to_string(steps.size()) + " symbols, expected " + std::to_string(n));
+    t.block_steps.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (steps[i] > 2 * scale_step_max)
+            in.fail("block " + std::to_string(i) + " has step symbol " + std::to_string(steps[i]) + ", not a step in [-8, 8]");
+        t.block_steps[i] = static_cast<std::int8_t>(int{steps[i]} - scale_step_max);
+    }
 }
 
 // The sign and exponent streams of any tensor the container accepts, by the rule itself.
@@ -356,17 +509,17 @@ inline void write_streams_general(const stored_tensor& t, const tensor_geometry&
     // A zero weight (or a block without a nonzero member) has exponent window_lo: skip it unless some
     // tensor breaks that rule, then store every exponent so the round trip stays exact.
     bool skip_zeros = true;
-    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
-        if (!nonzero && t.exponents[i] != t.window_lo[ch]) skip_zeros = false;
+    for_each_exponent(t, g, [&](std::uint64_t i, int lo, int, bool nonzero) {
+        if (!nonzero && t.exponents[i] != lo) skip_zeros = false;
     });
     std::vector<std::int16_t> stored_exponents;
     std::vector<std::int16_t> stored_tops;
     stored_exponents.reserve(t.exponents.size());
     stored_tops.reserve(t.exponents.size());
-    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+    for_each_exponent(t, g, [&](std::uint64_t i, int, int hi, bool nonzero) {
         if (nonzero || !skip_zeros) {
             stored_exponents.push_back(t.exponents[i]);
-            stored_tops.push_back(t.window_hi[ch]);
+            stored_tops.push_back(static_cast<std::int16_t>(hi));
         }
     });
     const std::uint8_t flag = skip_zeros ? 0 : container::all_exponents_stored;
@@ -443,6 +596,36 @@ inline void check_storable(const stored_tensor& t) {
         if (t.scale_steps[c] < -scale_step_max || t.scale_steps[c] > scale_step_max)  // the reader refuses those
             fail("channel " + std::to_string(c) + " has scale step " + std::to_string(t.scale_steps[c]) + " outside [-8, 8]");
     }
+    // Block scales: the reader's checks (read_block_scales), so that whatever is written reads back.
+    const bool exponent_blocks = g.exponent_blocks(), scaled_blocks = g.blocked() && !exponent_blocks;
+    if (t.block_top.size() != (exponent_blocks ? g.scale_blocks : 0) || t.block_steps.size() != t.block_top.size() ||
+        t.block_scales.size() != (scaled_blocks ? g.scale_blocks : 0))
+        fail("block scales have " + std::to_string(t.block_top.size()) + " tops, " + std::to_string(t.block_steps.size()) +
+             " steps and " + std::to_string(t.block_scales.size()) + " codes for " + std::to_string(g.blocked() ? g.scale_blocks : 0) +
+             " blocks");
+    for (std::size_t b = 0; b < t.block_scales.size(); ++b)
+        if (!valid_block_scale_code(g.scale_format, t.block_scales[b]))
+            fail("block " + std::to_string(b) + " has scale code " + std::to_string(t.block_scales[b]) + ", not a scale in (0, 1]");
+    for (std::uint64_t r = 0; r < g.rows && exponent_blocks; ++r) {
+        const std::uint64_t ch = g.channel_of_row(r);
+        for (std::uint64_t b = 0; b < g.scale_blocks_per_row; ++b) {
+            const auto at = static_cast<std::size_t>(r * g.scale_blocks_per_row + b);
+            const int top = t.block_top[at];
+            if (top < t.window_lo[ch] || top > t.window_hi[ch] || (t.opts.e_min && top < *t.opts.e_min) ||
+                (t.opts.e_max && top > *t.opts.e_max))
+                fail("block " + std::to_string(at) + " has top " + std::to_string(top) + " outside its channel window or the e_min/e_max clip");
+            if (t.block_steps[at] < -scale_step_max || t.block_steps[at] > scale_step_max)
+                fail("block " + std::to_string(at) + " has scale step " + std::to_string(t.block_steps[at]) + " outside [-8, 8]");
+        }
+    }
+    if (exponent_blocks) {
+        bool inside = true;
+        for_each_exponent(t, g, [&](std::uint64_t i, int lo, int hi, bool) {
+            inside = inside && t.exponents[i] >= lo && t.exponents[i] <= hi;
+        });
+        if (!inside) fail("an exponent is outside its block window");
+        return;
+    }
     std::uint32_t outside = 0;  // every exponent slot, row by row, without a branch per slot
     for (std::uint64_t r = 0; r < g.rows && g.blocks_per_row != 0; ++r) {
         const std::uint64_t ch = g.channel_of_row(r);
@@ -471,6 +654,7 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         if (t.scale_steps[c] < -scale_step_max || t.scale_steps[c] > scale_step_max)
             in.fail("channel " + std::to_string(c) + " scale step " + std::to_string(t.scale_steps[c]) + " is outside [-8, 8]");
     }
+    read_block_scales(t, g, in);
     {  // the sign symbols are freed before the exponents are decoded: peak memory ~5 bytes per weight
         const std::vector<rans::symbol> signs = rans::decode(in, static_cast<std::size_t>(t.size()));
         if (signs.size() != t.size())
@@ -495,7 +679,8 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
     t.exponents.assign(g.rows * g.blocks_per_row, 0);
     std::uint64_t expected = 0;
     std::vector<std::uint32_t> stored_per_row;  // one exponent per weight: counted per row (the slots are set below)
-    if (g.block == 1) {
+    const bool channel_windows = g.block == 1 && !g.exponent_blocks();  // each weight in its channel's window
+    if (channel_windows) {
         stored_per_row.assign(static_cast<std::size_t>(g.rows), static_cast<std::uint32_t>(g.cols));
         if (!store_all && g.cols != 0)
             for (std::uint64_t r = 0; r < g.rows; ++r) {
@@ -506,15 +691,15 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
             }
         for (const std::uint32_t n : stored_per_row) expected += n;
     } else {
-        for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
-            t.exponents[i] = t.window_lo[ch];
+        for_each_exponent(t, g, [&](std::uint64_t i, int lo, int, bool nonzero) {
+            t.exponents[i] = static_cast<std::int16_t>(lo);
             expected += nonzero || store_all;
         });
     }
     if (mode == container::exponent_mode::none) {
         if (expected != 0) in.fail("exponent stream missing for " + std::to_string(expected) + " exponents");
-        if (g.block == 1)  // every weight is zero: its slot holds the window's low end
-            for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool) { t.exponents[i] = t.window_lo[ch]; });
+        if (channel_windows)  // every weight is zero: its slot holds the window's low end
+            for_each_exponent(t, g, [&](std::uint64_t i, int lo, int, bool) { t.exponents[i] = static_cast<std::int16_t>(lo); });
         return;
     }
     std::int64_t lowest = 0;
@@ -533,7 +718,7 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         if (symbols.size() != expected)
             in.fail("exponent stream has " + std::to_string(symbols.size()) + " symbols, expected " + std::to_string(expected));
     }
-    if (g.block == 1 && mode != container::exponent_mode::raw) {
+    if (channel_windows && mode != container::exponent_mode::raw) {
         // The common case without branches per weight: every slot reads the next symbol (clamped to the
         // last one) and advances only when its weight is stored; the others keep the window's low end.
         const rans::symbol no_symbol = 0;
@@ -572,21 +757,21 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         if (!inside) in.fail("an exponent lies outside its channel window");
         return;
     }
-    if (g.block == 1)  // raw exponents: slots of unstored weights hold the window's low end
-        for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool) { t.exponents[i] = t.window_lo[ch]; });
+    if (channel_windows)  // raw exponents: slots of unstored weights hold the window's low end
+        for_each_exponent(t, g, [&](std::uint64_t i, int lo, int, bool) { t.exponents[i] = static_cast<std::int16_t>(lo); });
     std::size_t next = 0;
     bool inside = true;
-    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+    for_each_exponent(t, g, [&](std::uint64_t i, int lo, int hi, bool nonzero) {
         if (!(nonzero || store_all)) return;
         std::int64_t k;
         if (mode == container::exponent_mode::raw) k = raw[next];
         else if (mode == container::exponent_mode::absolute) k = lowest + symbols[next];
-        else k = std::int64_t{t.window_hi[ch]} - symbols[next];
+        else k = std::int64_t{hi} - symbols[next];
         ++next;
-        inside = inside && k >= t.window_lo[ch] && k <= t.window_hi[ch];
-        t.exponents[i] = static_cast<std::int16_t>(inside ? k : t.window_lo[ch]);
+        inside = inside && k >= lo && k <= hi;
+        t.exponents[i] = static_cast<std::int16_t>(inside ? k : lo);
     });
-    if (!inside) in.fail("an exponent lies outside its channel window");
+    if (!inside) in.fail(g.exponent_blocks() ? "an exponent lies outside its block window" : "an exponent lies outside its channel window");
 }
 
 }  // namespace detail

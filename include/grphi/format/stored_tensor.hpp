@@ -43,9 +43,19 @@ struct stored_tensor {
     std::vector<std::int16_t> window_lo;
     std::vector<std::int16_t> window_hi;
     std::vector<std::int8_t> scale_steps;
+    // Block scales (opts.block_size > 0), as grphi::packed keeps them: rows x blocks per row, row-major.
+    std::vector<std::int16_t> block_top;
+    std::vector<std::int8_t> block_steps;
+    std::vector<std::uint16_t> block_scales;
     std::uint64_t coded_bytes = 0;        // bytes in the file (directory entry + data + checksum); set by load
 
     std::uint64_t size() const { return static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols); }
+    // Scale blocks per row (0 without block scales) and in all.
+    std::uint64_t scale_blocks_per_row() const {
+        return opts.block_size > 0 && cols > 0 ? (static_cast<std::uint64_t>(cols) - 1) / static_cast<std::uint64_t>(opts.block_size) + 1
+                                               : 0;
+    }
+    std::uint64_t scale_block_count() const { return static_cast<std::uint64_t>(rows) * scale_blocks_per_row(); }
     double coded_bits_per_weight() const {
         return size() == 0 ? 0.0 : 8.0 * static_cast<double>(coded_bytes) / static_cast<double>(size());
     }
@@ -82,9 +92,6 @@ struct stored_tensor {
     // from grphi::quantize), where the pass would cost more than the move saves.
     template <class T, class Base>
     static stored_tensor from_valid(std::string name, packed<T, Base>&& p) {
-        if (p.opts.blocked())  // block scales are not in the file format yet: refuse rather than drop them
-            throw std::invalid_argument("grphi::save: tensor '" + name + "' has block scales (block_size=" +
-                                        std::to_string(p.opts.block_size) + "), which this file format cannot store yet");
         stored_tensor s;
         s.name = std::move(name);
         s.scalar = scalar_kind_of<T>();
@@ -99,6 +106,9 @@ struct stored_tensor {
         s.window_lo = std::move(p.window_lo);
         s.window_hi = std::move(p.window_hi);
         s.scale_steps = std::move(p.scale_steps);
+        s.block_top = std::move(p.block_top);
+        s.block_steps = std::move(p.block_steps);
+        s.block_scales = std::move(p.block_scales);
         return s;
     }
 private:
@@ -124,6 +134,9 @@ private:
         p.window_lo = std::forward<Self>(self).window_lo;
         p.window_hi = std::forward<Self>(self).window_hi;
         p.scale_steps = std::forward<Self>(self).scale_steps;
+        p.block_top = std::forward<Self>(self).block_top;
+        p.block_steps = std::forward<Self>(self).block_steps;
+        p.block_scales = std::forward<Self>(self).block_scales;
         try {
             validate(p);
         } catch (const std::invalid_argument& e) {
