@@ -11,7 +11,7 @@
 #include <benchmark/benchmark.h>
 #include <zstd.h>
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/quantize.hpp>
 
 namespace {

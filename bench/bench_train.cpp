@@ -11,10 +11,10 @@
 
 #include <benchmark/benchmark.h>
 
-#include <grphi/base.hpp>
-#include <grphi/nn.hpp>
-#include <grphi/optim.hpp>
-#include <grphi/options.hpp>
+#include <grphi/core/base.hpp>
+#include <grphi/train/nn.hpp>
+#include <grphi/train/optim.hpp>
+#include <grphi/core/options.hpp>
 #include <grphi/quantize.hpp>
 #include <grphi/train/autodiff.hpp>
 

@@ -27,11 +27,11 @@
 #endif
 #include <grphi/autodiff.hpp>
 #include <grphi/baselines/catalog.hpp>
-#include <grphi/compare.hpp>
-#include <grphi/fashion_mnist.hpp>
-#include <grphi/nn.hpp>
-#include <grphi/npy.hpp>
-#include <grphi/optim.hpp>
+#include <grphi/baselines/compare.hpp>
+#include <grphi/train/fashion_mnist.hpp>
+#include <grphi/train/nn.hpp>
+#include <grphi/io/npy.hpp>
+#include <grphi/train/optim.hpp>
 #include <grphi/train/reproducible.hpp>
 
 #include "compare_report.hpp"

@@ -4,7 +4,7 @@
 // values and compute nothing.
 #pragma once
 
-#include <grphi/compare.hpp>
+#include <grphi/baselines/compare.hpp>
 
 #include <algorithm>
 #include <cmath>

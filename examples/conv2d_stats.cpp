@@ -14,14 +14,14 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-#include <grphi/base.hpp>
-#include <grphi/container.hpp>
-#include <grphi/npy.hpp>
+#include <grphi/core/base.hpp>
+#include <grphi/format/container.hpp>
+#include <grphi/io/npy.hpp>
 #include <grphi/entropy.hpp>
-#include <grphi/fashion_mnist.hpp>
-#include <grphi/nn.hpp>
-#include <grphi/optim.hpp>
-#include <grphi/options.hpp>
+#include <grphi/train/fashion_mnist.hpp>
+#include <grphi/train/nn.hpp>
+#include <grphi/train/optim.hpp>
+#include <grphi/core/options.hpp>
 #include <grphi/quantize.hpp>
 #include <grphi/train/autodiff.hpp>
 #include <grphi/train/reproducible.hpp>

@@ -14,11 +14,11 @@
 
 #include <grphi/autodiff.hpp>
 #include <grphi/code_matrix.hpp>
-#include <grphi/container.hpp>
-#include <grphi/fashion_mnist.hpp>
+#include <grphi/format/container.hpp>
+#include <grphi/train/fashion_mnist.hpp>
 #include <grphi/kernels/dispatch.hpp>
-#include <grphi/nn.hpp>
-#include <grphi/npy.hpp>
+#include <grphi/train/nn.hpp>
+#include <grphi/io/npy.hpp>
 
 #include <chrono>
 #include <cstdio>

@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include <grphi/npy.hpp>
+#include <grphi/io/npy.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     try {

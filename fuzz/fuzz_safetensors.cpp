@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 namespace {
 // The reader maps a path: the input goes to one reused temporary file.

@@ -8,7 +8,7 @@
 #include <string>
 
 #include <Eigen/Core>
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/quantize.hpp>
 
 int main(int argc, char** argv) {

@@ -11,10 +11,10 @@
 
 #include <Eigen/Core>
 #include <grphi/format/file_writer.hpp>
-#include <grphi/npy.hpp>
+#include <grphi/io/npy.hpp>
 #include <grphi/quantize.hpp>
 #include <grphi/rans.hpp>
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 namespace {
 void write(const std::string& path, const std::vector<std::uint8_t>& bytes) {

@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 // The build defines GRPHI_CLI_PATH when the tool is built; without it the CLI tests compile to nothing.
 #ifdef GRPHI_CLI_PATH

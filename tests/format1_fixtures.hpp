@@ -10,7 +10,7 @@
 
 #include <Eigen/Core>
 
-#include <grphi/options.hpp>
+#include <grphi/core/options.hpp>
 
 namespace grphi_test::format1 {
 

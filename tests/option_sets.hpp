@@ -4,7 +4,7 @@
 #include <initializer_list>
 #include <vector>
 
-#include <grphi/options.hpp>
+#include <grphi/core/options.hpp>
 
 namespace grphi_test {
 

@@ -7,7 +7,7 @@
 #endif
 #include <doctest/doctest.h>
 
-#include <grphi/base.hpp>
+#include <grphi/core/base.hpp>
 #include <grphi/quantize.hpp>
 #include <grphi/train/autodiff.hpp>
 

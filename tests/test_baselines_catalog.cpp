@@ -1,7 +1,7 @@
 // The catalog: every baseline by name, its codes and scales consistent with the format's own call,
 // and as an STE fake-quantizer in nn (weight_quantizer::from_function).
 #include <grphi/baselines/catalog.hpp>
-#include <grphi/nn.hpp>
+#include <grphi/train/nn.hpp>
 
 #include <doctest/doctest.h>
 

@@ -11,7 +11,7 @@
 #include <zlib.h>
 
 #include <grphi/detail/bytes.hpp>
-#include <grphi/error.hpp>
+#include <grphi/core/error.hpp>
 #include <grphi/kernels/dispatch.hpp>
 
 namespace d = grphi::detail;

@@ -5,11 +5,11 @@
 
 #include "cli_test_support.hpp"
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/format/file_reader.hpp>
-#include <grphi/npy.hpp>
+#include <grphi/io/npy.hpp>
 #include <grphi/quantize.hpp>
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 #include <cmath>
 #include <cstring>

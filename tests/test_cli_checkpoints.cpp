@@ -6,9 +6,9 @@
 
 #include "cli_test_support.hpp"
 
-#include <grphi/npy.hpp>
+#include <grphi/io/npy.hpp>
 #include <grphi/quantize.hpp>
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 #include <algorithm>
 #include <chrono>

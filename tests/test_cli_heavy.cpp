@@ -5,7 +5,7 @@
 
 #include "cli_test_support.hpp"
 
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 #include <random>
 #include <string>

@@ -245,7 +245,7 @@ TEST_CASE("output identical for any thread count") {
 }
 #endif
 
-#include <grphi/nn.hpp>
+#include <grphi/train/nn.hpp>
 
 TEST_CASE("nn::linear and nn::conv2d in eval mode run from codes, matching the fake-quantized forward") {
     grphi::options o;

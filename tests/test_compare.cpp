@@ -1,7 +1,7 @@
 // The comparison pipeline's numbers are computed, not pasted: every row is checked against a direct
 // computation on the same tensor (SQNR from an independent rebuild, entropy from an independent
 // histogram, coded size from coding independently built streams), and the writers render what they get.
-#include <grphi/compare.hpp>
+#include <grphi/baselines/compare.hpp>
 
 #include "../examples/compare_report.hpp"
 

@@ -19,7 +19,7 @@
 
 #include <zlib.h>
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/quantize.hpp>
 
 #include "format1_fixtures.hpp"

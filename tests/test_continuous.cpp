@@ -1,7 +1,7 @@
 // log_b / pow_b: the vectorized continuous map, against long double std::log / std::exp.
 #include <doctest/doctest.h>
 
-#include <grphi/continuous.hpp>
+#include <grphi/core/continuous.hpp>
 
 #include <cmath>
 #include <limits>

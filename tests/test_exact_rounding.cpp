@@ -2,7 +2,7 @@
 // (detail/exact_rounding.hpp): hand-computed values, exact ties of user (dyadic) bases, and the
 // promise to report "undecided" rather than guess. The grids of φ, 2 and √2 are checked against an
 // independent reference in test_levels.cpp.
-#include <grphi/levels.hpp>
+#include <grphi/core/levels.hpp>
 
 #include <doctest/doctest.h>
 

@@ -7,7 +7,7 @@
 #endif
 #include <doctest/doctest.h>
 
-#include <grphi/fashion_mnist.hpp>
+#include <grphi/train/fashion_mnist.hpp>
 
 #include <zlib.h>
 

@@ -19,7 +19,7 @@
 
 #include <zlib.h>
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/format/file_reader.hpp>
 #include <grphi/format/file_writer.hpp>
 #include <grphi/quantize.hpp>

@@ -17,10 +17,10 @@
 #include <omp.h>
 #endif
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/format/file_reader.hpp>
 #include <grphi/format/file_writer.hpp>
-#include <grphi/half.hpp>
+#include <grphi/io/half.hpp>
 #include <grphi/quantize.hpp>
 
 namespace {

@@ -1,7 +1,7 @@
 // half.hpp: binary16 and bfloat16 conversions, checked exhaustively against independent references.
 #include <doctest/doctest.h>
 
-#include <grphi/half.hpp>
+#include <grphi/io/half.hpp>
 
 #include <algorithm>
 #include <cmath>

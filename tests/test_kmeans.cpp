@@ -1,6 +1,6 @@
 // k-means weight sharing: Lloyd's contract (monotone cost, nearest-centre indices, centres = cluster
 // means at the fixed point) checked by brute force; exact recovery; determinism; shapes; bad inputs.
-#include <grphi/kmeans.hpp>
+#include <grphi/baselines/kmeans.hpp>
 
 #include <doctest/doctest.h>
 

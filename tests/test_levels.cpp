@@ -1,7 +1,7 @@
 // Exact exponent grids (issue 2): every level, threshold and flush point of grphi::grid_for, and the
 // exponent of values one ulp either side of every threshold, checked against an independent exact
 // reference built here from certified binary interval arithmetic (no floating-point log, pow or sqrt).
-#include <grphi/levels.hpp>
+#include <grphi/core/levels.hpp>
 
 #include <doctest/doctest.h>
 

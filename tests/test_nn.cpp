@@ -6,9 +6,9 @@
 #endif
 #include <doctest/doctest.h>
 
-#include <grphi/container.hpp>
-#include <grphi/nn.hpp>
-#include <grphi/optim.hpp>
+#include <grphi/format/container.hpp>
+#include <grphi/train/nn.hpp>
+#include <grphi/train/optim.hpp>
 #include <grphi/quantize.hpp>
 
 #include <cmath>

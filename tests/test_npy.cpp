@@ -2,7 +2,7 @@
 // unsupported files refused with a message naming the file.
 #include <doctest/doctest.h>
 
-#include <grphi/npy.hpp>
+#include <grphi/io/npy.hpp>
 
 #include <cstdint>
 #include <cstdlib>

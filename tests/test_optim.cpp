@@ -6,7 +6,7 @@
 #endif
 #include <doctest/doctest.h>
 
-#include <grphi/optim.hpp>
+#include <grphi/train/optim.hpp>
 
 #include <cmath>
 #include <vector>

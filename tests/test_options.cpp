@@ -1,6 +1,6 @@
-// Tests of grphi/options.hpp (validation, defaults) and grphi/base.hpp (what counts as a base).
-#include <grphi/base.hpp>
-#include <grphi/options.hpp>
+// Tests of grphi/core/options.hpp (validation, defaults) and grphi/core/base.hpp (what counts as a base).
+#include <grphi/core/base.hpp>
+#include <grphi/core/options.hpp>
 
 #include <doctest/doctest.h>
 

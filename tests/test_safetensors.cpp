@@ -2,7 +2,7 @@
 // must be refused with a one-line message naming the file and the tensor.
 #include <doctest/doctest.h>
 
-#include <grphi/safetensors.hpp>
+#include <grphi/io/safetensors.hpp>
 
 #include <cmath>
 #include <cstdint>

@@ -9,8 +9,8 @@
 #include <doctest/doctest.h>
 
 #include <grphi/autodiff.hpp>  // the forwarding header: the pre-train/ include path keeps working
-#include <grphi/base.hpp>
-#include <grphi/options.hpp>
+#include <grphi/core/base.hpp>
+#include <grphi/core/options.hpp>
 #include <grphi/train/tape.hpp>
 
 #include <random>

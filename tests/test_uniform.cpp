@@ -1,5 +1,5 @@
 // Uniform int-N: checked against a long-double reference of the same rule, grid values, shapes, errors.
-#include <grphi/uniform.hpp>
+#include <grphi/baselines/uniform.hpp>
 
 #include <doctest/doctest.h>
 

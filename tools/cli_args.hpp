@@ -19,9 +19,9 @@
 
 #include <fnmatch.h>
 
-#include <grphi/base.hpp>
+#include <grphi/core/base.hpp>
 #include <grphi/format/layout.hpp>
-#include <grphi/options.hpp>
+#include <grphi/core/options.hpp>
 
 #ifndef GRPHI_TOOL_VERSION
 #define GRPHI_TOOL_VERSION "unknown"

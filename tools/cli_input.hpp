@@ -16,10 +16,10 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include <grphi/error.hpp>
-#include <grphi/mapped_file.hpp>
-#include <grphi/npy.hpp>
-#include <grphi/safetensors.hpp>
+#include <grphi/core/error.hpp>
+#include <grphi/io/mapped_file.hpp>
+#include <grphi/io/npy.hpp>
+#include <grphi/io/safetensors.hpp>
 
 namespace grphi::cli {
 

@@ -19,11 +19,11 @@
 #include <string>
 #include <vector>
 
-#include <grphi/base.hpp>
-#include <grphi/error.hpp>
+#include <grphi/core/base.hpp>
+#include <grphi/core/error.hpp>
 #include <grphi/format/file_reader.hpp>
 #include <grphi/format/file_writer.hpp>
-#include <grphi/mapped_file.hpp>
+#include <grphi/io/mapped_file.hpp>
 #include <grphi/quantize.hpp>
 
 #include "cli_args.hpp"

@@ -29,9 +29,9 @@
 
 #include <Eigen/Core>
 
-#include "container.hpp"
-#include "levels.hpp"
-#include "packed.hpp"
+#include "format/container.hpp"
+#include "core/levels.hpp"
+#include "core/packed.hpp"
 #include "quantize.hpp"
 
 #if defined(__linux__)

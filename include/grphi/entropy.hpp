@@ -13,7 +13,7 @@
 #include <immintrin.h>
 #endif
 
-#include "packed.hpp"
+#include "core/packed.hpp"
 #include "quantize.hpp"
 
 namespace grphi {

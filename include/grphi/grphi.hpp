@@ -1,23 +1,23 @@
 // grphi: logarithmic weight quantization (sign * b^k) for neural networks. The umbrella header.
-// Data flow: weights -> exponents (quantize) -> packed tensor -> coded stream (container), and back.
-// Not included here: fashion_mnist.hpp (needs zlib) and the checkpoint readers safetensors.hpp, npy.hpp.
+// Data flow (docs/architecture.md): weights -> exponents (core/) -> packed tensor -> coded stream (coding/)
+// -> file (format/), and back; packed -> codes -> kernels (kernels/). Side groups: io/ (checkpoints),
+// train/ (autodiff, nn, optim), baselines/ (int-N, k-means, 4-bit block formats, the comparison).
+// Not included here: train/fashion_mnist.hpp (needs zlib) and the checkpoint readers io/safetensors.hpp,
+// io/npy.hpp. Only quantizing: grphi/core.hpp.
 #pragma once
 
-#include "base.hpp"
-#include "options.hpp"
-#include "levels.hpp"
-#include "quantize.hpp"
-#include "packed.hpp"
+#include "core.hpp"
 #include "entropy.hpp"
-#include "continuous.hpp"
+#include "core/continuous.hpp"
 #include "rans.hpp"
-#include "container.hpp"
-#include "uniform.hpp"
-#include "kmeans.hpp"
-#include "compare.hpp"
-#include "autodiff.hpp"
-#include "nn.hpp"
-#include "optim.hpp"
+#include "format/container.hpp"
+#include "baselines/uniform.hpp"
+#include "baselines/kmeans.hpp"
+#include "baselines/compare.hpp"
+#include "code_matrix.hpp"
+#include "train/autodiff.hpp"
+#include "train/nn.hpp"
+#include "train/optim.hpp"
 #include "train/reproducible.hpp"
 #include "kernels/dispatch.hpp"
 

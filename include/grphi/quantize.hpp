@@ -17,11 +17,11 @@
 #include <Eigen/Core>
 #include <xsimd/xsimd.hpp>
 
-#include "base.hpp"
+#include "core/base.hpp"
 #include "detail/block_scales.hpp"
-#include "levels.hpp"
-#include "options.hpp"
-#include "packed.hpp"
+#include "core/levels.hpp"
+#include "core/options.hpp"
+#include "core/packed.hpp"
 
 // GCC 12's own AVX-512 intrinsics (their self-initialized _mm512_undefined_* operands) raise bogus
 // -W(maybe-)uninitialized once inlined here under -march=native; nothing in this file is uninitialized.

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "detail/bytes.hpp"
-#include "error.hpp"
+#include "core/error.hpp"
 
 // x86-64 with GCC/Clang: an AVX2 decoder for 16 and 32 lanes, chosen at run time (target attributes,
 // so no -mavx2 is needed); it reads and writes exactly what the scalar decoder does.

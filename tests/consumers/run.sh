@@ -51,7 +51,7 @@ cmake_install() {
         -DGRPHI_BUILD_TOOLS=OFF -DGRPHI_BUILD_FUZZ=OFF &&
     cmake --build "$work/grphi-cmake-build" -j "$jobs" &&
     cmake --install "$work/grphi-cmake-build" &&
-    test -f "$cmake_prefix/include/grphi/base.hpp" &&
+    test -f "$cmake_prefix/include/grphi/core/base.hpp" &&
     test -f "$cmake_prefix/share/cmake/grphi/grphiConfig.cmake" &&
     test -f "$cmake_prefix/share/cmake/grphi/grphiConfigVersion.cmake" &&
     test -f "$cmake_prefix/share/pkgconfig/grphi.pc" &&

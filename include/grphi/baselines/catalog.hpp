@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include "../options.hpp"
+#include "../core/options.hpp"
 #include "formats.hpp"
 #include "ggml_blocks.hpp"
 #include "q4_k.hpp"

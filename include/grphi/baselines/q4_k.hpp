@@ -28,7 +28,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../half.hpp"
+#include "../io/half.hpp"
 #include "block_rows.hpp"
 
 namespace grphi::baselines {

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "../half.hpp"
+#include "../io/half.hpp"
 #include "block_rows.hpp"
 #include "minifloat.hpp"
 

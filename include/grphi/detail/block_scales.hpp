@@ -8,8 +8,8 @@
 #include <limits>
 #include <type_traits>
 
-#include "../half.hpp"
-#include "../options.hpp"
+#include "../io/half.hpp"
+#include "../core/options.hpp"
 
 namespace grphi::detail {
 

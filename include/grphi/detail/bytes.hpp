@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 #include "../kernels/dispatch.hpp"
 
 #if GRPHI_X86_DISPATCH

@@ -15,8 +15,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "../base.hpp"
-#include "../options.hpp"
+#include "../core/base.hpp"
+#include "../core/options.hpp"
 #include "bigfloat.hpp"
 #include "xfloat.hpp"
 

@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "../mapped_file.hpp"
+#include "../io/mapped_file.hpp"
 #include "../quantize.hpp"
 #include "format1.hpp"
 #include "layout.hpp"

@@ -25,7 +25,7 @@
 #include <omp.h>
 #endif
 
-#include "../output_file.hpp"
+#include "../io/output_file.hpp"
 #include "layout.hpp"
 #include "section_codec.hpp"
 

@@ -20,7 +20,7 @@
 #include "../core/channels.hpp"
 #include "../core/dtype.hpp"
 #include "../detail/bytes.hpp"
-#include "../options.hpp"
+#include "../core/options.hpp"
 #include "stored_tensor.hpp"
 
 namespace grphi {

@@ -11,10 +11,10 @@
 
 #include <Eigen/Core>
 
-#include "../base.hpp"
-#include "../error.hpp"
-#include "../options.hpp"
-#include "../packed.hpp"
+#include "../core/base.hpp"
+#include "../core/error.hpp"
+#include "../core/options.hpp"
+#include "../core/packed.hpp"
 #include "../quantize.hpp"
 
 namespace grphi {

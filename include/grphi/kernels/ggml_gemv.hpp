@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../baselines/ggml_blocks.hpp"
-#include "../half.hpp"
+#include "../io/half.hpp"
 #include "dispatch.hpp"
 
 #if GRPHI_X86_DISPATCH

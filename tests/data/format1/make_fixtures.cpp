@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <grphi/container.hpp>
+#include <grphi/format/container.hpp>
 #include <grphi/quantize.hpp>
 
 #include "../../format1_fixtures.hpp"

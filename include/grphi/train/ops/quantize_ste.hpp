@@ -4,7 +4,7 @@
 
 #include <Eigen/Core>
 
-#include "../../options.hpp"
+#include "../../core/options.hpp"
 #include "../../quantize.hpp"
 #include "../tape.hpp"
 
