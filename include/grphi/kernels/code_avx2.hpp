@@ -30,11 +30,10 @@
 namespace grphi::kernels::avx2 {
 
 GRPHI_TARGET_AVX2 inline __m256 table8(const float* levels, std::uint32_t entry) {
-    alignas(32) std::uint32_t t[8];
-    std::memcpy(t, levels + (entry >> 1), sizeof t);
-    if (entry & 1u) t[7] = 0;  // the zero slot
-    for (std::uint32_t o = 0; o < 8; ++o) t[o] ^= o << 28;
-    return _mm256_load_ps(reinterpret_cast<const float*>(t));
+    __m256 t = _mm256_loadu_ps(levels + (entry >> 1));  // in the segment: its zero padding follows
+    if (entry & 1u) t = _mm256_blend_ps(t, _mm256_setzero_ps(), 0x80);  // the zero slot
+    const __m256i offsets = _mm256_setr_epi32(0, 1 << 28, 2 << 28, 3 << 28, 4 << 28, 5 << 28, 6 << 28, 7 << 28);
+    return _mm256_xor_ps(t, _mm256_castsi256_ps(offsets));
 }
 
 GRPHI_TARGET_AVX2 inline __m256 lookup4(__m256 table, __m256i nibbles) {
