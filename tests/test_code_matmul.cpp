@@ -116,7 +116,7 @@ grphi::packed<T, B> quantized(Eigen::Index rows, Eigen::Index cols, int levels, 
 }  // namespace
 
 TEST_CASE_TEMPLATE("every path within the bound of the scalar reference and of Eigen, float activations", T, float, double) {
-    for (auto shape : {std::pair<int, int>{1, 1}, {1, 31}, {3, 32}, {2, 33}, {5, 64}, {17, 65}, {7, 100}, {33, 257}, {4, 1000}}) {
+    for (auto shape : {std::pair<int, int>{1, 1}, {1, 31}, {3, 32}, {2, 33}, {5, 64}, {17, 65}, {7, 100}, {3, 127}, {3, 128}, {2, 129}, {33, 257}, {4, 1000}}) {
         const auto p = quantized<T, grphi::phi>(shape.first, shape.second, 7, 3);
         for (int bits : {4, 8})
             for (Eigen::Index m : {1, 2, 3, 5, 17, 40}) check_all_paths<float>(p, bits, m);
@@ -131,6 +131,22 @@ TEST_CASE_TEMPLATE("every path within the bound, double activations", T, float, 
         const auto p = quantized<T, grphi::phi>(shape.first, shape.second, 7, 6);
         for (int bits : {4, 8}) check_all_paths<double>(p, bits, 3);
     }
+}
+
+TEST_CASE_TEMPLATE("exponent block scales: every path within the bound, GEMM columns equal GEMV", T, float, double) {
+    // Blocks of 32 and 64 run the SIMD paths (blocks start on 32-weight chunks), 48 the scalar one.
+    for (int block : {32, 48, 64})
+        for (bool fit : {false, true}) {
+            grphi::options o;
+            o.levels = 7;
+            o.block_size = block;
+            o.fit_scale = fit;
+            const auto p = grphi::quantize<grphi::phi>(random_weights<T>(7, 150, 23), o);
+            for (int bits : {4, 8}) {
+                check_all_paths<float>(p, bits, 3);
+                check_all_paths<double>(p, bits, 2);
+            }
+        }
 }
 
 TEST_CASE("8-bit register tables of every size: narrow, medium and wide windows") {

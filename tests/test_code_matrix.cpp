@@ -205,3 +205,64 @@ TEST_CASE("4096x4096 with 4-bit codes takes at most 4.1 bits per weight") {
     CHECK(m.bits_per_weight() >= 4.0);
     CHECK(m.weight(4095, 4095) == grphi::dequantize(p)(4095, 4095));
 }
+
+TEST_CASE_TEMPLATE("exponent block scales: every block its own window top and step, exactly the dequantized weights", C,
+                   CODE_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    const auto W = random_weights<T>(6, 150, 21);  // 150 = 4 blocks of 32 and a short one of 22
+    for (int block : {32, 48, 64, 150, 200})
+        for (bool fit : {false, true}) {
+            grphi::options o;
+            o.levels = 7;
+            o.block_size = block;
+            o.fit_scale = fit;
+            const auto p = grphi::quantize<B>(W, o);
+            CAPTURE(block);
+            CAPTURE(fit);
+            for (int bits : {4, 8}) {
+                const grphi::code_matrix<T, B> m(p, bits);
+                CHECK(m.block_size() == block);
+                check_equals_dequantize(p, m);
+            }
+        }
+}
+
+TEST_CASE("block scales stored as numbers (fp16, e4m3) are refused, naming the option") {
+    const auto W = random_weights<float>(3, 64, 22);
+    for (auto format : {grphi::block_scale::fp16, grphi::block_scale::e4m3}) {
+        grphi::options o;
+        o.levels = 7;
+        o.block_size = 32;
+        o.block_format = format;
+        const auto p = grphi::quantize<grphi::phi>(W, o);
+        try {
+            const grphi::code_matrix<float, grphi::phi> m(p, 4);
+            FAIL("expected std::invalid_argument");
+        } catch (const std::invalid_argument& e) {
+            const std::string what = e.what();
+            CHECK(what.find("block_format") != std::string::npos);
+            CHECK(what.find(format == grphi::block_scale::fp16 ? "fp16" : "e4m3") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("4-bit byte layout: byte i of a 32-weight chunk holds weights i and i + 16") {
+    // The layout every kernel reads (documented in code_matrix.hpp and docs/kernels.md).
+    grphi::packed<float, grphi::two> p;
+    p.rows = 1;
+    p.cols = 40;
+    p.signs.assign(40, 1);
+    p.exponents.resize(40);
+    for (int c = 0; c < 40; ++c) p.exponents[static_cast<std::size_t>(c)] = static_cast<std::int16_t>(-(c % 7));
+    p.window_lo.assign(1, -6);
+    p.window_hi.assign(1, 0);
+    p.scale_steps.assign(1, 0);
+    const grphi::code_matrix<float, grphi::two> m(p, 4);
+    const auto v = m.view();
+    for (std::size_t c = 0; c < 40; ++c) {
+        const std::uint8_t byte = v.codes[c / 32 * 16 + c % 16];
+        const unsigned code = c % 32 < 16 ? byte & 0xFu : byte >> 4u;
+        CHECK(code == static_cast<unsigned>(c % 7));  // offset below the top 0, sign +
+    }
+}

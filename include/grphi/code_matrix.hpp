@@ -9,9 +9,10 @@
 //   (so up to 8 levels without zeros, 7 with). A zero weight is the code "+, lowest slot".
 // Levels: the block's table entry `offset` is levels[index + offset], where levels is the matrix's
 // descending table of correctly rounded b^(k + step/16) (the very values dequantize writes), so a
-// block's 8 levels are one contiguous load. Blocks are whole rows today (per channel); a block size
-// that divides rows into several blocks is supported by the layout and kernels (multiples of 32 run
-// the SIMD paths).
+// block's 8 levels are one contiguous load. A block is a whole row (per channel), or with
+// options::block_size and exponent block scales (issue 13) that many weights of a row with its own
+// step (fit_scale); block sizes that are multiples of 32 run the SIMD paths, others the scalar one.
+// Block scales stored as numbers (block_format fp16/e4m3) are refused.
 // 4-bit byte order: within each 32-weight chunk of a row, byte i holds weight i in its low nibble and
 // weight i + 16 in its high nibble, so one zero-extended byte vector feeds two 16-entry lookups.
 #pragma once
@@ -154,9 +155,16 @@ public:
         if (code_bits != 4 && code_bits != 8)
             throw std::invalid_argument("grphi::code_matrix: code_bits=" + std::to_string(code_bits) + " must be 4 or 8");
         validate(p);
+        if (p.opts.blocked() && p.opts.block_format != block_scale::exponent)
+            throw std::invalid_argument(
+                std::string("grphi::code_matrix: the tensor's options::block_format=") +
+                (p.opts.block_format == block_scale::fp16 ? "fp16" : "e4m3") +
+                " stores block scales as numbers; codes carry block scales as exponents only (block_format=exponent)");
         rows_ = static_cast<std::size_t>(p.rows);
         cols_ = static_cast<std::size_t>(p.cols);
-        block_size_ = cols_;  // one block per row (per channel) until packed carries blocks
+        // A block per options::block_size weights of a row (exponent scales), else one per row (per channel).
+        const bool blocked = p.opts.blocked();
+        block_size_ = blocked ? static_cast<std::size_t>(p.opts.block_size) : cols_;
         blocks_per_row_ = rows_ > 0 && cols_ > 0 ? (cols_ + block_size_ - 1) / block_size_ : 0;
         row_bytes_ = (rule_.code_bytes(cols_) + 63) / 64 * 64;
         codes_ = detail::aligned_bytes(rows_ * row_bytes_);
@@ -168,15 +176,16 @@ public:
         std::vector<int> segment_k_hi;
         for (std::size_t r = 0; r < rows_; ++r) {
             const auto ch = static_cast<std::size_t>(p.channel_of_row(static_cast<Eigen::Index>(r)));
-            const int step = p.scale_steps[ch];
-            if (step != 0) pure_powers_of_two_ = false;
-            int& start = segment_of_step[static_cast<std::size_t>(step + scale_step_max)];
-            const auto& g = grid_for<T, Base>(p.opts, step);
-            if (start < 0) start = append_segment(g);
             const std::int8_t* signs = p.signs.data() + r * cols_;
             for (std::size_t b = 0; b < blocks_per_row_; ++b) {
+                // The block's scale step: its own with block scales, else its channel's.
+                const int step = blocked ? p.block_steps[r * blocks_per_row_ + b] : p.scale_steps[ch];
+                if (step != 0) pure_powers_of_two_ = false;
+                int& start = segment_of_step[static_cast<std::size_t>(step + scale_step_max)];
+                const auto& g = grid_for<T, Base>(p.opts, step);
+                if (start < 0) start = append_segment(g);
                 const std::size_t first = b * block_size_, last = std::min(cols_, first + block_size_);
-                int top = p.window_hi[ch], bottom = top;
+                int top = blocked ? p.block_top[r * blocks_per_row_ + b] : p.window_hi[ch], bottom = top;
                 bool has_zero = false, any = false;
                 for (std::size_t c = first; c < last; ++c) {
                     if (signs[c] == 0) {

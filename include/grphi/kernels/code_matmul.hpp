@@ -3,6 +3,7 @@
 // Every row is one task with a fixed summation order, so the output is identical for any thread count.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -34,7 +35,33 @@ inline isa code_path(const code_view& v, level_product mode) {
     return best;
 }
 
-// Rows [r0, r1) of y = W x.
+// Whether the path reads the activations in the AVX2 group order (avx2::to_group_order) instead of
+// column order: the caller permutes x (each column of X) once per product.
+template <class A>
+bool reads_group_order(isa path, const code_view& v, level_product mode) {
+#if GRPHI_X86_DISPATCH
+    return path == isa::avx2 && avx2::reads_groups<A>(v, mode);
+#else
+    (void)path, (void)v, (void)mode;
+    return false;
+#endif
+}
+
+// The activations x (cols entries) as the path reads them: x itself, or a copy in group order in store.
+template <class A>
+const A* activations_for(isa path, const code_view& v, level_product mode, const A* x, std::vector<A>& store) {
+#if GRPHI_X86_DISPATCH
+    if (reads_group_order<A>(path, v, mode)) {
+        store.resize(avx2::group_padded(v.cols));
+        avx2::to_group_order(x, v.cols, store.data());
+        return store.data();
+    }
+#endif
+    (void)path, (void)v, (void)mode, (void)store;
+    return x;
+}
+
+// Rows [r0, r1) of y = W x, x as activations_for gives it.
 template <class A>
 void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, const A* x, A* y, level_product mode) {
     switch (path) {
@@ -43,6 +70,12 @@ void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, con
         for (std::size_t r = r0; r < r1; ++r) y[r] = avx512::dot_row(v, r, x, mode);
         return;
     case isa::avx2:
+        if constexpr (std::is_same_v<A, float>) {
+            if (avx2::reads_groups<A>(v, mode)) {
+                for (std::size_t r = r0; r < r1; ++r) y[r] = avx2::dot_row_groups(v, r, x);
+                return;
+            }
+        }
         for (std::size_t r = r0; r < r1; ++r) y[r] = avx2::dot_row(v, r, x, mode);
         return;
 #endif
@@ -86,6 +119,8 @@ void gemv(const Codes& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>&
     vector out(W.rows());
     const kernels::code_view v = W.view();
     const kernels::isa path = kernels::code_path(v, mode);
+    std::vector<A> x_store;
+    const A* xp = kernels::activations_for(path, v, mode, xs.data(), x_store);
     const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (v.rows * v.cols >= (std::size_t(1) << 18))
@@ -93,7 +128,7 @@ void gemv(const Codes& W, const Eigen::MatrixBase<XD>& x, Eigen::MatrixBase<YD>&
     for (long t = 0; t < tasks; ++t) {
         const std::size_t r0 = static_cast<std::size_t>(t) * kernels::rows_per_task;
         const std::size_t r1 = std::min(v.rows, r0 + kernels::rows_per_task);
-        kernels::gemv_rows<A>(path, v, r0, r1, xs.data(), out.data(), mode);
+        kernels::gemv_rows<A>(path, v, r0, r1, xp, out.data(), mode);
     }
     if constexpr (std::is_same_v<YD, vector>) y.derived().resize(W.rows());
     if (y.rows() != W.rows() || y.cols() != 1)
@@ -170,6 +205,21 @@ void gemm(const Codes& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>&
         if constexpr (std::is_same_v<A, float>)
             kernels::gemm_outer_avx512(v, Xs.data(), ldx, m, out.data(), static_cast<std::size_t>(out.rows()));
     } else {
+        // Columns in the order the path reads rows (a copy only where that is not column order).
+        const A* xp = Xs.data();
+        std::size_t ld = ldx;
+        std::vector<A> x_store, column;
+#if GRPHI_X86_DISPATCH
+        if (kernels::reads_group_order<A>(path, v, mode) && m > 0) {
+            ld = kernels::avx2::group_padded(v.cols);
+            x_store.resize(ld * m);
+            for (std::size_t j = 0; j < m; ++j) {
+                const A* col = kernels::activations_for(path, v, mode, Xs.data() + j * ldx, column);
+                std::copy(col, col + ld, x_store.data() + j * ld);
+            }
+            xp = x_store.data();
+        }
+#endif
         const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
 #if defined(_OPENMP)
 #pragma omp parallel if (v.rows * v.cols * m >= (std::size_t(1) << 18))
@@ -182,8 +232,8 @@ void gemm(const Codes& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>&
             for (long t = 0; t < tasks; ++t) {
                 const std::size_t r0 = static_cast<std::size_t>(t) * kernels::rows_per_task;
                 const std::size_t r1 = std::min(v.rows, r0 + kernels::rows_per_task);
-                kernels::gemm_rows<A>(path, v, r0, r1, Xs.data(), ldx, m, out.data(), static_cast<std::size_t>(out.rows()),
-                                      mode, scratch);
+                kernels::gemm_rows<A>(path, v, r0, r1, xp, ld, m, out.data(), static_cast<std::size_t>(out.rows()), mode,
+                                      scratch);
             }
         }
     }
