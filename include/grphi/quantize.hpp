@@ -694,7 +694,8 @@ private:
         const auto& g = q_.grid_of({0, 0, 0});
         const T row_max = from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
         const channel_state row_top = window_for<T, Base>(o_, g, row_max);
-        const auto [clip_lo, clip_hi] = clip_bounds(o_, g);
+        const std::pair<int, int> clip = clip_bounds(o_, g);  // not a structured binding: the lambda captures it
+        const int clip_lo = clip.first, clip_hi = clip.second;
         window_tables<T> t;
         bool fits = false;
         int lo_r = row_top.hi;
