@@ -3,6 +3,7 @@
 // checksums); atomic save. Runs under ASan/UBSan in CI.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -229,6 +230,41 @@ TEST_CASE("container: each exponent map is chosen where it pays and round-trips"
     check_same(natural, round_trip(natural));
     const auto zeros = grphi::quantize<grphi::phi>(matrix<float>::Zero(3, 3));
     CHECK(exponent_mode_of(zeros) == 0);
+}
+
+TEST_CASE("container: rows with and without zeros decode alike, and an exponent outside its window is refused in both") {
+    // The reader copies a row without zeros straight from the symbols and expands the others weight by
+    // weight; rows of both kinds, in both exponent maps, must give back the packed tensor exactly.
+    matrix<float> G = weights<float>(64, 64, 21, 0.0);
+    for (Eigen::Index r = 0; r < G.rows(); ++r) G.row(r) *= 1.0f + 0.5f * static_cast<float>(r);
+    G(1, 7) = 0.0f;
+    G(4, 0) = 0.0f;
+    G(4, 63) = 0.0f;
+    for (const bool windowed : {true, false}) {
+        grphi::options o;
+        if (windowed) o.levels = 6;
+        const auto p = grphi::quantize<grphi::phi>(G, o);
+        CHECK(exponent_mode_of(p) == (windowed ? 2 : 1));
+        check_same(p, round_trip(p));
+    }
+    grphi::options o;
+    o.levels = 6;
+    const auto p = grphi::quantize<grphi::phi>(G, o);
+    const auto zeros_in_row = [&](Eigen::Index r) {
+        return std::count(p.signs.begin() + r * 64, p.signs.begin() + (r + 1) * 64, std::int8_t{0});
+    };
+    REQUIRE(zeros_in_row(1) > 0);
+    REQUIRE(zeros_in_row(2) == 0);
+    // Narrowing channel c's window to its top leaves that row's lower exponents outside it.
+    for (const int c : {1, 2}) {  // row 1 holds a zero (expanded), row 2 none (copied)
+        grphi::stored_tensor t = grphi::stored_tensor::from("x", p);
+        std::vector<std::uint8_t> data;
+        grphi::detail::write_tensor_data(t, data);
+        std::memcpy(data.data() + 5 * c, data.data() + 5 * c + 2, 2);  // window_lo := window_hi
+        grphi::stored_tensor back = grphi::stored_tensor::from("x", p);
+        grphi::detail::byte_reader in(data.data(), data.size());
+        CHECK_THROWS_WITH(grphi::detail::read_tensor_data(back, in), doctest::Contains("outside its channel window"));
+    }
 }
 
 TEST_CASE("container: a zero weight whose exponent is not window_lo still round-trips (all exponents stored)") {

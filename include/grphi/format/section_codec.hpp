@@ -473,11 +473,17 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         const std::vector<rans::symbol> signs = rans::decode(in, static_cast<std::size_t>(t.size()));
         if (signs.size() != t.size())
             in.fail("sign stream has " + std::to_string(signs.size()) + " symbols, expected " + std::to_string(t.size()));
-        t.signs.resize(signs.size());
-        for (std::size_t i = 0; i < signs.size(); ++i) {
-            if (signs[i] > 2) in.fail("sign symbol " + std::to_string(signs[i]) + " at weight " + std::to_string(i) + " is not 0, 1 or 2");
-            t.signs[i] = static_cast<std::int8_t>(static_cast<int>(signs[i]) - 1);
+        // Checked first, converted after: both loops vectorise, and the message still names the first bad symbol.
+        rans::symbol largest = 0;
+        for (const rans::symbol s : signs) largest = std::max(largest, s);
+        if (largest > 2) {
+            const auto bad = std::find_if(signs.begin(), signs.end(), [](rans::symbol s) { return s > 2; });
+            in.fail("sign symbol " + std::to_string(*bad) + " at weight " + std::to_string(bad - signs.begin()) +
+                    " is not 0, 1 or 2");
         }
+        t.signs.resize(signs.size());
+        std::transform(signs.begin(), signs.end(), t.signs.begin(),
+                       [](rans::symbol s) { return static_cast<std::int8_t>(static_cast<int>(s) - 1); });
     }
 
     const std::uint8_t mode_byte = in.u8("exponent mode");
@@ -486,12 +492,27 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
     const bool store_all = mode_byte & container::all_exponents_stored;
     t.exponents.assign(g.rows * g.blocks_per_row, 0);
     std::uint64_t expected = 0;
-    for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
-        t.exponents[i] = t.window_lo[ch];
-        expected += nonzero || store_all;
-    });
+    std::vector<std::uint32_t> stored_per_row;  // one exponent per weight: counted per row (the slots are set below)
+    if (g.block == 1) {
+        stored_per_row.assign(static_cast<std::size_t>(g.rows), static_cast<std::uint32_t>(g.cols));
+        if (!store_all && g.cols != 0)
+            for (std::uint64_t r = 0; r < g.rows; ++r) {
+                const std::int8_t* row_signs = t.signs.data() + r * g.cols;
+                std::uint32_t zeros = 0;  // a branch-free count the compiler vectorises
+                for (std::uint64_t i = 0; i < g.cols; ++i) zeros += static_cast<std::uint32_t>(row_signs[i] == 0);
+                stored_per_row[static_cast<std::size_t>(r)] -= zeros;
+            }
+        for (const std::uint32_t n : stored_per_row) expected += n;
+    } else {
+        for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
+            t.exponents[i] = t.window_lo[ch];
+            expected += nonzero || store_all;
+        });
+    }
     if (mode == container::exponent_mode::none) {
         if (expected != 0) in.fail("exponent stream missing for " + std::to_string(expected) + " exponents");
+        if (g.block == 1)  // every weight is zero: its slot holds the window's low end
+            for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool) { t.exponents[i] = t.window_lo[ch]; });
         return;
     }
     std::int64_t lowest = 0;
@@ -510,6 +531,47 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         if (symbols.size() != expected)
             in.fail("exponent stream has " + std::to_string(symbols.size()) + " symbols, expected " + std::to_string(expected));
     }
+    if (g.block == 1 && mode != container::exponent_mode::raw) {
+        // The common case without branches per weight: every slot reads the next symbol (clamped to the
+        // last one) and advances only when its weight is stored; the others keep the window's low end.
+        const rans::symbol no_symbol = 0;
+        const rans::symbol* sym = expected != 0 ? symbols.data() : &no_symbol;
+        const std::size_t last = expected != 0 ? static_cast<std::size_t>(expected - 1) : 0;
+        const bool relative = mode == container::exponent_mode::below_window_top;
+        std::size_t next = 0;
+        bool inside = true;
+        for (std::uint64_t r = 0; r < g.rows; ++r) {
+            const std::uint64_t ch = g.channel_of_row(r);
+            const std::int32_t lo = t.window_lo[ch], hi = t.window_hi[ch];
+            const std::int32_t origin = relative ? hi : static_cast<std::int32_t>(lowest), direction = relative ? -1 : 1;
+            const std::int8_t* row_signs = t.signs.data() + r * g.cols;
+            std::int16_t* row_k = t.exponents.data() + r * g.cols;
+            if (stored_per_row[static_cast<std::size_t>(r)] == g.cols) {  // no zeros in the row: a straight copy
+                const rans::symbol* row_sym = sym + next;
+                std::uint32_t outside = 0;
+                for (std::uint64_t i = 0; i < g.cols; ++i) {
+                    const std::int32_t k = origin + direction * static_cast<std::int32_t>(row_sym[i]);
+                    outside |= static_cast<std::uint32_t>(k < lo) | static_cast<std::uint32_t>(k > hi);
+                    row_k[i] = static_cast<std::int16_t>(k);
+                }
+                inside = inside && outside == 0;
+                next += static_cast<std::size_t>(g.cols);
+                continue;
+            }
+            for (std::uint64_t i = 0; i < g.cols; ++i) {
+                const bool stored = store_all || row_signs[i] != 0;
+                const std::int32_t k = origin + direction * static_cast<std::int32_t>(sym[std::min(next, last)]);
+                const bool ok = k >= lo && k <= hi;
+                inside = inside && (ok || !stored);
+                row_k[i] = static_cast<std::int16_t>(stored && ok ? k : lo);
+                next += stored;
+            }
+        }
+        if (!inside) in.fail("an exponent lies outside its channel window");
+        return;
+    }
+    if (g.block == 1)  // raw exponents: slots of unstored weights hold the window's low end
+        for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool) { t.exponents[i] = t.window_lo[ch]; });
     std::size_t next = 0;
     bool inside = true;
     for_each_exponent(t, g, [&](std::uint64_t i, std::uint64_t ch, bool nonzero) {
