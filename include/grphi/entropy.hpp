@@ -9,11 +9,9 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-#include <immintrin.h>
-#endif
-
 #include "core/packed.hpp"
+#include "kernels/dispatch.hpp"
+#include "kernels/histogram.hpp"
 #include "quantize.hpp"
 
 namespace grphi {
@@ -50,96 +48,25 @@ struct entropy_report {
 
 namespace detail {
 
-// Counts exponents[i] where keep[i] != 0 into hist (index exponent - offset); four tables break
-// the store-to-load dependency of repeated symbols.
+// Counts exponents[i] where keep[i] != 0 into hist (index exponent - offset).
 inline void masked_histogram(const std::int16_t* exponents, const std::int8_t* keep, std::size_t n, int offset,
                              std::size_t bins, std::vector<std::uint64_t>& hist) {
-    std::vector<std::uint32_t> tables(4 * bins, 0);
-    std::uint32_t* t0 = tables.data();
-    std::uint32_t* t1 = t0 + bins;
-    std::uint32_t* t2 = t1 + bins;
-    std::uint32_t* t3 = t2 + bins;
-    auto flush = [&] {
-        for (std::size_t b = 0; b < bins; ++b) {
-            hist[b] += std::uint64_t(t0[b]) + t1[b] + t2[b] + t3[b];
-            t0[b] = t1[b] = t2[b] = t3[b] = 0;
-        }
-    };
-    constexpr std::size_t chunk = std::size_t(1) << 30;  // keeps the 32-bit counters from overflowing
-    for (std::size_t start = 0; start < n; start += chunk) {
-        const std::size_t end = std::min(n, start + chunk);
-        std::size_t i = start;
-        for (; i + 4 <= end; i += 4) {
-            t0[exponents[i] - offset] += keep[i] != 0;
-            t1[exponents[i + 1] - offset] += keep[i + 1] != 0;
-            t2[exponents[i + 2] - offset] += keep[i + 2] != 0;
-            t3[exponents[i + 3] - offset] += keep[i + 3] != 0;
-        }
-        for (; i < end; ++i) t0[exponents[i] - offset] += keep[i] != 0;
-        flush();
-    }
+    std::vector<std::uint32_t> sub(4 * bins);
+    kernels::histogram_4way(
+        n, bins,
+        [&](std::size_t i) {
+            return kernels::histogram_entry{static_cast<std::size_t>(exponents[i] - offset), keep[i] != 0 ? 1u : 0u};
+        },
+        sub.data(), hist.data());
 }
-
-
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-// GCC 12's own AVX-512 intrinsics (their self-initialized _mm*_undefined_* operands) raise bogus
-// -W(maybe-)uninitialized once inlined here; nothing here is uninitialized.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-// One row's kept exponents equal to first + j, j < width <= 32: a channel's alphabet is its window,
-// so one compare per symbol and 32 weights counts them in 16-bit lanes (flushed before they can
-// overflow). Also counts the row's nonzero and negative signs.
-inline void count_window_symbols(const std::int16_t* exponents, const std::int8_t* signs, std::size_t n, int first,
-                                 int width, std::uint64_t* counts, std::uint64_t& nonzero, std::uint64_t& negative) {
-    constexpr std::size_t lanes = 32;
-    constexpr std::size_t chunk = lanes * 32767;  // a lane gains at most one per vector
-    const __m512i one = _mm512_set1_epi16(1);
-    for (int pass = 0; pass < width; pass += 16) {
-        __m512i symbol[16], count[16];
-        for (int j = 0; j < 16; ++j) {
-            symbol[j] = _mm512_set1_epi16(static_cast<std::int16_t>(first + pass + j));
-            count[j] = _mm512_setzero_si512();
-        }
-        auto step = [&](__m256i s, __m512i e) {
-            const __mmask32 keep = _mm256_test_epi8_mask(s, s);
-            for (int j = 0; j < 16; ++j)
-                count[j] = _mm512_mask_add_epi16(count[j], _mm512_mask_cmpeq_epi16_mask(keep, e, symbol[j]), count[j], one);
-            if (pass == 0) {
-                nonzero += static_cast<std::uint64_t>(__builtin_popcount(keep));
-                negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s)));
-            }
-        };
-        for (std::size_t start = 0; start < n; start += chunk) {
-            const std::size_t end = std::min(n, start + chunk);
-            std::size_t i = start;
-            for (; i + lanes <= end; i += lanes)
-                step(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(signs + i)), _mm512_loadu_si512(exponents + i));
-            if (i < end) {
-                const auto m = static_cast<__mmask32>((std::uint64_t(1) << (end - i)) - 1);
-                step(_mm256_maskz_loadu_epi8(m, signs + i), _mm512_maskz_loadu_epi16(m, exponents + i));
-            }
-            for (int j = 0; j < 16 && pass + j < width; ++j) {
-                counts[pass + j] += static_cast<std::uint64_t>(_mm512_reduce_add_epi32(_mm512_madd_epi16(count[j], one)));
-                count[j] = _mm512_setzero_si512();
-            }
-        }
-    }
-}
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-#endif
 
 // Unclustered tensors whose channel windows are all narrow: per-row SIMD counts of each channel's
 // alphabet, signs counted on the way. False (nothing counted) when this route does not apply.
 template <class T, class Base>
 bool count_narrow_windows(const packed<T, Base>& p, int lo, std::vector<std::uint64_t>& hist,
                           std::array<std::uint64_t, 3>& sign_counts) {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-    if (p.opts.clustered()) return false;
+#if GRPHI_X86_DISPATCH
+    if (kernels::active_isa() != kernels::isa::avx512 || p.opts.clustered()) return false;
     for (std::size_t c = 0; c < p.window_lo.size(); ++c)
         if (p.window_hi[c] - p.window_lo[c] >= 32) return false;
     const auto n = static_cast<std::size_t>(p.cols);
@@ -149,7 +76,7 @@ bool count_narrow_windows(const packed<T, Base>& p, int lo, std::vector<std::uin
         const std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * n;
         const std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
         std::uint64_t counts[32] = {}, nonzero = 0, negative = 0, total = 0;
-        count_window_symbols(exps, signs, n, first, width, counts, nonzero, negative);
+        kernels::avx512::count_window_symbols(exps, signs, n, first, width, counts, nonzero, negative);
         sign_counts[0] += negative;
         sign_counts[1] += n - nonzero;
         sign_counts[2] += nonzero - negative;

@@ -22,6 +22,9 @@
 #include "core/levels.hpp"
 #include "core/options.hpp"
 #include "core/packed.hpp"
+#include "kernels/dispatch.hpp"
+#include "kernels/quantize_avx512.hpp"
+#include "kernels/quantize_tables.hpp"
 
 // GCC 12's own AVX-512 intrinsics (their self-initialized _mm512_undefined_* operands) raise bogus
 // -W(maybe-)uninitialized once inlined here under -march=native; nothing in this file is uninitialized.
@@ -65,130 +68,10 @@ xsimd::batch<bits_t<T>, A> gather_bits(const T* table, const xsimd::batch<bits_t
     return ibatch::load_aligned(lanes);
 }
 
-#if XSIMD_WITH_AVX512F
-// AVX-512 operations on the bit patterns of float (16 x int32) or double (8 x int64), AVX-512F only.
-template <class T>
-struct zmm_bits;
-
-template <>
-struct zmm_bits<float> {
-    using mask = __mmask16;
-    static constexpr std::size_t lanes = 16;
-    static constexpr std::size_t table_registers = 4;  // 64 entries: φ's widest clip windows fit
-    static constexpr mask all = 0xFFFF;
-    static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
-    static __m512i set1(std::int64_t v) { return _mm512_set1_epi32(static_cast<std::int32_t>(v)); }
-    static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
-    static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi32(m, p); }
-    static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi32(p, m, v); }
-    static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi32(a, b); }
-    static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi32(a, b); }
-    static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi32(a, s); }
-    static __m512i sign_fill(__m512i a) { return _mm512_srai_epi32(a, 31); }  // -1 if negative, else 0
-    static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
-    static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi32(a); }
-    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
-    static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi32(a, m, a, b); }
-    static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi32(m, a, b); }
-    static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi32(m, a); }
-    static __m512i blend(mask m, __m512i if_false, __m512i if_true) { return _mm512_mask_blend_epi32(m, if_false, if_true); }
-    static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi32_mask(a, b); }
-    static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi32_mask(a, b); }
-    static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi32_mask(a, b); }
-    static mask nonzero(__m512i a) { return _mm512_test_epi32_mask(a, a); }
-    // 64-entry table in four registers: two 32-entry permutes, bit 5 of the index picks one.
-    static __m512i lookup(const __m512i* t, __m512i i) {
-        const mask upper = _mm512_test_epi32_mask(i, _mm512_set1_epi32(32));
-        return _mm512_mask_blend_epi32(upper, _mm512_permutex2var_epi32(t[0], i, t[1]),
-                                       _mm512_permutex2var_epi32(t[2], i, t[3]));
-    }
-    static __m512i gather(const void* table, __m512i i) { return _mm512_i32gather_epi32(i, table, 4); }
-    static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi16(p, m, v); }
-    static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
-    static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
-    static __m512i load_int16(const std::int16_t* p) { return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-    static __m512i load_int8(const std::int8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-};
-
-template <>
-struct zmm_bits<double> {
-    using mask = __mmask8;
-    static constexpr std::size_t lanes = 8;
-    static constexpr std::size_t table_registers = 4;  // 32 entries
-    static constexpr mask all = 0xFF;
-    static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
-    static __m512i set1(std::int64_t v) { return _mm512_set1_epi64(v); }
-    static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
-    static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi64(m, p); }
-    static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi64(p, m, v); }
-    static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi64(a, b); }
-    static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi64(a, b); }
-    static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi64(a, s); }
-    static __m512i sign_fill(__m512i a) { return _mm512_srai_epi64(a, 63); }
-    static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
-    static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi64(a); }
-    static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi64(a, b); }
-    static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi64(a, m, a, b); }
-    static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi64(m, a, b); }
-    static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi64(m, a); }
-    static __m512i blend(mask m, __m512i if_false, __m512i if_true) { return _mm512_mask_blend_epi64(m, if_false, if_true); }
-    static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi64_mask(a, b); }
-    static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi64_mask(a, b); }
-    static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi64_mask(a, b); }
-    static mask nonzero(__m512i a) { return _mm512_test_epi64_mask(a, a); }
-    // 32-entry table in four registers: two 16-entry permutes, bit 4 of the index picks one.
-    static __m512i lookup(const __m512i* t, __m512i i) {
-        const mask upper = _mm512_test_epi64_mask(i, _mm512_set1_epi64(16));
-        return _mm512_mask_blend_epi64(upper, _mm512_permutex2var_epi64(t[0], i, t[1]),
-                                       _mm512_permutex2var_epi64(t[2], i, t[3]));
-    }
-    static __m512i gather(const void* table, __m512i i) { return _mm512_i64gather_epi64(i, table, 8); }
-    static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi16(p, m, v); }
-    static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
-    static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
-    static __m512i load_int16(const std::int16_t* p) { return _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-    static __m512i load_int8(const std::int8_t* p) { return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
-};
-#endif
 
 // Read-only row-major view; column-major or expression inputs are evaluated once into it.
 template <class T>
 using row_view = Eigen::Ref<const row_matrix<T>, 0, Eigen::OuterStride<>>;
-
-// What a channel decided before its rows are quantized.
-struct channel_state {
-    int lo = 0;     // window bottom exponent
-    int hi = 0;     // window top exponent
-    int step = 0;   // scale step j: levels b^(k + j/16)
-};
-
-// A channel's tables small enough for registers. The magnitude is first clamped into [low, high],
-// the exact bounds of the window's exponents, so clamp(k, lo, hi) is the exponent of the clamped
-// magnitude and only the cells between low and high are read: when they fit the table (64 for float,
-// 32 for double), register permutes replace the gathers. Entries sit at cell mod entries, so no index
-// arithmetic is needed.
-template <class T>
-struct window_tables {
-    using I = bits_t<T>;
-    static constexpr std::size_t entries = std::is_same_v<T, float> ? 64 : 32;  // four zmm registers
-    I low = 0;        // smallest magnitude (bits) whose exponent is >= the window bottom
-    I high = 0;       // largest magnitude (bits) whose exponent is <= the window top
-    I keep_from = 1;  // smallest magnitude (bits) that keeps its sign: 1, or the flush point
-    I lo = 0;         // window bottom exponent
-    alignas(64) I threshold[entries] = {};    // bits of the cell's threshold (or max)
-    alignas(64) I base[entries] = {};         // exponent at the cell's start
-    alignas(64) I level_below[entries] = {};  // bits of the level of base
-    alignas(64) I level_above[entries] = {};  // bits of the level of base + 1
-};
-
-// Levels of a window for rebuilding from exponents: level of lo + j at entry j.
-template <class T>
-struct window_levels {
-    using I = bits_t<T>;
-    static constexpr std::size_t entries = window_tables<T>::entries;
-    I lo = 0;
-    alignas(64) I level[entries] = {};
-};
 
 // Per-row results before packing: exponent (clamped into the window), sign, clip flag.
 template <class T>
@@ -240,6 +123,16 @@ channel_state window_for(const options& o, const grid<T, Base>& g, T max_magnitu
     return {lo, hi, g.step};
 }
 
+// Whether the row kernels take their AVX-512 route (kernels/quantize_avx512.hpp), chosen at run time;
+// otherwise the xsimd route below, the reference the AVX-512 kernels are tested against.
+inline bool avx512_rows() {
+#if GRPHI_X86_DISPATCH
+    return kernels::active_isa() == kernels::isa::avx512;
+#else
+    return false;
+#endif
+}
+
 template <class T, class Base>
 class quantizer {
 public:
@@ -283,220 +176,14 @@ public:
         return true;
     }
 
-#if XSIMD_WITH_AVX512F
-    using zmm = zmm_bits<T>;
-    using zmask = typename zmm::mask;
-
-    // A channel's register tables and constants, loaded once per row.
-    struct zmm_window {
-        __m512i low, high, keep_from, lo, shift, magnitude, one;
-        __m512i threshold[zmm::table_registers], base[zmm::table_registers], below[zmm::table_registers],
-            above[zmm::table_registers];
-        zmm_window(const window_tables<T>& t, int shift_bits)
-            : low(zmm::set1(t.low)), high(zmm::set1(t.high)), keep_from(zmm::set1(t.keep_from)), lo(zmm::set1(t.lo)),
-              shift(zmm::set1(shift_bits)), magnitude(zmm::set1(magnitude_mask)), one(zmm::set1(1)) {
-            constexpr std::size_t per_register = 64 / sizeof(I);
-            for (std::size_t j = 0; j < zmm::table_registers; ++j) {
-                threshold[j] = zmm::load(t.threshold + j * per_register);
-                base[j] = zmm::load(t.base + j * per_register);
-                below[j] = zmm::load(t.level_below + j * per_register);
-                above[j] = zmm::load(t.level_above + j * per_register);
-            }
-        }
-        __m512i magnitude_of(__m512i bits) const { return _mm512_and_si512(bits, magnitude); }
-        __m512i clamp(__m512i mag) const { return zmm::min(zmm::max(mag, low), high); }
-        __m512i cell(__m512i clamped) const { return zmm::shift_right(clamped, shift); }
-        // The exact exponent of a clamped magnitude: the cell's base, plus one at or past its threshold.
-        __m512i exponent(__m512i clamped, __m512i cell) const {
-            return zmm::add_where(zmm::ge(clamped, zmm::lookup(threshold, cell)), zmm::lookup(base, cell), one);
-        }
-        // Weights that keep their sign (nonzero and not flushed).
-        zmask keep(__m512i mag) const { return zmm::ge(mag, keep_from); }
-        __m512i sign(__m512i bits, zmask kept) const { return zmm::or_where(kept, zmm::sign_fill(bits), one); }
-    };
-
-    // Exponents and signs of a row straight into the packed int16/int8 arrays.
-    void quantize_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, std::int16_t* exps,
-                          std::int8_t* signs) const {
-        const zmm_window z(t, cells_.shift);
-        auto one = [&](__m512i bits, std::size_t i, zmask m) {
-            const __m512i mag = z.magnitude_of(bits);
-            const __m512i clamped = z.clamp(mag);
-            const __m512i k = z.exponent(clamped, z.cell(clamped));
-            const zmask kept = z.keep(mag);
-            // A zero or flushed weight's exponent is the window bottom, so equal tensors pack identically.
-            zmm::store_int16(exps + i, m, zmm::blend(kept, z.lo, k));
-            zmm::store_int8(signs + i, m, z.sign(bits, kept));
-        };
-        std::size_t i = 0;
-        for (; i + zmm::lanes <= n; i += zmm::lanes) one(zmm::load(w + i), i, zmm::all);
-        if (i < n) one(zmm::load(w + i, zmm::first(n - i)), i, zmm::first(n - i));
-    }
-
-    // Fake quantization of a row: the level comes from the cell's two candidate levels.
-    void fake_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, T* out) const {
-        const zmm_window z(t, cells_.shift);
-        auto one = [&](__m512i bits) {
-            const __m512i mag = z.magnitude_of(bits);
-            const __m512i clamped = z.clamp(mag);
-            const __m512i cell = z.cell(clamped);
-            const zmask up = zmm::ge(clamped, zmm::lookup(z.threshold, cell));
-            const __m512i level = zmm::blend(up, zmm::lookup(z.below, cell), zmm::lookup(z.above, cell));
-            return zmm::or_where(z.keep(mag), level, _mm512_andnot_si512(z.magnitude, bits));
-        };
-        std::size_t i = 0;
-        for (; i + zmm::lanes <= n; i += zmm::lanes) zmm::store(out + i, one(zmm::load(w + i)), zmm::all);
-        if (i < n) {
-            const zmask m = zmm::first(n - i);
-            zmm::store(out + i, one(zmm::load(w + i, m)), m);
-        }
-    }
-
-    // Fake quantization of a clustered row whose blocks are whole registers (cluster_size % lanes == 0):
-    // each block's exponents are summed in a register, and its level written while it is in L1.
-    // Same result as eval_row + cluster_row + compose_row.
-    void fake_row_clustered_zmm(const T* w, std::size_t n, const window_tables<T>& t, const channel_state& c,
-                                I* block_k, I* block_count, T* out) const {
-        const zmm_window z(t, cells_.shift);
-        const auto& g = grid_of(c);
-        const auto size = static_cast<std::size_t>(opts_.cluster_size);
-        const __m512i sign_bit = zmm::set1(sign_mask);
-        auto mask_at = [&](std::size_t i) { return i + zmm::lanes <= n ? zmm::all : zmm::first(n - i); };
-        // Every block's sum and count first, then their means in one loop the compiler vectorizes.
-        std::size_t b = 0;
-        for (std::size_t start = 0; start < n; start += size, ++b) {
-            const std::size_t end = std::min(n, start + size);
-            __m512i sum = zmm::set1(0);
-            int count = 0;
-            for (std::size_t i = start; i < end; i += zmm::lanes) {
-                const zmask m = mask_at(i);
-                const __m512i mag = z.magnitude_of(zmm::load(w + i, m));
-                const __m512i clamped = z.clamp(mag);
-                // Masked-off lanes load 0: below keep_from, so they are not members.
-                const zmask member = z.keep(mag);
-                sum = zmm::add_where(member, sum, z.exponent(clamped, z.cell(clamped)));
-                count += __builtin_popcount(static_cast<unsigned>(member));
-            }
-            // |sum| <= cluster_size * 32767 < 2^31 (cluster_size <= 2^16 on this route).
-            block_k[b] = I(zmm::reduce_add(sum));
-            block_count[b] = I(count);
-        }
-        const std::size_t blocks = b;
-        if constexpr (std::is_same_v<T, float>)
-            round_half_even_means_zmm(block_k, block_count, blocks, c.lo);
-        else
-            for (b = 0; b < blocks; ++b)
-                block_k[b] = block_count[b] == 0 ? I(c.lo)
-                                                 : I(round_half_even_mean_small(static_cast<int>(block_k[b]),
-                                                                                static_cast<int>(block_count[b])));
-        b = 0;
-        for (std::size_t start = 0; start < n; start += size, ++b) {
-            const std::size_t end = std::min(n, start + size);
-            const __m512i level = zmm::set1(to_bits(g.level_of(static_cast<int>(block_k[b]))));
-            for (std::size_t i = start; i < end; i += zmm::lanes) {
-                const zmask m = mask_at(i);
-                const __m512i bits = zmm::load(w + i, m);
-                const zmask member = z.keep(z.magnitude_of(bits));
-                zmm::store(out + i, zmm::or_where(member, level, _mm512_and_si512(bits, sign_bit)), m);
-            }
-        }
-    }
-
-    // round_half_even_mean_small for 16 blocks at a time (int32 sums and counts, in place; count 0 -> lo).
-    static void round_half_even_means_zmm(std::int32_t* sums, const std::int32_t* counts, std::size_t blocks, int lo) {
-        const __m512i one = _mm512_set1_epi32(1), bottom = _mm512_set1_epi32(lo);
-        for (std::size_t b = 0; b < blocks; b += 16) {
-            const __mmask16 m = blocks - b >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (blocks - b)) - 1u);
-            const __m512i sum = _mm512_maskz_loadu_epi32(m, sums + b);
-            const __m512i count = _mm512_maskz_loadu_epi32(m, counts + b);
-            const __mmask16 empty = _mm512_cmpeq_epi32_mask(count, _mm512_setzero_si512());
-            const __m512i divisor = _mm512_mask_blend_epi32(empty, count, one);
-            auto floor_quotient = [](__m256i s, __m256i d) {
-                const __m512d q = _mm512_div_pd(_mm512_cvtepi32_pd(s), _mm512_cvtepi32_pd(d));
-                return _mm512_cvttpd_epi32(_mm512_roundscale_pd(q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-            };
-            const __m512i q = _mm512_inserti64x4(
-                _mm512_castsi256_si512(floor_quotient(_mm512_castsi512_si256(sum), _mm512_castsi512_si256(divisor))),
-                floor_quotient(_mm512_extracti64x4_epi64(sum, 1), _mm512_extracti64x4_epi64(divisor, 1)), 1);
-            const __m512i twice_r = _mm512_slli_epi32(_mm512_sub_epi32(sum, _mm512_mullo_epi32(q, divisor)), 1);
-            const __mmask16 odd = _mm512_test_epi32_mask(q, one);
-            const __mmask16 up = _mm512_cmpgt_epi32_mask(twice_r, divisor) |
-                                 (_mm512_cmpeq_epi32_mask(twice_r, divisor) & odd);
-            const __m512i mean = _mm512_mask_add_epi32(q, up, q, one);
-            _mm512_mask_storeu_epi32(sums + b, m, _mm512_mask_blend_epi32(empty, mean, bottom));
-        }
-    }
-
-    // eval_row on register tables: clamped exponents, signs and clip flags as in eval_row_table.
-    void eval_row_zmm(const T* w, std::size_t n, const window_tables<T>& t, I* k_out, I* s_out,
-                      std::uint8_t* clipped_out) const {
-        const zmm_window z(t, cells_.shift);
-        auto one = [&](__m512i bits, std::size_t i, zmask m) {
-            const __m512i mag = z.magnitude_of(bits);
-            const __m512i clamped = z.clamp(mag);
-            zmm::store(k_out + i, z.exponent(clamped, z.cell(clamped)), m);
-            zmm::store(s_out + i, z.sign(bits, z.keep(mag)), m);
-            if (clipped_out) {
-                const auto outside = static_cast<zmask>(zmm::lt(mag, z.low) | zmm::gt(mag, z.high));
-                zmm::store_uint8(clipped_out + i, m, zmm::keep_only(static_cast<zmask>(outside & zmm::nonzero(mag)), z.one));
-            }
-        };
-        std::size_t i = 0;
-        for (; i + zmm::lanes <= n; i += zmm::lanes) one(zmm::load(w + i), i, zmm::all);
-        if (i < n) one(zmm::load(w + i, zmm::first(n - i)), i, zmm::first(n - i));
-    }
-
-    // Rebuilds an unclustered row from packed exponents and signs: window levels in registers when
-    // the window fits the register table, else gathered from the grid.
-    void compose_row_zmm(std::size_t n, const channel_state& c, const std::int16_t* exps, const std::int8_t* signs,
-                         T* out) const {
-        const auto& g = grid_of(c);
-        const bool in_registers = c.hi - c.lo < int(window_levels<T>::entries);
-        window_levels<T> t;
-        if (in_registers)
-            for (int k = c.lo; k <= c.hi; ++k) t.level[k - c.lo] = to_bits(g.level_of(k));
-        constexpr std::size_t per_register = 64 / sizeof(I);
-        __m512i levels[zmm::table_registers];
-        for (std::size_t j = 0; j < zmm::table_registers; ++j) levels[j] = zmm::load(t.level + j * per_register);
-        const __m512i offset = zmm::set1(in_registers ? c.lo : g.k_lo);
-        const __m512i sign_bit = zmm::set1(sign_mask);
-        auto run = [&](auto registers) {
-            auto one = [&](const std::int16_t* e, const std::int8_t* s) {
-                const __m512i index = zmm::sub(zmm::load_int16(e), offset);
-                __m512i level;
-                if constexpr (decltype(registers)::value)
-                    level = zmm::lookup(levels, index);
-                else
-                    level = zmm::gather(g.level.data(), index);
-                const __m512i sv = zmm::load_int8(s);
-                return zmm::or_where(zmm::nonzero(sv), level, _mm512_and_si512(zmm::sign_fill(sv), sign_bit));
-            };
-            std::size_t i = 0;
-            for (; i + zmm::lanes <= n; i += zmm::lanes) zmm::store(out + i, one(exps + i, signs + i), zmm::all);
-            if (i < n) {
-                // The tail reads padded copies: exponents at the window bottom, signs zero.
-                std::int16_t e[zmm::lanes];
-                std::int8_t s[16] = {};
-                std::fill(e, e + zmm::lanes, static_cast<std::int16_t>(c.lo));
-                std::copy(exps + i, exps + n, e);
-                std::copy(signs + i, signs + n, s);
-                zmm::store(out + i, one(e, s), zmm::first(n - i));
-            }
-        };
-        if (in_registers)
-            run(std::true_type{});
-        else
-            run(std::false_type{});
-    }
-#endif
 
     // Exponents, signs and clip flags of one row (step 0: the SIMD table route; otherwise exact search).
     void eval_row(const T* w, std::size_t n, const channel_state& c, row_scratch<T>& out, bool want_clipped = true) const {
         std::uint8_t* clipped = want_clipped ? out.clipped.data() : nullptr;
-#if XSIMD_WITH_AVX512F
+#if GRPHI_X86_DISPATCH
         window_tables<T> t;
-        if (tables_for(c, t)) {
-            eval_row_zmm(w, n, t, out.k.data(), out.s.data(), clipped);
+        if (avx512_rows() && tables_for(c, t)) {
+            kernels::avx512::eval_row(w, n, t, cells_.shift, out.k.data(), out.s.data(), clipped);
             return;
         }
 #endif
@@ -607,14 +294,6 @@ public:
         for (std::size_t j = 0; j < lanes; ++j) best = std::max(best, lanes_max[j]);
         for (; i < n; ++i) best = std::max(best, I(to_bits(w[i]) & magnitude_mask));
         return best;
-    }
-
-    // The same for |sum| < 2^31 and 0 < count <= 2^16 through a double division, faster than idiv: a
-    // non-integral quotient is >= 2^-16 from an integer and the division errs by < 2^-22, so floor is exact.
-    static int round_half_even_mean_small(int sum, int count) {
-        const int q = static_cast<int>(std::floor(static_cast<double>(sum) / static_cast<double>(count)));
-        const int r = sum - q * count;  // in [0, count)
-        return (2 * r > count || (2 * r == count && (q & 1))) ? q + 1 : q;
     }
 
     // Int is 32-bit where the sums allow it: its division is several times faster than 64-bit.
@@ -1007,16 +686,16 @@ private:
         return e;
     }
 
-#if XSIMD_WITH_AVX512F
-    using zmm = zmm_bits<T>;
+#if GRPHI_X86_DISPATCH
     // Exponent scales, absmax, step 0, on the row's register tables: one exact exponent per weight via
     // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r (or rows
     // whose tables do not fit) return false or take exponent_block. Same result as the generic route.
-    bool exponent_row_zmm(const T* w, std::size_t n, block_row& out) const {
+    bool exponent_row_avx512(const T* w, std::size_t n, block_row& out) const {
         const auto& g = q_.grid_of({0, 0, 0});
         const T row_max = from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
         const channel_state row_top = window_for<T, Base>(o_, g, row_max);
-        const auto [clip_lo, clip_hi] = clip_bounds(o_, g);
+        const std::pair<int, int> clip = clip_bounds(o_, g);  // not a structured binding: the lambda captures it
+        const int clip_lo = clip.first, clip_hi = clip.second;
         window_tables<T> t;
         bool fits = false;
         int lo_r = row_top.hi;
@@ -1025,53 +704,32 @@ private:
             fits = q_.tables_for({lo_r, row_top.hi, 0}, t);
         }
         if (!fits) return false;
-        const typename quantizer<T, Base>::zmm_window z(t, q_.cells().shift);
-        const auto size = static_cast<std::size_t>(o_.block_size);
         const bool flush = o_.under == underflow::flush;
-        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
-            const std::size_t len = std::min(n - start, size);
-            const T* x = w + start;
-            __m512i maxima = zmm::set1(0);
-            for (std::size_t i = 0; i < len; i += zmm::lanes) {
-                const auto m = i + zmm::lanes <= len ? zmm::all : zmm::first(len - i);
-                maxima = zmm::max(maxima, z.magnitude_of(zmm::load(x + i, m)));
-            }
-            I m = 0;
-            if constexpr (std::is_same_v<T, float>)
-                m = _mm512_reduce_max_epi32(maxima);
-            else
-                m = _mm512_reduce_max_epi64(maxima);
+        auto window = [&](std::size_t b, std::size_t start, std::size_t len, I m) {
             // window_for's window, with the exponent from the O(1) cell table instead of a search.
             const int top = std::clamp(m != 0 ? q_.cells().exponent(m) : 0, clip_lo, clip_hi);
             const channel_state c{std::max(clip_lo, top - (*o_.levels - 1)), top, 0};
-            if (m != 0 && c.lo < lo_r) {  // members may lie below the row tables: the exact scalar route
-                exponent_block(g, c, x, len, out.exps + start, out.signs + start, out.clipped ? out.clipped + start : nullptr);
-            } else {
-                const __m512i lo = zmm::set1(c.lo), hi = zmm::set1(c.hi);
-                const __m512i keep_from = zmm::set1(std::max(flush ? to_bits(g.flush_of(c.lo)) : I(0), I(1)));
-                for (std::size_t i = 0; i < len; i += zmm::lanes) {
-                    const auto mask = i + zmm::lanes <= len ? zmm::all : zmm::first(len - i);
-                    const __m512i bits = zmm::load(x + i, mask);
-                    const __m512i mag = z.magnitude_of(bits);
-                    const __m512i clamped = z.clamp(mag);
-                    const __m512i k = zmm::min(zmm::max(z.exponent(clamped, z.cell(clamped)), lo), hi);
-                    const auto kept = zmm::ge(mag, keep_from);
-                    zmm::store_int16(out.exps + start + i, mask, zmm::blend(kept, lo, k));
-                    zmm::store_int8(out.signs + start + i, mask, z.sign(bits, kept));
-                }
-            }
             out.tops[b] = static_cast<std::int16_t>(c.hi);
             out.steps[b] = 0;
             out.lo = std::min(out.lo, c.lo);
             out.hi = std::max(out.hi, c.hi);
-        }
+            if (m != 0 && c.lo < lo_r) {  // members may lie below the row tables: the exact scalar route
+                exponent_block(g, c, w + start, len, out.exps + start, out.signs + start,
+                               out.clipped ? out.clipped + start : nullptr);
+                return block_window<T>{};
+            }
+            return block_window<T>{true, I(c.lo), I(c.hi), std::max(flush ? to_bits(g.flush_of(c.lo)) : I(0), I(1))};
+        };
+        kernels::avx512::exponent_row(w, n, t, q_.cells().shift, static_cast<std::size_t>(o_.block_size), out.exps,
+                                      out.signs, window);
         return true;
     }
 #endif
 
     void exponent_row(const T* w, std::size_t n, block_row& out) const {
-#if XSIMD_WITH_AVX512F
-        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && exponent_row_zmm(w, n, out))
+#if GRPHI_X86_DISPATCH
+        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows() &&
+            exponent_row_avx512(w, n, out))
             return;
 #endif
         const auto size = static_cast<std::size_t>(o_.block_size);
@@ -1409,9 +1067,10 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
     const auto n = static_cast<std::size_t>(W.cols());
     const bool fast = !opts.clustered() && !opts.fit_scale && clipped == nullptr;
     const std::size_t blocks_per_row = opts.clustered() ? (n + opts.cluster_size - 1) / opts.cluster_size : n;
-#if XSIMD_WITH_AVX512F
+#if GRPHI_X86_DISPATCH
+    const bool avx512 = avx512_rows();
     const bool clustered_in_registers = opts.clustered() && !opts.fit_scale && clipped == nullptr &&
-                                        static_cast<std::size_t>(opts.cluster_size) % zmm_bits<T>::lanes == 0 &&
+                                        static_cast<std::size_t>(opts.cluster_size) % kernels::avx512::lanes_of<T> == 0 &&
                                         opts.cluster_size <= (1 << 16);
 #endif
     for_each_row<T>(W.rows(), W.cols(), [&](Eigen::Index r, row_scratch<T>& scratch) {
@@ -1420,15 +1079,19 @@ void fake_quantize_impl(const row_view<T>& W, const options& opts, Out& out, Mas
         thread_local std::vector<T> buffer;
         thread_local std::vector<bits_t<T>> blocks;
         buffer.resize(n);
-#if XSIMD_WITH_AVX512F
-        if (fast || clustered_in_registers) {
+#if GRPHI_X86_DISPATCH
+        if (avx512 && (fast || clustered_in_registers)) {
             const window_tables<T>* tables = scratch.tables_for(q, c);
             if (tables) {
                 const window_tables<T>& t = *tables;
+                const int shift = q.cells().shift;
                 if (fast)
-                    write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_zmm(w, n, t, dst); });
+                    write_row<T>(out, r, buffer, [&](T* dst) { kernels::avx512::fake_row(w, n, t, shift, dst); });
                 else
-                    write_row<T>(out, r, buffer, [&](T* dst) { q.fake_row_clustered_zmm(w, n, t, c, scratch.k.data(), scratch.s.data(), dst); });
+                    write_row<T>(out, r, buffer, [&](T* dst) {
+                        kernels::avx512::fake_row_clustered(w, n, t, shift, static_cast<std::size_t>(opts.cluster_size), c.lo,
+                                                            q.grid_of(c), scratch.k.data(), scratch.s.data(), dst);
+                    });
                 return;
             }
         }
@@ -1499,6 +1162,9 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
     }
     const auto& unscaled = grid_for<T, Base>(opts, 0);
     std::atomic<Eigen::Index> first_bad_row{p.rows};
+#if GRPHI_X86_DISPATCH
+    const bool avx512 = detail::avx512_rows();
+#endif
     detail::for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, detail::row_scratch<T>& scratch) {
         const T* w = detail::row_pointer(view, r);
         detail::channel_state c;
@@ -1519,11 +1185,11 @@ void quantize(const Eigen::MatrixBase<Derived>& W, const options& opts, packed<t
         }
         std::int8_t* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
         std::int16_t* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
-#if XSIMD_WITH_AVX512F
-        if (!opts.clustered()) {
+#if GRPHI_X86_DISPATCH
+        if (avx512 && !opts.clustered()) {
             detail::window_tables<T> t;
             if (q.tables_for(c, t)) {
-                q.quantize_row_zmm(w, n, t, exps, signs);
+                kernels::avx512::quantize_row(w, n, t, q.cells().shift, exps, signs);
                 return;
             }
         }
@@ -1690,6 +1356,9 @@ void dequantize_valid(const packed<T, Base>& p, Out&& out) {
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     const auto block = static_cast<std::size_t>(p.block_size());
     std::vector<T> buffer(n);
+#if GRPHI_X86_DISPATCH
+    const bool avx512 = detail::avx512_rows();
+#endif
     if (p.opts.blocked()) {
         const detail::block_quantizer<T, Base> bq(q, nullptr);
         const auto scale_blocks = static_cast<std::size_t>(p.scale_blocks_per_row());
@@ -1712,9 +1381,15 @@ void dequantize_valid(const packed<T, Base>& p, Out&& out) {
         const auto* exps = p.exponents.data() + static_cast<std::size_t>(r) * per_row;
         const auto* signs = p.signs.data() + static_cast<std::size_t>(r) * n;
         detail::write_row<T>(out, r, buffer, [&](T* dst) {
-#if XSIMD_WITH_AVX512F
-            if (block == 1) {
-                q.compose_row_zmm(n, c, exps, signs, dst);
+#if GRPHI_X86_DISPATCH
+            if (avx512 && block == 1) {
+                // Window levels in registers when the window fits the register table, else gathered.
+                const auto& g = q.grid_of(c);
+                const bool in_registers = c.hi - c.lo < int(detail::window_levels<T>::entries);
+                detail::window_levels<T> t;
+                if (in_registers)
+                    for (int k = c.lo; k <= c.hi; ++k) t.level[k - c.lo] = detail::to_bits(g.level_of(k));
+                kernels::avx512::compose_row(n, c.lo, t, in_registers, g.level.data(), g.k_lo, exps, signs, dst);
                 return;
             }
 #endif

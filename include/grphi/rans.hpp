@@ -22,6 +22,7 @@
 
 #include "detail/bytes.hpp"
 #include "core/error.hpp"
+#include "kernels/histogram.hpp"
 
 // x86-64 with GCC/Clang: an AVX2 decoder for 16 and 32 lanes, chosen at run time (target attributes,
 // so no -mavx2 is needed); it reads and writes exactly what the scalar decoder does.
@@ -96,32 +97,16 @@ using byte_reader = grphi::detail::byte_reader;
 // ---------------------------------------------------------------------------------------------
 // Step 1: histogram. counts.size() = max symbol + 1 (empty for no symbols).
 inline std::vector<std::uint64_t> histogram(const symbol* symbols, std::size_t n) {
-    // Four sub-histograms so runs of one symbol do not serialise on one counter.
-    std::vector<std::uint32_t> sub(4 * max_alphabet, 0);
+    std::vector<std::uint32_t> sub(4 * max_alphabet);
     std::vector<std::uint64_t> counts(max_alphabet, 0);
     unsigned seen = 0;  // OR of all symbols: any symbol >= max_alphabet sets a high bit
-    constexpr std::size_t chunk = std::size_t{1} << 30;  // keeps the 32-bit sub-counters from overflowing
-    for (std::size_t begin = 0; begin < n; begin += chunk) {
-        const std::size_t end = std::min(n, begin + chunk);
-        std::size_t i = begin;
-        for (; i + 4 <= end; i += 4) {
-            const unsigned a = symbols[i], b = symbols[i + 1], c = symbols[i + 2], d = symbols[i + 3];
-            seen |= a | b | c | d;
-            ++sub[a & (max_alphabet - 1)];
-            ++sub[max_alphabet + (b & (max_alphabet - 1))];
-            ++sub[2 * max_alphabet + (c & (max_alphabet - 1))];
-            ++sub[3 * max_alphabet + (d & (max_alphabet - 1))];
-        }
-        for (; i < end; ++i) {
+    kernels::histogram_4way(
+        n, max_alphabet,
+        [&](std::size_t i) {
             seen |= symbols[i];
-            ++sub[symbols[i] & (max_alphabet - 1)];
-        }
-        for (std::size_t s = 0; s < max_alphabet; ++s) {
-            counts[s] += std::uint64_t{sub[s]} + sub[max_alphabet + s] + sub[2 * max_alphabet + s] +
-                         sub[3 * max_alphabet + s];
-        }
-        std::fill(sub.begin(), sub.end(), 0u);
-    }
+            return kernels::histogram_entry{symbols[i] & (max_alphabet - 1), 1};
+        },
+        sub.data(), counts.data());
     if (seen >= max_alphabet)
         throw std::invalid_argument("grphi::rans::histogram: a symbol is >= " + std::to_string(max_alphabet));
     std::size_t alphabet = max_alphabet;

@@ -14,13 +14,11 @@
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #include "../core/channels.hpp"
 #include "../detail/block_scales.hpp"
 #include "../detail/bytes.hpp"
+#include "../kernels/dispatch.hpp"
+#include "../kernels/histogram.hpp"
 #include "../rans.hpp"
 #include "stored_tensor.hpp"
 
@@ -122,11 +120,10 @@ struct row_collector {
     std::uint64_t nonzero = 0;
 };
 
-// counts[e - lo] += how often each packed exponent e occurs (all inside the window starting at lo): four
-// interleaved sub-histograms (`scratch`, 4 * width entries) over the span the exponents cover, so runs of
-// one exponent do not wait on one counter.
+// counts[e - lo] += how often each packed exponent e occurs (all inside the window starting at lo), over
+// the span the exponents cover (`scratch`: 4 * width counters for the kernel's sub-histograms).
 inline void count_packed(const rans::symbol* packed, std::size_t kept, int lo, std::uint64_t* counts,
-                         std::uint64_t* scratch) {
+                         std::uint32_t* scratch) {
     if (kept == 0) return;
     int lowest = static_cast<std::int16_t>(packed[0]), highest = lowest;
     for (std::size_t i = 0; i < kept; ++i) {
@@ -134,25 +131,18 @@ inline void count_packed(const rans::symbol* packed, std::size_t kept, int lo, s
         highest = std::max<int>(highest, static_cast<std::int16_t>(packed[i]));
     }
     const auto span = static_cast<std::size_t>(highest - lowest + 1);
-    std::uint64_t* h[4] = {scratch, scratch + span, scratch + 2 * span, scratch + 3 * span};
-    std::fill(scratch, scratch + 4 * span, 0);
     const auto offset = static_cast<rans::symbol>(lowest);
-    std::size_t i = 0;
-    for (; i + 4 <= kept; i += 4) {
-        ++h[0][static_cast<rans::symbol>(packed[i] - offset)];
-        ++h[1][static_cast<rans::symbol>(packed[i + 1] - offset)];
-        ++h[2][static_cast<rans::symbol>(packed[i + 2] - offset)];
-        ++h[3][static_cast<rans::symbol>(packed[i + 3] - offset)];
-    }
-    for (; i < kept; ++i) ++h[0][static_cast<rans::symbol>(packed[i] - offset)];
-    for (std::size_t j = 0; j < span; ++j) counts[static_cast<std::size_t>(lowest - lo) + j] += h[0][j] + h[1][j] + h[2][j] + h[3][j];
+    kernels::histogram_4way(
+        kept, span,
+        [&](std::size_t i) { return kernels::histogram_entry{static_cast<rans::symbol>(packed[i] - offset), 1}; },
+        scratch, counts + (lowest - lo));
 }
 
 // One row: counts[e - lo] for its nonzero exponents e (width entries). False when a sign is not -1, 0 or
 // +1, an exponent lies outside [lo, lo + width) or a zero weight's exponent is not lo. Three simple
 // passes (the first vectorises): symbols, counts and checks; packing; count_packed.
 inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
-                               std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
+                               std::size_t width, std::uint64_t* counts, std::uint32_t* scratch, row_collector& c) {
     std::uint64_t negative = 0;
     int bad = 0, lowest = lo, highest = lo;
     for (std::size_t i = 0; i < n; ++i) {
@@ -179,7 +169,7 @@ inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exp
     return true;
 }
 
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
+#if GRPHI_X86_DISPATCH
 // GCC 12's AVX-512 intrinsics (self-initialised _mm*_undefined_* operands) raise bogus
 // -W(maybe-)uninitialized once inlined; nothing here is uninitialised.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -187,80 +177,92 @@ inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exp
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-// collect_row_scalar for windows of at most Bins exponents, 32 weights per step: one compare per bin
-// counts into 16-bit lanes (flushed before they can overflow); a compress packs the nonzero exponents.
-// Bins == 0 counts nothing (the caller counts the packed exponents).
-// Needs 16 symbols of slack after the stored exponents (the compress writes whole vectors).
+// collect_row_avx512's state across a row's steps.
 template <int Bins>
-inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
-                               std::size_t width, std::uint64_t* counts, row_collector& c) {
-    constexpr std::size_t lanes = 32;
-    constexpr std::size_t chunk = lanes * 32767;  // a 16-bit lane gains at most one per step
-    const __m512i one = _mm512_set1_epi16(1);
-    const __m512i two = _mm512_set1_epi16(2);
-    const __m512i bottom = _mm512_set1_epi16(static_cast<std::int16_t>(lo));
-    const __m512i last = _mm512_set1_epi16(static_cast<std::int16_t>(width - 1));
-    __m512i count[Bins > 0 ? Bins : 1];
-    for (auto& bin : count) bin = _mm512_setzero_si512();
+struct row_collect_state {
+    kernels::avx512::window_counter<(Bins > 0 ? Bins : 1)> counter;
     __mmask32 bad = 0;
     std::uint64_t negative = 0;
-    rans::symbol* out = c.stored;
-    auto step = [&](std::size_t i, __mmask32 m) {
-        const __m256i s = _mm256_maskz_loadu_epi8(m, signs + i);
-        const __m512i e = _mm512_maskz_loadu_epi16(m, exponents + i);
-        const __mmask32 nonzero = _mm256_mask_test_epi8_mask(m, s, s);
-        negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s) & m));
-        const __m512i sign_symbol = _mm512_add_epi16(_mm512_cvtepi8_epi16(s), one);
-        _mm512_mask_storeu_epi16(c.sign_symbols + i, m, sign_symbol);
-        bad |= _mm512_mask_cmpgt_epu16_mask(m, sign_symbol, two);
-        const __m512i d = _mm512_sub_epi16(e, bottom);
-        bad |= _mm512_mask_cmpgt_epu16_mask(nonzero, d, last);
-        bad |= _mm512_mask_cmpneq_epi16_mask(m & ~nonzero, e, bottom);
-        for (int b = 0; b < Bins; ++b)
-            count[b] = _mm512_mask_add_epi16(
-                count[b], _mm512_mask_cmpeq_epi16_mask(nonzero, d, _mm512_set1_epi16(static_cast<std::int16_t>(b))),
-                count[b], one);
-        const auto low = static_cast<__mmask16>(nonzero), high = static_cast<__mmask16>(nonzero >> 16);
-        const __m512i e_low = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(e));
-        const __m512i e_high = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(e, 1));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(low, e_low)));
-        out += __builtin_popcount(low);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(high, e_high)));
-        out += __builtin_popcount(high);
-    };
+    rans::symbol* out;
+};
+
+// 32 weights of a row (the lanes in m): sign symbols, checks, counts, and the nonzero exponents packed.
+template <int Bins>
+GRPHI_TARGET_AVX512 inline void collect_step(const std::int8_t* signs, const std::int16_t* exponents, __mmask32 m,
+                                             __m512i bottom, __m512i last, rans::symbol* sign_symbols,
+                                             row_collect_state<Bins>& st) {
+    const __m512i one = _mm512_set1_epi16(1);
+    const __m512i two = _mm512_set1_epi16(2);
+    const __m256i s = _mm256_maskz_loadu_epi8(m, signs);
+    const __m512i e = _mm512_maskz_loadu_epi16(m, exponents);
+    const __mmask32 nonzero = _mm256_mask_test_epi8_mask(m, s, s);
+    st.negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s) & m));
+    const __m512i sign_symbol = _mm512_add_epi16(_mm512_cvtepi8_epi16(s), one);
+    _mm512_mask_storeu_epi16(sign_symbols, m, sign_symbol);
+    st.bad |= _mm512_mask_cmpgt_epu16_mask(m, sign_symbol, two);
+    const __m512i d = _mm512_sub_epi16(e, bottom);
+    st.bad |= _mm512_mask_cmpgt_epu16_mask(nonzero, d, last);
+    st.bad |= _mm512_mask_cmpneq_epi16_mask(m & ~nonzero, e, bottom);
+    if constexpr (Bins > 0) st.counter.add(d, nonzero);
+    const auto low = static_cast<__mmask16>(nonzero), high = static_cast<__mmask16>(nonzero >> 16);
+    const __m512i e_low = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(e));
+    const __m512i e_high = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(e, 1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st.out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(low, e_low)));
+    st.out += __builtin_popcount(low);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st.out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(high, e_high)));
+    st.out += __builtin_popcount(high);
+}
+
+// collect_row_scalar for windows of at most Bins exponents, 32 weights per step: the window counts of
+// kernels/histogram.hpp; a compress packs the nonzero exponents. Bins == 0 counts nothing (the caller
+// counts the packed exponents). Needs 16 symbols of slack after the stored exponents (the compress
+// writes whole vectors).
+template <int Bins>
+GRPHI_TARGET_AVX512 inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exponents,
+                                                   std::size_t n, int lo, std::size_t width, std::uint64_t* counts,
+                                                   row_collector& c) {
+    using counter = kernels::avx512::window_counter<(Bins > 0 ? Bins : 1)>;
+    constexpr std::size_t lanes = counter::lanes;
+    constexpr std::size_t chunk = lanes * counter::max_adds;
+    const __m512i bottom = _mm512_set1_epi16(static_cast<std::int16_t>(lo));
+    const __m512i last = _mm512_set1_epi16(static_cast<std::int16_t>(width - 1));
+    row_collect_state<Bins> st;
+    st.out = c.stored;
     for (std::size_t start = 0; start < n; start += chunk) {
         const std::size_t end = std::min(n, start + chunk);
         std::size_t i = start;
-        for (; i + lanes <= end; i += lanes) step(i, ~__mmask32{0});
-        if (i < end) step(i, static_cast<__mmask32>((std::uint64_t{1} << (end - i)) - 1));
-        for (std::size_t b = 0; b < width && b < static_cast<std::size_t>(Bins); ++b) {
-            counts[b] += static_cast<std::uint64_t>(_mm512_reduce_add_epi32(_mm512_madd_epi16(count[b], one)));
-            count[b] = _mm512_setzero_si512();
-        }
+        for (; i + lanes <= end; i += lanes)
+            collect_step<Bins>(signs + i, exponents + i, ~__mmask32{0}, bottom, last, c.sign_symbols + i, st);
+        if (i < end)
+            collect_step<Bins>(signs + i, exponents + i, static_cast<__mmask32>((std::uint64_t{1} << (end - i)) - 1),
+                               bottom, last, c.sign_symbols + i, st);
+        if constexpr (Bins > 0) st.counter.drain(counts, width);
     }
-    const auto kept = static_cast<std::uint64_t>(out - c.stored);
+    const auto kept = static_cast<std::uint64_t>(st.out - c.stored);
     c.sign_symbols += n;
-    c.stored = out;
-    c.negative += negative;
+    c.stored = st.out;
+    c.negative += st.negative;
     c.nonzero += kept;
-    return bad == 0;
+    return st.bad == 0;
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
 #endif
 
-// Chooses the vector row kernel for the window's width (scalar when none applies).
+// Chooses the row kernel for the window's width at run time (scalar when no vector one applies).
 inline bool collect_row(const std::int8_t* signs, const std::int16_t* exponents, std::size_t n, int lo,
-                        std::size_t width, std::uint64_t* counts, std::uint64_t* scratch, row_collector& c) {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-    if (width <= 4) return collect_row_avx512<4>(signs, exponents, n, lo, width, counts, c);
-    if (width <= 8) return collect_row_avx512<8>(signs, exponents, n, lo, width, counts, c);
-    if (width <= 16) return collect_row_avx512<16>(signs, exponents, n, lo, width, counts, c);
-    const rans::symbol* packed = c.stored;
-    if (!collect_row_avx512<0>(signs, exponents, n, lo, width, counts, c)) return false;
-    count_packed(packed, static_cast<std::size_t>(c.stored - packed), lo, counts, scratch);
-    return true;
+                        std::size_t width, std::uint64_t* counts, std::uint32_t* scratch, row_collector& c) {
+#if GRPHI_X86_DISPATCH
+    if (kernels::active_isa() == kernels::isa::avx512) {
+        if (width <= 4) return collect_row_avx512<4>(signs, exponents, n, lo, width, counts, c);
+        if (width <= 8) return collect_row_avx512<8>(signs, exponents, n, lo, width, counts, c);
+        if (width <= 16) return collect_row_avx512<16>(signs, exponents, n, lo, width, counts, c);
+        const rans::symbol* packed = c.stored;
+        if (!collect_row_avx512<0>(signs, exponents, n, lo, width, counts, c)) return false;
+        count_packed(packed, static_cast<std::size_t>(c.stored - packed), lo, counts, scratch);
+        return true;
+    }
 #endif
     return collect_row_scalar(signs, exponents, n, lo, width, counts, scratch, c);
 }
@@ -294,7 +296,8 @@ inline bool write_unclustered_streams(const stored_tensor& t, const tensor_geome
     std::vector<std::uint64_t> row_stored(static_cast<std::size_t>(g.rows));
     std::vector<std::uint64_t> by_exponent(static_cast<std::size_t>(max_hi - min_lo + 1), 0);  // exponent min_lo + i
     std::vector<std::uint64_t> below_top(max_width, 0);                                         // window_hi - exponent
-    std::vector<std::uint64_t> row_counts(max_width), scratch(4 * max_width);
+    std::vector<std::uint64_t> row_counts(max_width);
+    std::vector<std::uint32_t> scratch(4 * max_width);
     row_collector c{sign_symbols.get(), stored.get()};
     for (std::uint64_t r = 0; r < g.rows; ++r) {
         const std::uint64_t ch = g.channel_of_row(r);

@@ -1,0 +1,421 @@
+// AVX-512 row kernels of the quantizer (compiled with GRPHI_TARGET_AVX512 whatever the build's -march,
+// chosen at run time by the driver in quantize.hpp). They read a channel's register tables
+// (quantize_tables.hpp) and give bit for bit what the driver's reference route gives.
+// Each kernel handles a whole row: a caller without the target attribute cannot inline them, so the
+// driver dispatches once per row.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "dispatch.hpp"
+#include "quantize_tables.hpp"
+
+namespace grphi::kernels::avx512 {
+// Weights per zmm register (what the clustered route's block sizes must be a multiple of).
+template <class T>
+inline constexpr std::size_t lanes_of = 64 / sizeof(T);
+}  // namespace grphi::kernels::avx512
+
+#if GRPHI_X86_DISPATCH
+#include <immintrin.h>
+
+// GCC 12's own AVX-512 intrinsics (their self-initialized _mm512_undefined_* operands) raise bogus
+// -W(maybe-)uninitialized once inlined (GCC bug 105593); nothing in this file is uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace grphi::kernels::avx512 {
+
+using ::grphi::detail::bits_t;
+
+// AVX-512 operations on the bit patterns of float (16 x int32) or double (8 x int64).
+template <class T>
+struct zmm_bits;
+
+template <>
+struct zmm_bits<float> {
+    using mask = __mmask16;
+    static constexpr std::size_t lanes = 16;
+    static constexpr std::size_t table_registers = 4;  // 64 entries: φ's widest clip windows fit
+    static constexpr mask all = 0xFFFF;
+    GRPHI_TARGET_AVX512 static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
+    GRPHI_TARGET_AVX512 static __m512i set1(std::int64_t v) { return _mm512_set1_epi32(static_cast<std::int32_t>(v)); }
+    GRPHI_TARGET_AVX512 static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
+    GRPHI_TARGET_AVX512 static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi32(m, p); }
+    GRPHI_TARGET_AVX512 static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi32(p, m, v); }
+    GRPHI_TARGET_AVX512 static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi32(a, b); }
+    GRPHI_TARGET_AVX512 static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi32(a, b); }
+    GRPHI_TARGET_AVX512 static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi32(a, s); }
+    GRPHI_TARGET_AVX512 static __m512i sign_fill(__m512i a) { return _mm512_srai_epi32(a, 31); }  // -1 if negative
+    GRPHI_TARGET_AVX512 static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+    GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi32(a); }
+    GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) { return _mm512_reduce_max_epi32(a); }
+    GRPHI_TARGET_AVX512 static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
+    GRPHI_TARGET_AVX512 static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi32(a, m, a, b); }
+    GRPHI_TARGET_AVX512 static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi32(m, a, b); }
+    GRPHI_TARGET_AVX512 static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi32(m, a); }
+    GRPHI_TARGET_AVX512 static __m512i blend(mask m, __m512i if_false, __m512i if_true) {
+        return _mm512_mask_blend_epi32(m, if_false, if_true);
+    }
+    GRPHI_TARGET_AVX512 static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi32_mask(a, b); }
+    GRPHI_TARGET_AVX512 static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi32_mask(a, b); }
+    GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi32_mask(a, b); }
+    GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) { return _mm512_test_epi32_mask(a, a); }
+    // 64-entry table in four registers: two 32-entry permutes, bit 5 of the index picks one.
+    GRPHI_TARGET_AVX512 static __m512i lookup(const __m512i* t, __m512i i) {
+        const mask upper = _mm512_test_epi32_mask(i, _mm512_set1_epi32(32));
+        return _mm512_mask_blend_epi32(upper, _mm512_permutex2var_epi32(t[0], i, t[1]),
+                                       _mm512_permutex2var_epi32(t[2], i, t[3]));
+    }
+    GRPHI_TARGET_AVX512 static __m512i gather(const void* table, __m512i i) { return _mm512_i32gather_epi32(i, table, 4); }
+    GRPHI_TARGET_AVX512 static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi16(p, m, v); }
+    GRPHI_TARGET_AVX512 static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
+    GRPHI_TARGET_AVX512 static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
+    GRPHI_TARGET_AVX512 static __m512i load_int16(const std::int16_t* p) {
+        return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    GRPHI_TARGET_AVX512 static __m512i load_int8(const std::int8_t* p) {
+        return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+};
+
+template <>
+struct zmm_bits<double> {
+    using mask = __mmask8;
+    static constexpr std::size_t lanes = 8;
+    static constexpr std::size_t table_registers = 4;  // 32 entries
+    static constexpr mask all = 0xFF;
+    GRPHI_TARGET_AVX512 static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
+    GRPHI_TARGET_AVX512 static __m512i set1(std::int64_t v) { return _mm512_set1_epi64(v); }
+    GRPHI_TARGET_AVX512 static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
+    GRPHI_TARGET_AVX512 static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi64(m, p); }
+    GRPHI_TARGET_AVX512 static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi64(p, m, v); }
+    GRPHI_TARGET_AVX512 static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi64(a, b); }
+    GRPHI_TARGET_AVX512 static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi64(a, b); }
+    GRPHI_TARGET_AVX512 static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi64(a, s); }
+    GRPHI_TARGET_AVX512 static __m512i sign_fill(__m512i a) { return _mm512_srai_epi64(a, 63); }
+    GRPHI_TARGET_AVX512 static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
+    GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi64(a); }
+    GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) { return _mm512_reduce_max_epi64(a); }
+    GRPHI_TARGET_AVX512 static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi64(a, b); }
+    GRPHI_TARGET_AVX512 static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi64(a, m, a, b); }
+    GRPHI_TARGET_AVX512 static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi64(m, a, b); }
+    GRPHI_TARGET_AVX512 static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi64(m, a); }
+    GRPHI_TARGET_AVX512 static __m512i blend(mask m, __m512i if_false, __m512i if_true) {
+        return _mm512_mask_blend_epi64(m, if_false, if_true);
+    }
+    GRPHI_TARGET_AVX512 static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi64_mask(a, b); }
+    GRPHI_TARGET_AVX512 static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi64_mask(a, b); }
+    GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi64_mask(a, b); }
+    GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) { return _mm512_test_epi64_mask(a, a); }
+    // 32-entry table in four registers: two 16-entry permutes, bit 4 of the index picks one.
+    GRPHI_TARGET_AVX512 static __m512i lookup(const __m512i* t, __m512i i) {
+        const mask upper = _mm512_test_epi64_mask(i, _mm512_set1_epi64(16));
+        return _mm512_mask_blend_epi64(upper, _mm512_permutex2var_epi64(t[0], i, t[1]),
+                                       _mm512_permutex2var_epi64(t[2], i, t[3]));
+    }
+    GRPHI_TARGET_AVX512 static __m512i gather(const void* table, __m512i i) { return _mm512_i64gather_epi64(i, table, 8); }
+    GRPHI_TARGET_AVX512 static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi16(p, m, v); }
+    GRPHI_TARGET_AVX512 static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
+    GRPHI_TARGET_AVX512 static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
+    GRPHI_TARGET_AVX512 static __m512i load_int16(const std::int16_t* p) {
+        return _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    GRPHI_TARGET_AVX512 static __m512i load_int8(const std::int8_t* p) {
+        return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    }
+};
+
+// A channel's register tables and constants, loaded once per row.
+template <class T>
+struct zmm_window {
+    using zmm = zmm_bits<T>;
+    using mask = typename zmm::mask;
+    using I = bits_t<T>;
+    __m512i low, high, keep_from, lo, shift, magnitude, one;
+    __m512i threshold[zmm::table_registers], base[zmm::table_registers], below[zmm::table_registers],
+        above[zmm::table_registers];
+    GRPHI_TARGET_AVX512 zmm_window(const ::grphi::detail::window_tables<T>& t, int shift_bits)
+        : low(zmm::set1(t.low)), high(zmm::set1(t.high)), keep_from(zmm::set1(t.keep_from)), lo(zmm::set1(t.lo)),
+          shift(zmm::set1(shift_bits)), magnitude(zmm::set1(std::numeric_limits<I>::max())), one(zmm::set1(1)) {
+        constexpr std::size_t per_register = 64 / sizeof(I);
+        for (std::size_t j = 0; j < zmm::table_registers; ++j) {
+            threshold[j] = zmm::load(t.threshold + j * per_register);
+            base[j] = zmm::load(t.base + j * per_register);
+            below[j] = zmm::load(t.level_below + j * per_register);
+            above[j] = zmm::load(t.level_above + j * per_register);
+        }
+    }
+    GRPHI_TARGET_AVX512 __m512i magnitude_of(__m512i bits) const { return _mm512_and_si512(bits, magnitude); }
+    GRPHI_TARGET_AVX512 __m512i clamp(__m512i mag) const { return zmm::min(zmm::max(mag, low), high); }
+    GRPHI_TARGET_AVX512 __m512i cell(__m512i clamped) const { return zmm::shift_right(clamped, shift); }
+    // The exact exponent of a clamped magnitude: the cell's base, plus one at or past its threshold.
+    GRPHI_TARGET_AVX512 __m512i exponent(__m512i clamped, __m512i cell_index) const {
+        return zmm::add_where(zmm::ge(clamped, zmm::lookup(threshold, cell_index)), zmm::lookup(base, cell_index), one);
+    }
+    // Weights that keep their sign (nonzero and not flushed).
+    GRPHI_TARGET_AVX512 mask keep(__m512i mag) const { return zmm::ge(mag, keep_from); }
+    GRPHI_TARGET_AVX512 __m512i sign(__m512i bits, mask kept) const { return zmm::or_where(kept, zmm::sign_fill(bits), one); }
+};
+
+// Lanes of a row at i that exist (all but in the tail).
+template <class T>
+GRPHI_TARGET_AVX512 inline typename zmm_bits<T>::mask lanes_at(std::size_t i, std::size_t n) {
+    using zmm = zmm_bits<T>;
+    return i + zmm::lanes <= n ? zmm::all : zmm::first(n - i);
+}
+
+// quantize_row's one register: exponents and signs of the lanes in m.
+template <class T>
+GRPHI_TARGET_AVX512 inline void quantize_lanes(const zmm_window<T>& z, __m512i bits, typename zmm_bits<T>::mask m,
+                                               std::int16_t* exps, std::int8_t* signs) {
+    using zmm = zmm_bits<T>;
+    const __m512i mag = z.magnitude_of(bits);
+    const __m512i clamped = z.clamp(mag);
+    const __m512i k = z.exponent(clamped, z.cell(clamped));
+    const auto kept = z.keep(mag);
+    // A zero or flushed weight's exponent is the window bottom, so equal tensors pack identically.
+    zmm::store_int16(exps, m, zmm::blend(kept, z.lo, k));
+    zmm::store_int8(signs, m, z.sign(bits, kept));
+}
+
+// Exponents and signs of a row straight into the packed int16/int8 arrays.
+template <class T>
+GRPHI_TARGET_AVX512 void quantize_row(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t, int shift,
+                                      std::int16_t* exps, std::int8_t* signs) {
+    using zmm = zmm_bits<T>;
+    const zmm_window<T> z(t, shift);
+    std::size_t i = 0;
+    for (; i + zmm::lanes <= n; i += zmm::lanes) quantize_lanes(z, zmm::load(w + i), zmm::all, exps + i, signs + i);
+    if (i < n) quantize_lanes(z, zmm::load(w + i, zmm::first(n - i)), zmm::first(n - i), exps + i, signs + i);
+}
+
+// fake_row's one register: the level from the cell's two candidate levels, with the weight's sign.
+template <class T>
+GRPHI_TARGET_AVX512 inline __m512i fake_lanes(const zmm_window<T>& z, __m512i bits) {
+    using zmm = zmm_bits<T>;
+    const __m512i mag = z.magnitude_of(bits);
+    const __m512i clamped = z.clamp(mag);
+    const __m512i cell = z.cell(clamped);
+    const auto up = zmm::ge(clamped, zmm::lookup(z.threshold, cell));
+    const __m512i level = zmm::blend(up, zmm::lookup(z.below, cell), zmm::lookup(z.above, cell));
+    return zmm::or_where(z.keep(mag), level, _mm512_andnot_si512(z.magnitude, bits));
+}
+
+// Fake quantization of an unclustered row.
+template <class T>
+GRPHI_TARGET_AVX512 void fake_row(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t, int shift, T* out) {
+    using zmm = zmm_bits<T>;
+    const zmm_window<T> z(t, shift);
+    std::size_t i = 0;
+    for (; i + zmm::lanes <= n; i += zmm::lanes) zmm::store(out + i, fake_lanes(z, zmm::load(w + i)), zmm::all);
+    if (i < n) {
+        const auto m = zmm::first(n - i);
+        zmm::store(out + i, fake_lanes(z, zmm::load(w + i, m)), m);
+    }
+}
+
+// round_half_even_mean_small for 16 blocks at a time (int32 sums and counts, in place; count 0 -> lo).
+GRPHI_TARGET_AVX512 inline __m256i floor_quotient(__m256i s, __m256i d) {
+    const __m512d q = _mm512_div_pd(_mm512_cvtepi32_pd(s), _mm512_cvtepi32_pd(d));
+    return _mm512_cvttpd_epi32(_mm512_roundscale_pd(q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+}
+GRPHI_TARGET_AVX512 inline void round_half_even_means(std::int32_t* sums, const std::int32_t* counts, std::size_t blocks,
+                                                      int lo) {
+    const __m512i one = _mm512_set1_epi32(1), bottom = _mm512_set1_epi32(lo);
+    for (std::size_t b = 0; b < blocks; b += 16) {
+        const __mmask16 m = blocks - b >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (blocks - b)) - 1u);
+        const __m512i sum = _mm512_maskz_loadu_epi32(m, sums + b);
+        const __m512i count = _mm512_maskz_loadu_epi32(m, counts + b);
+        const __mmask16 empty = _mm512_cmpeq_epi32_mask(count, _mm512_setzero_si512());
+        const __m512i divisor = _mm512_mask_blend_epi32(empty, count, one);
+        const __m512i q = _mm512_inserti64x4(
+            _mm512_castsi256_si512(floor_quotient(_mm512_castsi512_si256(sum), _mm512_castsi512_si256(divisor))),
+            floor_quotient(_mm512_extracti64x4_epi64(sum, 1), _mm512_extracti64x4_epi64(divisor, 1)), 1);
+        const __m512i twice_r = _mm512_slli_epi32(_mm512_sub_epi32(sum, _mm512_mullo_epi32(q, divisor)), 1);
+        const __mmask16 odd = _mm512_test_epi32_mask(q, one);
+        const __mmask16 up = _mm512_cmpgt_epi32_mask(twice_r, divisor) | (_mm512_cmpeq_epi32_mask(twice_r, divisor) & odd);
+        const __m512i mean = _mm512_mask_add_epi32(q, up, q, one);
+        _mm512_mask_storeu_epi32(sums + b, m, _mm512_mask_blend_epi32(empty, mean, bottom));
+    }
+}
+
+// Fake quantization of a clustered row whose blocks are whole registers (block_size % lanes == 0,
+// block_size <= 2^16): each block's exponents are summed in a register, and its level written while it
+// is in L1. Same result as the driver's eval_row + cluster_row + compose_row. g is the window's grid
+// (level_of(k)); block_k and block_count hold one entry per block.
+template <class T, class Grid>
+GRPHI_TARGET_AVX512 void fake_row_clustered(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t, int shift,
+                                            std::size_t block_size, int lo, const Grid& g, bits_t<T>* block_k,
+                                            bits_t<T>* block_count, T* out) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const zmm_window<T> z(t, shift);
+    const __m512i sign_bit = zmm::set1(std::numeric_limits<I>::min());
+    // Every block's sum and count first, then their means in one loop.
+    std::size_t b = 0;
+    for (std::size_t start = 0; start < n; start += block_size, ++b) {
+        const std::size_t end = std::min(n, start + block_size);
+        __m512i sum = zmm::set1(0);
+        int count = 0;
+        for (std::size_t i = start; i < end; i += zmm::lanes) {
+            const auto m = lanes_at<T>(i, n);
+            const __m512i mag = z.magnitude_of(zmm::load(w + i, m));
+            const __m512i clamped = z.clamp(mag);
+            // Masked-off lanes load 0: below keep_from, so they are not members.
+            const auto member = z.keep(mag);
+            sum = zmm::add_where(member, sum, z.exponent(clamped, z.cell(clamped)));
+            count += __builtin_popcount(static_cast<unsigned>(member));
+        }
+        // |sum| <= block_size * 32767 < 2^31 (block_size <= 2^16 on this route).
+        block_k[b] = I(zmm::reduce_add(sum));
+        block_count[b] = I(count);
+    }
+    const std::size_t blocks = b;
+    if constexpr (std::is_same_v<T, float>)
+        round_half_even_means(block_k, block_count, blocks, lo);
+    else
+        for (b = 0; b < blocks; ++b)
+            block_k[b] = block_count[b] == 0 ? I(lo)
+                                             : I(::grphi::detail::round_half_even_mean_small(static_cast<int>(block_k[b]),
+                                                                                    static_cast<int>(block_count[b])));
+    b = 0;
+    for (std::size_t start = 0; start < n; start += block_size, ++b) {
+        const std::size_t end = std::min(n, start + block_size);
+        const __m512i level = zmm::set1(::grphi::detail::to_bits(g.level_of(static_cast<int>(block_k[b]))));
+        for (std::size_t i = start; i < end; i += zmm::lanes) {
+            const auto m = lanes_at<T>(i, n);
+            const __m512i bits = zmm::load(w + i, m);
+            const auto member = z.keep(z.magnitude_of(bits));
+            zmm::store(out + i, zmm::or_where(member, level, _mm512_and_si512(bits, sign_bit)), m);
+        }
+    }
+}
+
+// eval_row's one register: clamped exponents, signs and (if wanted) clip flags.
+template <class T>
+GRPHI_TARGET_AVX512 inline void eval_lanes(const zmm_window<T>& z, __m512i bits, typename zmm_bits<T>::mask m,
+                                           bits_t<T>* k_out, bits_t<T>* s_out, std::uint8_t* clipped_out) {
+    using zmm = zmm_bits<T>;
+    using mask = typename zmm::mask;
+    const __m512i mag = z.magnitude_of(bits);
+    const __m512i clamped = z.clamp(mag);
+    zmm::store(k_out, z.exponent(clamped, z.cell(clamped)), m);
+    zmm::store(s_out, z.sign(bits, z.keep(mag)), m);
+    if (clipped_out) {
+        const auto outside = static_cast<mask>(zmm::lt(mag, z.low) | zmm::gt(mag, z.high));
+        zmm::store_uint8(clipped_out, m, zmm::keep_only(static_cast<mask>(outside & zmm::nonzero(mag)), z.one));
+    }
+}
+
+// The driver's eval_row on register tables: clamped exponents, signs and clip flags (clipped_out may be null).
+template <class T>
+GRPHI_TARGET_AVX512 void eval_row(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t, int shift,
+                                  bits_t<T>* k_out, bits_t<T>* s_out, std::uint8_t* clipped_out) {
+    using zmm = zmm_bits<T>;
+    const zmm_window<T> z(t, shift);
+    auto clip_at = [&](std::size_t i) { return clipped_out ? clipped_out + i : nullptr; };
+    std::size_t i = 0;
+    for (; i + zmm::lanes <= n; i += zmm::lanes) eval_lanes(z, zmm::load(w + i), zmm::all, k_out + i, s_out + i, clip_at(i));
+    if (i < n) {
+        const auto m = zmm::first(n - i);
+        eval_lanes(z, zmm::load(w + i, m), m, k_out + i, s_out + i, clip_at(i));
+    }
+}
+
+// compose_row's one register: the level of each exponent (register table or gather), with its sign.
+template <class T, bool InRegisters>
+GRPHI_TARGET_AVX512 inline __m512i compose_lanes(const __m512i* levels, const T* grid_levels, __m512i offset,
+                                                 __m512i sign_bit, const std::int16_t* e, const std::int8_t* s) {
+    using zmm = zmm_bits<T>;
+    const __m512i index = zmm::sub(zmm::load_int16(e), offset);
+    __m512i level;
+    if constexpr (InRegisters)
+        level = zmm::lookup(levels, index);
+    else
+        level = zmm::gather(grid_levels, index);
+    const __m512i sv = zmm::load_int8(s);
+    return zmm::or_where(zmm::nonzero(sv), level, _mm512_and_si512(zmm::sign_fill(sv), sign_bit));
+}
+
+template <class T, bool InRegisters>
+GRPHI_TARGET_AVX512 void compose_row_with(std::size_t n, int lo, const ::grphi::detail::window_levels<T>& t, const T* grid_levels,
+                                          int grid_k_lo, const std::int16_t* exps, const std::int8_t* signs, T* out) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    constexpr std::size_t per_register = 64 / sizeof(I);
+    __m512i levels[zmm::table_registers];
+    for (std::size_t j = 0; j < zmm::table_registers; ++j) levels[j] = zmm::load(t.level + j * per_register);
+    const __m512i offset = zmm::set1(InRegisters ? lo : grid_k_lo);
+    const __m512i sign_bit = zmm::set1(std::numeric_limits<I>::min());
+    std::size_t i = 0;
+    for (; i + zmm::lanes <= n; i += zmm::lanes)
+        zmm::store(out + i, compose_lanes<T, InRegisters>(levels, grid_levels, offset, sign_bit, exps + i, signs + i), zmm::all);
+    if (i < n) {
+        // The tail reads padded copies: exponents at the window bottom, signs zero.
+        std::int16_t e[zmm::lanes];
+        std::int8_t s[16] = {};
+        std::fill(e, e + zmm::lanes, static_cast<std::int16_t>(lo));
+        std::copy(exps + i, exps + n, e);
+        std::copy(signs + i, signs + n, s);
+        zmm::store(out + i, compose_lanes<T, InRegisters>(levels, grid_levels, offset, sign_bit, e, s), zmm::first(n - i));
+    }
+}
+
+// Rebuilds an unclustered row [lo, ...] from packed exponents and signs: window levels t in registers
+// when in_registers, else gathered from the grid's level table (grid_levels[k - grid_k_lo]).
+template <class T>
+GRPHI_TARGET_AVX512 void compose_row(std::size_t n, int lo, const ::grphi::detail::window_levels<T>& t, bool in_registers,
+                                     const T* grid_levels, int grid_k_lo, const std::int16_t* exps,
+                                     const std::int8_t* signs, T* out) {
+    if (in_registers)
+        compose_row_with<T, true>(n, lo, t, grid_levels, grid_k_lo, exps, signs, out);
+    else
+        compose_row_with<T, false>(n, lo, t, grid_levels, grid_k_lo, exps, signs, out);
+}
+
+// Exponent block scales on a row's register tables: per block, the largest magnitude's bits go to
+// window(b, start, len, max_bits), which returns the block's window (or writes the block itself and
+// returns vectorized = false); the kernel then writes the block's clamped exponents and signs.
+template <class T, class BlockWindow>
+GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t, int shift,
+                                      std::size_t block_size, std::int16_t* exps, std::int8_t* signs,
+                                      BlockWindow&& window) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const zmm_window<T> z(t, shift);
+    for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
+        const std::size_t len = std::min(n - start, block_size);
+        const T* x = w + start;
+        __m512i maxima = zmm::set1(0);
+        for (std::size_t i = 0; i < len; i += zmm::lanes)
+            maxima = zmm::max(maxima, z.magnitude_of(zmm::load(x + i, lanes_at<T>(i, len))));
+        const ::grphi::detail::block_window<T> c = window(b, start, len, I(zmm::reduce_max(maxima)));
+        if (!c.vectorized) continue;
+        const __m512i lo = zmm::set1(c.lo), hi = zmm::set1(c.hi), keep_from = zmm::set1(c.keep_from);
+        for (std::size_t i = 0; i < len; i += zmm::lanes) {
+            const auto mask = lanes_at<T>(i, len);
+            const __m512i bits = zmm::load(x + i, mask);
+            const __m512i mag = z.magnitude_of(bits);
+            const __m512i clamped = z.clamp(mag);
+            const __m512i k = zmm::min(zmm::max(z.exponent(clamped, z.cell(clamped)), lo), hi);
+            const auto kept = zmm::ge(mag, keep_from);
+            zmm::store_int16(exps + start + i, mask, zmm::blend(kept, lo, k));
+            zmm::store_int8(signs + start + i, mask, z.sign(bits, kept));
+        }
+    }
+}
+
+}  // namespace grphi::kernels::avx512
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // GRPHI_X86_DISPATCH
