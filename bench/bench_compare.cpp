@@ -5,9 +5,9 @@
 // Weight matrix: Gaussian sigma 0.02, 4096x4096 (GRPHI_BENCH_SIZE=N for NxN), per channel, 16-level window.
 #include <benchmark/benchmark.h>
 
-#include <grphi/entropy.hpp>
-#include <grphi/quantize.hpp>
-#include <grphi/rans.hpp>
+#include <grphi/coding/entropy.hpp>
+#include <grphi/core/quantize.hpp>
+#include <grphi/coding/rans.hpp>
 
 #include <algorithm>
 #include <ctime>

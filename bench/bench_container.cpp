@@ -12,7 +12,7 @@
 #include <zstd.h>
 
 #include <grphi/format/container.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 namespace {
 

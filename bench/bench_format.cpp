@@ -19,7 +19,7 @@
 
 #include <grphi/format/file_reader.hpp>
 #include <grphi/format/file_writer.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <benchmark/benchmark.h>
 
 #include <grphi/baselines/ggml_blocks.hpp>
-#include <grphi/code_matrix.hpp>
+#include <grphi/compute/code_matrix.hpp>
 #include <grphi/kernels/code_matmul.hpp>
 #include <grphi/kernels/ggml_gemv.hpp>
 

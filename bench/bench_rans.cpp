@@ -11,7 +11,7 @@
 #include <benchmark/benchmark.h>
 #include <zstd.h>
 
-#include <grphi/rans.hpp>
+#include <grphi/coding/rans.hpp>
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <grphi/train/nn.hpp>
 #include <grphi/train/optim.hpp>
 #include <grphi/core/options.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 #include <grphi/train/autodiff.hpp>
 
 #include <cstring>

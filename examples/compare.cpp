@@ -25,7 +25,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-#include <grphi/autodiff.hpp>
+#include <grphi/train/autodiff.hpp>
 #include <grphi/baselines/catalog.hpp>
 #include <grphi/baselines/compare.hpp>
 #include <grphi/train/fashion_mnist.hpp>

@@ -17,12 +17,12 @@
 #include <grphi/core/base.hpp>
 #include <grphi/format/container.hpp>
 #include <grphi/io/npy.hpp>
-#include <grphi/entropy.hpp>
+#include <grphi/coding/entropy.hpp>
 #include <grphi/train/fashion_mnist.hpp>
 #include <grphi/train/nn.hpp>
 #include <grphi/train/optim.hpp>
 #include <grphi/core/options.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 #include <grphi/train/autodiff.hpp>
 #include <grphi/train/reproducible.hpp>
 

@@ -12,8 +12,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-#include <grphi/autodiff.hpp>
-#include <grphi/code_matrix.hpp>
+#include <grphi/train/autodiff.hpp>
+#include <grphi/compute/code_matrix.hpp>
 #include <grphi/format/container.hpp>
 #include <grphi/train/fashion_mnist.hpp>
 #include <grphi/kernels/dispatch.hpp>

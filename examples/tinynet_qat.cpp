@@ -18,7 +18,7 @@
 #endif
 #include <grphi/core/base.hpp>
 #include <grphi/format/container.hpp>
-#include <grphi/entropy.hpp>
+#include <grphi/coding/entropy.hpp>
 #include <grphi/train/fashion_mnist.hpp>
 #include <grphi/train/nn.hpp>
 #include <grphi/io/npy.hpp>

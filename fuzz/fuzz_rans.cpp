@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include <grphi/rans.hpp>
+#include <grphi/coding/rans.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     constexpr std::size_t max_symbols = std::size_t{1} << 16;  // bounds every allocation

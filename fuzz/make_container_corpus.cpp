@@ -9,7 +9,7 @@
 
 #include <Eigen/Core>
 #include <grphi/format/container.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 int main(int argc, char** argv) {
     if (argc != 2) {

@@ -12,8 +12,8 @@
 #include <Eigen/Core>
 #include <grphi/format/file_writer.hpp>
 #include <grphi/io/npy.hpp>
-#include <grphi/quantize.hpp>
-#include <grphi/rans.hpp>
+#include <grphi/core/quantize.hpp>
+#include <grphi/coding/rans.hpp>
 #include <grphi/io/safetensors.hpp>
 
 namespace {

@@ -8,7 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <grphi/core/base.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 #include <grphi/train/autodiff.hpp>
 
 #include <cmath>

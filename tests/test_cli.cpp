@@ -8,7 +8,7 @@
 #include <grphi/format/container.hpp>
 #include <grphi/format/file_reader.hpp>
 #include <grphi/io/npy.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 #include <grphi/io/safetensors.hpp>
 
 #include <cmath>

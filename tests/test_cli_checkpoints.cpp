@@ -7,7 +7,7 @@
 #include "cli_test_support.hpp"
 
 #include <grphi/io/npy.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 #include <grphi/io/safetensors.hpp>
 
 #include <algorithm>

@@ -7,7 +7,7 @@
 #include <random>
 #include <string>
 
-#include <grphi/code_matrix.hpp>
+#include <grphi/compute/code_matrix.hpp>
 #include <grphi/kernels/code_matmul.hpp>
 
 #if defined(_OPENMP)

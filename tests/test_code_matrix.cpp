@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include <grphi/code_matrix.hpp>
+#include <grphi/compute/code_matrix.hpp>
 
 #include "option_sets.hpp"
 

@@ -20,7 +20,7 @@
 #include <zlib.h>
 
 #include <grphi/format/container.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include "format1_fixtures.hpp"
 #include "option_sets.hpp"

@@ -1,8 +1,8 @@
 // entropy(packed): histogram, entropies and the bits-per-weight estimate against a direct count.
 #include <doctest/doctest.h>
 
-#include <grphi/entropy.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/coding/entropy.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include <cmath>
 #include <map>

@@ -22,7 +22,7 @@
 #include <grphi/format/container.hpp>
 #include <grphi/format/file_reader.hpp>
 #include <grphi/format/file_writer.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include "format1_fixtures.hpp"
 

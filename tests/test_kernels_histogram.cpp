@@ -7,12 +7,12 @@
 #include <random>
 #include <vector>
 
-#include <grphi/entropy.hpp>
+#include <grphi/coding/entropy.hpp>
 #include <grphi/format/section_codec.hpp>
 #include <grphi/kernels/dispatch.hpp>
 #include <grphi/kernels/histogram.hpp>
-#include <grphi/quantize.hpp>
-#include <grphi/rans.hpp>
+#include <grphi/core/quantize.hpp>
+#include <grphi/coding/rans.hpp>
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include <grphi/kernels/dispatch.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <grphi/format/container.hpp>
 #include <grphi/train/nn.hpp>
 #include <grphi/train/optim.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include <cmath>
 #include <random>

@@ -2,7 +2,7 @@
 // (the grid itself is checked against 256-bit arithmetic in test_levels.cpp).
 #include <doctest/doctest.h>
 
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include "option_sets.hpp"
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <grphi/rans.hpp>
+#include <grphi/coding/rans.hpp>
 
 namespace rans = grphi::rans;
 using rans::symbol;

@@ -8,7 +8,7 @@
 #endif
 #include <doctest/doctest.h>
 
-#include <grphi/autodiff.hpp>  // the forwarding header: the pre-train/ include path keeps working
+#include <grphi/train/autodiff.hpp>  // the forwarding header: the pre-train/ include path keeps working
 #include <grphi/core/base.hpp>
 #include <grphi/core/options.hpp>
 #include <grphi/train/tape.hpp>

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include <grphi/entropy.hpp>
+#include <grphi/coding/entropy.hpp>
 #include <grphi/format/file_writer.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include "cli_args.hpp"
 #include "cli_input.hpp"

@@ -24,7 +24,7 @@
 #include <grphi/format/file_reader.hpp>
 #include <grphi/format/file_writer.hpp>
 #include <grphi/io/mapped_file.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include "cli_args.hpp"
 #include "cli_input.hpp"

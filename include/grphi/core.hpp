@@ -6,4 +6,4 @@
 #include "core/options.hpp"
 #include "core/levels.hpp"
 #include "core/packed.hpp"
-#include "quantize.hpp"
+#include "core/quantize.hpp"

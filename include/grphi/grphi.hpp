@@ -7,14 +7,14 @@
 #pragma once
 
 #include "core.hpp"
-#include "entropy.hpp"
+#include "coding/entropy.hpp"
 #include "core/continuous.hpp"
-#include "rans.hpp"
+#include "coding/rans.hpp"
 #include "format/container.hpp"
 #include "baselines/uniform.hpp"
 #include "baselines/kmeans.hpp"
 #include "baselines/compare.hpp"
-#include "code_matrix.hpp"
+#include "compute/code_matrix.hpp"
 #include "train/autodiff.hpp"
 #include "train/nn.hpp"
 #include "train/optim.hpp"

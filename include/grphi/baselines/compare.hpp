@@ -36,12 +36,12 @@
 #include "catalog.hpp"
 #include "low_rank.hpp"
 #include "../format/container.hpp"
-#include "../entropy.hpp"
+#include "../coding/entropy.hpp"
 #include "kmeans.hpp"
 #include "../core/options.hpp"
 #include "../core/packed.hpp"
-#include "../quantize.hpp"
-#include "../rans.hpp"
+#include "../core/quantize.hpp"
+#include "../coding/rans.hpp"
 #include "uniform.hpp"
 
 namespace grphi {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "../io/mapped_file.hpp"
-#include "../quantize.hpp"
+#include "../core/quantize.hpp"
 #include "format1.hpp"
 #include "layout.hpp"
 #include "section_codec.hpp"

@@ -19,7 +19,7 @@
 #include "../detail/bytes.hpp"
 #include "../kernels/dispatch.hpp"
 #include "../kernels/histogram.hpp"
-#include "../rans.hpp"
+#include "../coding/rans.hpp"
 #include "stored_tensor.hpp"
 
 namespace grphi {

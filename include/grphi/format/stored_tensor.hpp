@@ -15,7 +15,7 @@
 #include "../core/error.hpp"
 #include "../core/options.hpp"
 #include "../core/packed.hpp"
-#include "../quantize.hpp"
+#include "../core/quantize.hpp"
 
 namespace grphi {
 

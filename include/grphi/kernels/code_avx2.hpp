@@ -20,7 +20,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../code_matrix.hpp"
+#include "../compute/code_matrix.hpp"
 #include "code_scalar.hpp"
 #include "dispatch.hpp"
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../code_matrix.hpp"
+#include "../compute/code_matrix.hpp"
 #include "code_scalar.hpp"
 #include "dispatch.hpp"
 

@@ -12,7 +12,7 @@
 
 #include <Eigen/Core>
 
-#include "../code_matrix.hpp"
+#include "../compute/code_matrix.hpp"
 #include "code_avx2.hpp"
 #include "code_avx512.hpp"
 #include "code_scalar.hpp"

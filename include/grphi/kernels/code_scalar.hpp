@@ -10,7 +10,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../code_matrix.hpp"
+#include "../compute/code_matrix.hpp"
 
 namespace grphi::kernels {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "../levels.hpp"
+#include "../core/levels.hpp"
 
 namespace grphi::detail {
 

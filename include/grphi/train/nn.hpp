@@ -17,14 +17,14 @@
 #include <string_view>
 #include <vector>
 
-#include "../code_matrix.hpp"
+#include "../compute/code_matrix.hpp"
 #include "../kernels/code_matmul.hpp"
 #include "autodiff.hpp"
 #include "../core/base.hpp"
 #include "../format/stored_tensor.hpp"
-#include "../entropy.hpp"
+#include "../coding/entropy.hpp"
 #include "../core/options.hpp"
-#include "../quantize.hpp"
+#include "../core/quantize.hpp"
 
 namespace grphi::nn {
 

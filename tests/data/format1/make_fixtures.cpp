@@ -8,7 +8,7 @@
 #include <vector>
 
 #include <grphi/format/container.hpp>
-#include <grphi/quantize.hpp>
+#include <grphi/core/quantize.hpp>
 
 #include "../../format1_fixtures.hpp"
 

@@ -5,7 +5,7 @@
 #include <Eigen/Core>
 
 #include "../../core/options.hpp"
-#include "../../quantize.hpp"
+#include "../../core/quantize.hpp"
 #include "../tape.hpp"
 
 namespace grphi::ad {
