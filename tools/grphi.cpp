@@ -645,8 +645,9 @@ int main(int argc, char** argv) {
     using namespace grphi::cli;
     temporary_cleanup::install();  // before any thread starts
     // Row chunks allocate and free the same large buffers over and over: keep them in the heap instead of
-    // fresh mmaps whose pages fault in anew each time (the peak is unchanged).
-    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    // fresh mmaps whose pages fault in anew each time (the peak is unchanged). 32 MiB is the largest
+    // threshold glibc accepts (a larger value is silently refused); parts are a few MB.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     arguments args;
     auto usage_failure = [](const usage_error& error) {

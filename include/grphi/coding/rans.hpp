@@ -22,6 +22,7 @@
 
 #include "../detail/bytes.hpp"
 #include "../core/error.hpp"
+#include "../kernels/dispatch.hpp"
 #include "../kernels/histogram.hpp"
 
 // x86-64 with GCC/Clang: an AVX2 decoder for 16 and 32 lanes, chosen at run time (target attributes,
@@ -428,13 +429,9 @@ inline bool& vector_paths_allowed() {
 }
 
 #if GRPHI_RANS_AVX2
-inline bool cpu_has_avx2() {
-    static const bool yes = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-    }();
-    return yes;
-}
+// The one run-time choice (kernels/dispatch.hpp): the CPU's instruction sets, capped by GRPHI_ISA or a
+// kernels::scoped_isa_limit like every other kernel.
+inline bool cpu_has_avx2() { return kernels::active_isa() >= kernels::isa::avx2; }
 
 // For each 8-bit refill mask, the permutation that hands lane j the word of rank popcount(mask below j).
 inline const std::uint32_t* refill_permutations() {
@@ -659,14 +656,7 @@ __attribute__((target("avx2,popcnt"))) inline std::uint32_t encode_groups_avx2(c
 // AVX-512 (run-time dispatched like the AVX2 paths): 16 lanes per register; for alphabets of at most 63
 // symbols the coder tables live in registers (two-register permutes, and a blend above 31 symbols,
 // replace the gathers), and the emitted words are packed by a compress instead of a permutation table.
-inline bool cpu_has_avx512() {
-    static const bool yes = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
-    }();
-    return yes;
-}
+inline bool cpu_has_avx512() { return kernels::active_isa() >= kernels::isa::avx512; }
 
 // Tests switch the AVX-512 encoder off to check the AVX2 one on the same machine.
 inline bool& avx512_paths_allowed() {
