@@ -288,6 +288,39 @@ TEST_CASE("cli checkpoints: decode writes shards with a correct model.safetensor
                   "--max-shard-size lots: expected a size", "", 2);
 }
 
+TEST_CASE("cli checkpoints: decode into a directory shards like the source by default; the tool's own key stays inside") {
+    scratch_dir dir;
+    const std::vector<std::string> shards = write_sharded(dir, "ckpt");
+    std::uint64_t largest = 0;  // the source's largest shard, in tensor bytes
+    for (std::size_t s = 0; s < 3; ++s) {
+        std::uint64_t bytes = 0;
+        for (const auto& t : shard_tensors()[s]) bytes += elements(t.shape) * st::dtype_size(t.type);
+        largest = std::max(largest, bytes);
+    }
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("ckpt"), "-o", dir.file("m.grphi"), "--levels", "6", "--quiet"}).status == 0);
+    CHECK(run_grphi(dir, {"info", dir.file("m.grphi")}).out.find("metadata grphi/source_shard_bytes = " + std::to_string(largest)) !=
+          std::string::npos);
+    const auto r = run_grphi(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("out/")});
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    const st::shard_index index = st::read_index(dir.file("out/model.safetensors.index.json"));
+    CHECK(index.shards().size() == 3);  // this checkpoint's tensors, packed in order up to the source's shard size
+    for (const auto& file : index.shards()) {
+        const st::reader shard(dir.file("out/" + file));
+        std::uint64_t bytes = 0;
+        for (const auto& t : shard.tensors()) bytes += t.bytes();
+        CHECK((bytes <= largest || shard.tensors().size() == 1));
+        for (const auto& [key, value] : shard.metadata()) CHECK(key.rfind("grphi/", 0) == std::string::npos);
+    }
+    for (const auto& [key, value] : index.metadata) CHECK(key.rfind("grphi/", 0) == std::string::npos);
+    // One file in, no key: into a directory the default stays 5GB (everything in one shard here).
+    REQUIRE(run_grphi(dir, {"decode", dir.file("m.grphi"), "-o", dir.file("whole.safetensors")}).status == 0);
+    REQUIRE(run_grphi(dir, {"quantize", dir.file("whole.safetensors"), "-o", dir.file("one.grphi"), "--quiet"}).status == 0);
+    CHECK(run_grphi(dir, {"info", dir.file("one.grphi")}).out.find("grphi/source_shard_bytes") == std::string::npos);
+    REQUIRE(run_grphi(dir, {"decode", dir.file("one.grphi"), "-o", dir.file("one/")}).status == 0);
+    CHECK(st::read_index(dir.file("one/model.safetensors.index.json")).shards().size() == 1);
+}
+
 TEST_CASE("cli checkpoints: inconsistent shards and indexes are refused, naming the file") {
     scratch_dir dir;
     write_sharded(dir, "ckpt");

@@ -157,6 +157,12 @@ public:
         for (const auto& f : files_) all.push_back(f.path);
         return all;
     }
+    // The most tensor bytes one input file holds: a sharded source's shard size, which decode repeats.
+    std::uint64_t largest_file_bytes() const {
+        std::vector<std::uint64_t> per_file(files_.size(), 0);
+        for (const auto& t : tensors_) per_file[t.source] += t.bytes;
+        return per_file.empty() ? 0 : *std::max_element(per_file.begin(), per_file.end());
+    }
     std::uint64_t total_bytes() const {
         std::uint64_t total = 0;
         for (const auto& t : tensors_) total += t.bytes;

@@ -311,6 +311,10 @@ struct coded_job {
     std::vector<std::byte> c_order;
 };
 
+// The metadata key under which quantize records a sharded source's shard size (the "grphi/" keys are
+// the tool's own: decode reads them and does not write them out).
+inline constexpr const char* source_shard_key = "grphi/source_shard_bytes";
+
 int run_quantize(const arguments& args) {
     const auto start = clock_type::now();
     if (!ends_with(args.output, ".grphi"))
@@ -321,6 +325,8 @@ int run_quantize(const arguments& args) {
     const std::vector<job> jobs = plan_jobs(in, plans, args);
     metadata_map metadata;
     for (const auto& [key, value] : in.metadata()) metadata[key] = value;
+    // A sharded source's shard size, so that decode into a directory shards it the same way by default.
+    if (in.files().size() > 1) metadata[source_shard_key] = std::to_string(in.largest_file_bytes());
     temporary_cleanup::protect(args.output);
     // The output's temporary is created first, so an unwritable target fails before any work is done.
     file_writer writer(args.output, std::move(metadata));
@@ -501,14 +507,26 @@ struct shard_plan {
     std::uint64_t max_bytes = 0;
 };
 
-std::optional<shard_plan> plan_shards(const arguments& args) {
+// Where decode finds that size (keys under "grphi/" are the tool's own and are not written out).
+std::uint64_t source_shard_bytes(const file_reader& in) {
+    const auto found = in.metadata().find(source_shard_key);
+    if (found == in.metadata().end()) return 0;
+    try {
+        return std::stoull(found->second);
+    } catch (const std::exception&) {
+        return 0;  // a hand-edited value: fall back to the default
+    }
+}
+
+std::optional<shard_plan> plan_shards(const arguments& args, std::uint64_t source_shard) {
     struct stat info {};
     const bool directory = ends_with(args.output, "/") || (::stat(args.output.c_str(), &info) == 0 && S_ISDIR(info.st_mode));
     if (directory) {
         if (::mkdir(args.output.c_str(), 0777) != 0 && errno != EEXIST)
             throw std::runtime_error(args.output + ": cannot create the directory: " + std::strerror(errno));
         const std::string dir = ends_with(args.output, "/") ? args.output : args.output + "/";
-        return shard_plan{dir + "model", args.max_shard_bytes ? args.max_shard_bytes : 5'000'000'000ull};
+        const std::uint64_t fallback = source_shard ? source_shard : 5'000'000'000ull;  // Hugging Face's default
+        return shard_plan{dir + "model", args.max_shard_bytes ? args.max_shard_bytes : fallback};
     }
     if (!args.max_shard_bytes) return std::nullopt;
     return shard_plan{args.output.substr(0, args.output.size() - std::string(".safetensors").size()), args.max_shard_bytes};
@@ -575,7 +593,7 @@ int run_decode(const arguments& args) {
         for (const auto* t : chosen) entries.push_back({t->name, decoded_type(*t, args.dtype), t->shape});
         for (const auto& e : entries) written += e.bytes();
         // Shards: tensors kept whole, in order, a new shard when the next would pass the limit.
-        const std::optional<shard_plan> shards = plan_shards(args);
+        const std::optional<shard_plan> shards = plan_shards(args, source_shard_bytes(in));
         std::vector<std::vector<safetensors::tensor_entry>> groups(1);
         std::uint64_t group_bytes = 0;
         for (const auto& e : entries) {
@@ -598,6 +616,7 @@ int run_decode(const arguments& args) {
         // The file's metadata: "index/<key>" entries came from a source index and go back into one.
         std::vector<std::pair<std::string, std::string>> file_metadata, index_metadata;
         for (const auto& [key, value] : in.metadata()) {
+            if (key.rfind("grphi/", 0) == 0) continue;
             if (shards && key.rfind("index/", 0) == 0) index_metadata.emplace_back(key.substr(6), value);
             else file_metadata.emplace_back(key, value);
         }
