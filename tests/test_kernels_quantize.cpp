@@ -1,4 +1,5 @@
-// The quantizer's row kernels (kernels/quantize_avx512.hpp) against the reference route, byte for byte:
+// The quantizer's row kernels (kernels/quantize_avx512.hpp, quantize_xsimd.hpp) against the scalar reference
+// (kernels/quantize_scalar.hpp), byte for byte:
 // every path this machine runs gives the packed tensor, fake_quantize and dequantize of the scalar path.
 #include <doctest/doctest.h>
 
@@ -204,4 +205,63 @@ TEST_CASE_TEMPLATE("every quantizer path refuses NaN and Inf with the scalar pat
             CHECK(fake_refusal(W) == want_fake);
         }
     }
+}
+
+namespace {
+// The row kernels called directly: the scalar kernel against the grid's own exponent search (the
+// definition), and the build's vector kernel against the scalar one, lane by lane.
+template <class T, class Base>
+void check_row_kernels_against_definition() {
+    using I = grphi::detail::bits_t<T>;
+    const auto& cells = grphi::detail::cell_table_for<T, Base>(grphi::options{});
+    const auto& g = *cells.source;
+    std::mt19937_64 rng(sizeof(T) * 31u);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::vector<T> w;
+    for (int k = -6; k <= 3; ++k) {  // each threshold and one ulp either side
+        const T t = g.threshold_of(k);
+        for (T v : {t, std::nextafter(t, T(0)), std::nextafter(t, T(1e30))}) {
+            w.push_back(v);
+            w.push_back(-v);
+        }
+    }
+    for (T v : {T(0), -T(0), std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::denorm_min(),
+                std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), -std::numeric_limits<T>::max()})
+        w.push_back(v);
+    for (int i = 0; i < 301; ++i) w.push_back(static_cast<T>(normal(rng) * std::ldexp(1.0, i % 40 - 30)));
+    const int lo = -5, hi = 2;
+    const I flush = grphi::detail::to_bits(g.level_of(lo)) / 2;  // a flush point between zero and the bottom
+    for (I b : {I(flush - 1), flush, I(flush + 1)}) w.push_back(-grphi::detail::from_bits<T>(b));
+    const std::size_t n = w.size();  // not a multiple of any vector width: the tail path runs
+    std::vector<I> k_ref(n), s_ref(n), k_vec(n), s_vec(n);
+    std::vector<std::uint8_t> c_ref(n), c_vec(n);
+    std::vector<T> f_ref(n), f_vec(n);
+    grphi::kernels::scalar::eval_row(cells, lo, hi, flush, w.data(), n, k_ref.data(), s_ref.data(), c_ref.data());
+    grphi::kernels::baseline::eval_row(cells, lo, hi, flush, w.data(), n, k_vec.data(), s_vec.data(), c_vec.data());
+    grphi::kernels::scalar::fake_row(cells, lo, hi, flush, w.data(), n, f_ref.data());
+    grphi::kernels::baseline::fake_row(cells, lo, hi, flush, w.data(), n, f_vec.data());
+    for (std::size_t i = 0; i < n; ++i) {
+        const T a = std::fabs(w[i]);
+        const I mag = grphi::detail::to_bits(a);
+        const int k = a != T(0) ? g.exponent(a) : lo;
+        CAPTURE(i);
+        CAPTURE(w[i]);
+        CHECK(k_ref[i] == I(std::clamp(k, lo, hi)));
+        CHECK(s_ref[i] == I(a == T(0) || mag < flush ? 0 : (w[i] < 0 ? -1 : 1)));
+        CHECK(c_ref[i] == std::uint8_t(a != T(0) && (k < lo || k > hi)));
+        const T want = s_ref[i] == 0 ? T(0) : T(s_ref[i]) * g.level_of(std::clamp(k, lo, hi));
+        CHECK(grphi::detail::to_bits(f_ref[i]) == grphi::detail::to_bits(want));
+        if (s_ref[i] != 0) CHECK(k_vec[i] == k_ref[i]);  // a zero's exponent is not part of the result
+        CHECK(s_vec[i] == s_ref[i]);
+        CHECK(c_vec[i] == c_ref[i]);
+        CHECK(grphi::detail::to_bits(f_vec[i]) == grphi::detail::to_bits(f_ref[i]));
+    }
+    CHECK(grphi::kernels::scalar::row_max_bits(w.data(), n) == grphi::kernels::baseline::row_max_bits(w.data(), n));
+    CHECK(grphi::kernels::scalar::row_max_bits(w.data(), 0) == I(0));
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("the scalar row kernel is the grid's definition and the vector kernel equals it", T, float, double) {
+    check_row_kernels_against_definition<T, grphi::phi>();
+    check_row_kernels_against_definition<T, grphi::two>();
 }

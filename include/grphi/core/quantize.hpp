@@ -15,7 +15,6 @@
 #include <vector>
 
 #include <Eigen/Core>
-#include <xsimd/xsimd.hpp>
 
 #include "base.hpp"
 #include "../detail/block_scales.hpp"
@@ -24,6 +23,8 @@
 #include "packed.hpp"
 #include "../kernels/dispatch.hpp"
 #include "../kernels/quantize_avx512.hpp"
+#include "../kernels/quantize_scalar.hpp"
+#include "../kernels/quantize_xsimd.hpp"
 #include "../kernels/quantize_tables.hpp"
 
 // GCC 12's own AVX-512 intrinsics (their self-initialized _mm512_undefined_* operands) raise bogus
@@ -40,34 +41,6 @@ template <class T>
 using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 namespace detail {
-
-// Table lookup of bit patterns: xsimd 8.1's own gathers fall back to scalar code on AVX-512,
-// so the native instructions are called here; other targets take a scalar loop.
-template <class T, class A>
-xsimd::batch<bits_t<T>, A> gather_bits(const T* table, const xsimd::batch<bits_t<T>, A>& index) {
-    using ibatch = xsimd::batch<bits_t<T>, A>;
-#if XSIMD_WITH_AVX512F
-    if constexpr (std::is_base_of_v<xsimd::avx512f, A>) {
-        if constexpr (std::is_same_v<T, float>)
-            return ibatch(_mm512_castps_si512(_mm512_i32gather_ps(index, table, 4)));
-        else
-            return ibatch(_mm512_castpd_si512(_mm512_i64gather_pd(index, table, 8)));
-    }
-#endif
-#if XSIMD_WITH_AVX2
-    if constexpr (std::is_base_of_v<xsimd::avx2, A>) {
-        if constexpr (std::is_same_v<T, float>)
-            return ibatch(_mm256_castps_si256(_mm256_i32gather_ps(table, index, 4)));
-        else
-            return ibatch(_mm256_castpd_si256(_mm256_i64gather_pd(table, index, 8)));
-    }
-#endif
-    alignas(64) bits_t<T> lanes[ibatch::size];
-    index.store_aligned(lanes);
-    for (auto& lane : lanes) lane = to_bits(table[lane]);
-    return ibatch::load_aligned(lanes);
-}
-
 
 // Read-only row-major view; column-major or expression inputs are evaluated once into it.
 template <class T>
@@ -124,7 +97,8 @@ channel_state window_for(const options& o, const grid<T, Base>& g, T max_magnitu
 }
 
 // Whether the row kernels take their AVX-512 route (kernels/quantize_avx512.hpp), chosen at run time;
-// otherwise the xsimd route below, the reference the AVX-512 kernels are tested against.
+// otherwise the build's vectors (kernels/quantize_xsimd.hpp), or under a scalar cap the reference
+// (kernels/quantize_scalar.hpp) every other route is tested against.
 inline bool avx512_rows() {
 #if GRPHI_X86_DISPATCH
     return kernels::active_isa() == kernels::isa::avx512;
@@ -137,11 +111,6 @@ template <class T, class Base>
 class quantizer {
 public:
     using I = bits_t<T>;
-    using arch = xsimd::default_arch;
-    using ibatch = xsimd::batch<I, arch>;
-    static constexpr std::size_t lanes = ibatch::size;
-    static constexpr I magnitude_mask = std::numeric_limits<I>::max();
-    static constexpr I sign_mask = std::numeric_limits<I>::min();
 
     explicit quantizer(const options& o) : opts_((o.validate(), o)), cells_(cell_table_for<T, Base>(o)) {}
 
@@ -177,7 +146,8 @@ public:
     }
 
 
-    // Exponents, signs and clip flags of one row (step 0: the SIMD table route; otherwise exact search).
+    // Exponents, signs and clip flags of one row: step 0 on the best row kernel this CPU runs (AVX-512
+    // register tables, the build's vectors, or the scalar reference); otherwise the exact search.
     void eval_row(const T* w, std::size_t n, const channel_state& c, row_scratch<T>& out, bool want_clipped = true) const {
         std::uint8_t* clipped = want_clipped ? out.clipped.data() : nullptr;
 #if GRPHI_X86_DISPATCH
@@ -187,10 +157,12 @@ public:
             return;
         }
 #endif
-        if (c.step == 0)
-            eval_row_table(w, n, c, out.k.data(), out.s.data(), clipped);
-        else
+        if (c.step != 0)
             eval_row_search(w, n, c, out.k.data(), out.s.data(), out.clipped.data());
+        else if (kernels::baseline_vectors_allowed())
+            kernels::baseline::eval_row(cells_, c.lo, c.hi, flush_bits(c), w, n, out.k.data(), out.s.data(), clipped);
+        else
+            kernels::scalar::eval_row(cells_, c.lo, c.hi, flush_bits(c), w, n, out.k.data(), out.s.data(), clipped);
     }
 
     // Shares one exponent per block of a row: round-half-even mean over the block's nonzero members.
@@ -248,52 +220,17 @@ public:
         }
     }
 
-    // Fast fake quantization of an unclustered row with step 0: exponents never leave registers.
+    // Fake quantization of an unclustered step-0 row on the build's vectors or the scalar reference.
     void fake_row_table(const T* w, std::size_t n, const channel_state& c, T* out) const {
-        const auto& g = *cells_.source;
-        const ibatch lo(I(c.lo)), hi(I(c.hi)), k_lo(I(g.k_lo));
-        const ibatch flush(flush_bits(c));
-        std::size_t i = 0;
-        auto one = [&](const ibatch& bits) {
-            const ibatch mag = bits & ibatch(magnitude_mask);
-            const ibatch k = xsimd::min(xsimd::max(raw_exponent(mag), lo), hi);
-            const ibatch level = gather_bits(g.level.data(), k - k_lo);
-            const auto keep = (mag != ibatch(I(0))) & (mag >= flush);
-            return xsimd::select(keep, level | (bits & ibatch(sign_mask)), ibatch(I(0)));
-        };
-        for (; i + lanes <= n; i += lanes) {
-            const ibatch r = one(load_bits(w + i));
-            store_bits(r, out + i);
-        }
-        if (i < n) {
-            alignas(64) T tail_in[lanes] = {};
-            alignas(64) T tail_out[lanes];
-            std::copy(w + i, w + n, tail_in);
-            store_bits(one(load_bits(tail_in)), tail_out);
-            std::copy(tail_out, tail_out + (n - i), out + i);
-        }
+        if (kernels::baseline_vectors_allowed())
+            kernels::baseline::fake_row(cells_, c.lo, c.hi, flush_bits(c), w, n, out);
+        else
+            kernels::scalar::fake_row(cells_, c.lo, c.hi, flush_bits(c), w, n, out);
     }
 
     // Largest magnitude of a row as bits (>= inf_bits means the row holds NaN or Inf).
     static I row_max_bits(const T* w, std::size_t n) {
-        // Four independent maxima keep several loads in flight; the max of magnitude bits is order-free.
-        ibatch m(I(0)), m1(I(0)), m2(I(0)), m3(I(0));
-        const ibatch magnitude(magnitude_mask);
-        std::size_t i = 0;
-        for (; i + 4 * lanes <= n; i += 4 * lanes) {
-            m = xsimd::max(m, load_bits(w + i) & magnitude);
-            m1 = xsimd::max(m1, load_bits(w + i + lanes) & magnitude);
-            m2 = xsimd::max(m2, load_bits(w + i + 2 * lanes) & magnitude);
-            m3 = xsimd::max(m3, load_bits(w + i + 3 * lanes) & magnitude);
-        }
-        for (; i + lanes <= n; i += lanes) m = xsimd::max(m, load_bits(w + i) & magnitude);
-        m = xsimd::max(xsimd::max(m, m1), xsimd::max(m2, m3));
-        alignas(64) I lanes_max[lanes];
-        m.store_aligned(lanes_max);
-        I best = 0;
-        for (std::size_t j = 0; j < lanes; ++j) best = std::max(best, lanes_max[j]);
-        for (; i < n; ++i) best = std::max(best, I(to_bits(w[i]) & magnitude_mask));
-        return best;
+        return kernels::baseline_vectors_allowed() ? kernels::baseline::row_max_bits(w, n) : kernels::scalar::row_max_bits(w, n);
     }
 
     // Int is 32-bit where the sums allow it: its division is several times faster than 64-bit.
@@ -309,72 +246,8 @@ public:
     }
 
 private:
-    using tbatch = xsimd::batch<T, arch>;
-    static_assert(tbatch::size == ibatch::size, "grphi: scalar and integer batches must have the same lanes");
-    static_assert(std::is_same_v<I, std::conditional_t<std::is_same_v<T, float>, int, std::int64_t>>,
-                  "grphi: xsimd gathers float with int and double with int64_t indices");
-    static ibatch gather_bits(const T* table, const ibatch& index) { return detail::gather_bits<T, arch>(table, index); }
-    static ibatch load_bits(const T* p) { return ibatch::load_unaligned(reinterpret_cast<const I*>(p)); }
-    static void store_bits(const ibatch& b, T* p) { b.store_unaligned(reinterpret_cast<I*>(p)); }
-
     I flush_bits(const channel_state& c) const {
         return opts_.under == underflow::flush ? to_bits(grid_of(c).flush_of(c.lo)) : I(0);
-    }
-
-    // Unclamped exponent of magnitudes (bits); denormal lanes take the exact scalar search.
-    ibatch raw_exponent(const ibatch& mag) const {
-        const ibatch idx = mag >> cells_.shift;
-        const ibatch base = gather_bits(cells_.base_k_as_t.data(), idx);
-        const ibatch threshold = gather_bits(cells_.threshold_as_t.data(), idx);
-        ibatch k = xsimd::select(mag >= threshold, base + ibatch(I(1)), base);
-        const auto denormal = (mag < ibatch(cell_table<T, Base>::min_normal_bits)) & (mag != ibatch(I(0)));
-        if (xsimd::any(denormal)) {
-            alignas(64) I m[lanes], kk[lanes];
-            mag.store_aligned(m);
-            k.store_aligned(kk);
-            for (std::size_t j = 0; j < lanes; ++j)
-                if (m[j] != 0 && m[j] < cell_table<T, Base>::min_normal_bits) kk[j] = I(cells_.exponent(m[j]));
-            k = ibatch::load_aligned(kk);
-        }
-        return k;
-    }
-
-    void eval_row_table(const T* w, std::size_t n, const channel_state& c, I* k_out, I* s_out,
-                        std::uint8_t* clipped_out) const {
-        const ibatch lo(I(c.lo)), hi(I(c.hi));
-        const ibatch flush(flush_bits(c));
-        auto one = [&](const ibatch& bits, I* k_dst, I* s_dst, std::uint8_t* clip_dst, std::size_t count) {
-            const ibatch mag = bits & ibatch(magnitude_mask);
-            const ibatch k = raw_exponent(mag);
-            const auto nonzero = mag != ibatch(I(0));
-            const auto keep = nonzero & (mag >= flush);
-            const ibatch sign = xsimd::select(keep, xsimd::select(bits < ibatch(I(0)), ibatch(I(-1)), ibatch(I(1))),
-                                              ibatch(I(0)));
-            const ibatch clipped = xsimd::select(nonzero & ((k < lo) | (k > hi)), ibatch(I(1)), ibatch(I(0)));
-            alignas(64) I clip_lanes[lanes];
-            if (count == lanes) {
-                xsimd::min(xsimd::max(k, lo), hi).store_unaligned(k_dst);
-                sign.store_unaligned(s_dst);
-            } else {
-                alignas(64) I kk[lanes], ss[lanes];
-                xsimd::min(xsimd::max(k, lo), hi).store_aligned(kk);
-                sign.store_aligned(ss);
-                std::copy(kk, kk + count, k_dst);
-                std::copy(ss, ss + count, s_dst);
-            }
-            if (clip_dst) {
-                clipped.store_aligned(clip_lanes);
-                for (std::size_t j = 0; j < count; ++j) clip_dst[j] = static_cast<std::uint8_t>(clip_lanes[j]);
-            }
-        };
-        std::size_t i = 0;
-        auto clip_at = [&](std::size_t i) { return clipped_out ? clipped_out + i : nullptr; };
-        for (; i + lanes <= n; i += lanes) one(load_bits(w + i), k_out + i, s_out + i, clip_at(i), lanes);
-        if (i < n) {
-            alignas(64) T tail[lanes] = {};
-            std::copy(w + i, w + n, tail);
-            one(load_bits(tail), k_out + i, s_out + i, clip_at(i), n - i);
-        }
     }
 
     // Scaled grids (fit_scale): exact search seeded by the unscaled table, which is at most one step off.

@@ -86,6 +86,10 @@ inline isa active_isa() {
     return static_cast<isa>(best < limit ? best : limit);
 }
 
+// Whether kernels may use the build's own vector code (xsimd's default architecture): everywhere but
+// under a scalar cap, so a scalar run is the plain C++ reference on every platform.
+inline bool baseline_vectors_allowed() { return detail::isa_limit().load(std::memory_order_relaxed) > 0; }
+
 inline void set_isa_limit(isa limit) { detail::isa_limit().store(static_cast<int>(limit), std::memory_order_relaxed); }
 
 // Caps the kernels for a scope (tests run every path on one machine); restores the previous cap.

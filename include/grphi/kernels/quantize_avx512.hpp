@@ -35,101 +35,108 @@ namespace grphi::kernels::avx512 {
 
 using ::grphi::detail::bits_t;
 
-// AVX-512 operations on the bit patterns of float (16 x int32) or double (8 x int64).
+// AVX-512 operations on the bit patterns of float (16 x int32) or double (8 x int64): one definition
+// per operation, the two lane widths side by side.
 template <class T>
-struct zmm_bits;
-
-template <>
-struct zmm_bits<float> {
-    using mask = __mmask16;
-    static constexpr std::size_t lanes = 16;
-    static constexpr std::size_t table_registers = 4;  // 64 entries: φ's widest clip windows fit
-    static constexpr mask all = 0xFFFF;
+struct zmm_bits {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "grphi: float or double lanes");
+    static constexpr bool wide = std::is_same_v<T, double>;  // 64-bit lanes
+    using mask = std::conditional_t<wide, __mmask8, __mmask16>;
+    static constexpr std::size_t lanes = 64 / sizeof(T);
+    static constexpr std::size_t table_registers = 4;  // 64 float / 32 double entries: φ's widest clip windows fit
+    static constexpr mask all = static_cast<mask>((1u << lanes) - 1u);
     GRPHI_TARGET_AVX512 static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
-    GRPHI_TARGET_AVX512 static __m512i set1(std::int64_t v) { return _mm512_set1_epi32(static_cast<std::int32_t>(v)); }
+    GRPHI_TARGET_AVX512 static __m512i set1(std::int64_t v) {
+        if constexpr (wide) return _mm512_set1_epi64(v); else return _mm512_set1_epi32(static_cast<std::int32_t>(v));
+    }
     GRPHI_TARGET_AVX512 static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
-    GRPHI_TARGET_AVX512 static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi32(m, p); }
-    GRPHI_TARGET_AVX512 static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi32(p, m, v); }
-    GRPHI_TARGET_AVX512 static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi32(a, b); }
-    GRPHI_TARGET_AVX512 static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi32(a, b); }
-    GRPHI_TARGET_AVX512 static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi32(a, s); }
-    GRPHI_TARGET_AVX512 static __m512i sign_fill(__m512i a) { return _mm512_srai_epi32(a, 31); }  // -1 if negative
-    GRPHI_TARGET_AVX512 static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
-    GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi32(a); }
-    GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) { return _mm512_reduce_max_epi32(a); }
-    GRPHI_TARGET_AVX512 static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi32(a, b); }
-    GRPHI_TARGET_AVX512 static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi32(a, m, a, b); }
-    GRPHI_TARGET_AVX512 static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi32(m, a, b); }
-    GRPHI_TARGET_AVX512 static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi32(m, a); }
+    GRPHI_TARGET_AVX512 static __m512i load(const void* p, mask m) {
+        if constexpr (wide) return _mm512_maskz_loadu_epi64(m, p); else return _mm512_maskz_loadu_epi32(m, p);
+    }
+    GRPHI_TARGET_AVX512 static void store(void* p, __m512i v, mask m) {
+        if constexpr (wide) _mm512_mask_storeu_epi64(p, m, v); else _mm512_mask_storeu_epi32(p, m, v);
+    }
+    GRPHI_TARGET_AVX512 static __m512i min(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_min_epi64(a, b); else return _mm512_min_epi32(a, b);
+    }
+    GRPHI_TARGET_AVX512 static __m512i max(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_max_epi64(a, b); else return _mm512_max_epi32(a, b);
+    }
+    GRPHI_TARGET_AVX512 static __m512i shift_right(__m512i a, __m512i s) {
+        if constexpr (wide) return _mm512_srlv_epi64(a, s); else return _mm512_srlv_epi32(a, s);
+    }
+    // -1 in negative lanes, 0 elsewhere.
+    GRPHI_TARGET_AVX512 static __m512i sign_fill(__m512i a) {
+        if constexpr (wide) return _mm512_srai_epi64(a, 63); else return _mm512_srai_epi32(a, 31);
+    }
+    GRPHI_TARGET_AVX512 static __m512i add(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_add_epi64(a, b); else return _mm512_add_epi32(a, b);
+    }
+    GRPHI_TARGET_AVX512 static __m512i sub(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_sub_epi64(a, b); else return _mm512_sub_epi32(a, b);
+    }
+    GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) {
+        if constexpr (wide) return _mm512_reduce_add_epi64(a); else return _mm512_reduce_add_epi32(a);
+    }
+    GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) {
+        if constexpr (wide) return _mm512_reduce_max_epi64(a); else return _mm512_reduce_max_epi32(a);
+    }
+    GRPHI_TARGET_AVX512 static __m512i add_where(mask m, __m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_mask_add_epi64(a, m, a, b); else return _mm512_mask_add_epi32(a, m, a, b);
+    }
+    GRPHI_TARGET_AVX512 static __m512i or_where(mask m, __m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_maskz_or_epi64(m, a, b); else return _mm512_maskz_or_epi32(m, a, b);
+    }
+    GRPHI_TARGET_AVX512 static __m512i keep_only(mask m, __m512i a) {
+        if constexpr (wide) return _mm512_maskz_mov_epi64(m, a); else return _mm512_maskz_mov_epi32(m, a);
+    }
     GRPHI_TARGET_AVX512 static __m512i blend(mask m, __m512i if_false, __m512i if_true) {
-        return _mm512_mask_blend_epi32(m, if_false, if_true);
+        if constexpr (wide) return _mm512_mask_blend_epi64(m, if_false, if_true);
+        else return _mm512_mask_blend_epi32(m, if_false, if_true);
     }
-    GRPHI_TARGET_AVX512 static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi32_mask(a, b); }
-    GRPHI_TARGET_AVX512 static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi32_mask(a, b); }
-    GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi32_mask(a, b); }
-    GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) { return _mm512_test_epi32_mask(a, a); }
-    // 64-entry table in four registers: two 32-entry permutes, bit 5 of the index picks one.
+    GRPHI_TARGET_AVX512 static mask ge(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_cmpge_epi64_mask(a, b); else return _mm512_cmpge_epi32_mask(a, b);
+    }
+    GRPHI_TARGET_AVX512 static mask lt(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_cmplt_epi64_mask(a, b); else return _mm512_cmplt_epi32_mask(a, b);
+    }
+    GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) {
+        if constexpr (wide) return _mm512_cmpgt_epi64_mask(a, b); else return _mm512_cmpgt_epi32_mask(a, b);
+    }
+    GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) {
+        if constexpr (wide) return _mm512_test_epi64_mask(a, a); else return _mm512_test_epi32_mask(a, a);
+    }
+    // A table in four registers: two two-register permutes, the index bit above them picks one.
     GRPHI_TARGET_AVX512 static __m512i lookup(const __m512i* t, __m512i i) {
-        const mask upper = _mm512_test_epi32_mask(i, _mm512_set1_epi32(32));
-        return _mm512_mask_blend_epi32(upper, _mm512_permutex2var_epi32(t[0], i, t[1]),
-                                       _mm512_permutex2var_epi32(t[2], i, t[3]));
+        if constexpr (wide) {
+            const mask upper = _mm512_test_epi64_mask(i, _mm512_set1_epi64(16));
+            return _mm512_mask_blend_epi64(upper, _mm512_permutex2var_epi64(t[0], i, t[1]),
+                                           _mm512_permutex2var_epi64(t[2], i, t[3]));
+        } else {
+            const mask upper = _mm512_test_epi32_mask(i, _mm512_set1_epi32(32));
+            return _mm512_mask_blend_epi32(upper, _mm512_permutex2var_epi32(t[0], i, t[1]),
+                                           _mm512_permutex2var_epi32(t[2], i, t[3]));
+        }
     }
-    GRPHI_TARGET_AVX512 static __m512i gather(const void* table, __m512i i) { return _mm512_i32gather_epi32(i, table, 4); }
-    GRPHI_TARGET_AVX512 static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi16(p, m, v); }
-    GRPHI_TARGET_AVX512 static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
-    GRPHI_TARGET_AVX512 static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi32_storeu_epi8(p, m, v); }
+    GRPHI_TARGET_AVX512 static __m512i gather(const void* table, __m512i i) {
+        if constexpr (wide) return _mm512_i64gather_epi64(i, table, 8); else return _mm512_i32gather_epi32(i, table, 4);
+    }
+    GRPHI_TARGET_AVX512 static void store_int16(std::int16_t* p, mask m, __m512i v) {
+        if constexpr (wide) _mm512_mask_cvtepi64_storeu_epi16(p, m, v); else _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+    }
+    GRPHI_TARGET_AVX512 static void store_int8(std::int8_t* p, mask m, __m512i v) {
+        if constexpr (wide) _mm512_mask_cvtepi64_storeu_epi8(p, m, v); else _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+    }
+    GRPHI_TARGET_AVX512 static void store_uint8(std::uint8_t* p, mask m, __m512i v) {
+        store_int8(reinterpret_cast<std::int8_t*>(p), m, v);
+    }
     GRPHI_TARGET_AVX512 static __m512i load_int16(const std::int16_t* p) {
-        return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        if constexpr (wide) return _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        else return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }
     GRPHI_TARGET_AVX512 static __m512i load_int8(const std::int8_t* p) {
-        return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    }
-};
-
-template <>
-struct zmm_bits<double> {
-    using mask = __mmask8;
-    static constexpr std::size_t lanes = 8;
-    static constexpr std::size_t table_registers = 4;  // 32 entries
-    static constexpr mask all = 0xFF;
-    GRPHI_TARGET_AVX512 static mask first(std::size_t count) { return static_cast<mask>((1u << count) - 1u); }
-    GRPHI_TARGET_AVX512 static __m512i set1(std::int64_t v) { return _mm512_set1_epi64(v); }
-    GRPHI_TARGET_AVX512 static __m512i load(const void* p) { return _mm512_loadu_si512(p); }
-    GRPHI_TARGET_AVX512 static __m512i load(const void* p, mask m) { return _mm512_maskz_loadu_epi64(m, p); }
-    GRPHI_TARGET_AVX512 static void store(void* p, __m512i v, mask m) { _mm512_mask_storeu_epi64(p, m, v); }
-    GRPHI_TARGET_AVX512 static __m512i min(__m512i a, __m512i b) { return _mm512_min_epi64(a, b); }
-    GRPHI_TARGET_AVX512 static __m512i max(__m512i a, __m512i b) { return _mm512_max_epi64(a, b); }
-    GRPHI_TARGET_AVX512 static __m512i shift_right(__m512i a, __m512i s) { return _mm512_srlv_epi64(a, s); }
-    GRPHI_TARGET_AVX512 static __m512i sign_fill(__m512i a) { return _mm512_srai_epi64(a, 63); }
-    GRPHI_TARGET_AVX512 static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
-    GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) { return _mm512_reduce_add_epi64(a); }
-    GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) { return _mm512_reduce_max_epi64(a); }
-    GRPHI_TARGET_AVX512 static __m512i sub(__m512i a, __m512i b) { return _mm512_sub_epi64(a, b); }
-    GRPHI_TARGET_AVX512 static __m512i add_where(mask m, __m512i a, __m512i b) { return _mm512_mask_add_epi64(a, m, a, b); }
-    GRPHI_TARGET_AVX512 static __m512i or_where(mask m, __m512i a, __m512i b) { return _mm512_maskz_or_epi64(m, a, b); }
-    GRPHI_TARGET_AVX512 static __m512i keep_only(mask m, __m512i a) { return _mm512_maskz_mov_epi64(m, a); }
-    GRPHI_TARGET_AVX512 static __m512i blend(mask m, __m512i if_false, __m512i if_true) {
-        return _mm512_mask_blend_epi64(m, if_false, if_true);
-    }
-    GRPHI_TARGET_AVX512 static mask ge(__m512i a, __m512i b) { return _mm512_cmpge_epi64_mask(a, b); }
-    GRPHI_TARGET_AVX512 static mask lt(__m512i a, __m512i b) { return _mm512_cmplt_epi64_mask(a, b); }
-    GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) { return _mm512_cmpgt_epi64_mask(a, b); }
-    GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) { return _mm512_test_epi64_mask(a, a); }
-    // 32-entry table in four registers: two 16-entry permutes, bit 4 of the index picks one.
-    GRPHI_TARGET_AVX512 static __m512i lookup(const __m512i* t, __m512i i) {
-        const mask upper = _mm512_test_epi64_mask(i, _mm512_set1_epi64(16));
-        return _mm512_mask_blend_epi64(upper, _mm512_permutex2var_epi64(t[0], i, t[1]),
-                                       _mm512_permutex2var_epi64(t[2], i, t[3]));
-    }
-    GRPHI_TARGET_AVX512 static __m512i gather(const void* table, __m512i i) { return _mm512_i64gather_epi64(i, table, 8); }
-    GRPHI_TARGET_AVX512 static void store_int16(std::int16_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi16(p, m, v); }
-    GRPHI_TARGET_AVX512 static void store_int8(std::int8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
-    GRPHI_TARGET_AVX512 static void store_uint8(std::uint8_t* p, mask m, __m512i v) { _mm512_mask_cvtepi64_storeu_epi8(p, m, v); }
-    GRPHI_TARGET_AVX512 static __m512i load_int16(const std::int16_t* p) {
-        return _mm512_cvtepi16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    }
-    GRPHI_TARGET_AVX512 static __m512i load_int8(const std::int8_t* p) {
-        return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        if constexpr (wide) return _mm512_cvtepi8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        else return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     }
 };
 
