@@ -35,9 +35,8 @@ static_assert(xsimd::batch<float, xsimd::default_arch>::size == ibatch<float>::s
 // so the native instructions are called here; other targets take a scalar loop.
 template <class T>
 ibatch<T> gather_bits(const T* table, const ibatch<T>& index) {
-    using A = xsimd::default_arch;
 #if XSIMD_WITH_AVX512F
-    if constexpr (std::is_base_of_v<xsimd::avx512f, A>) {
+    if constexpr (std::is_base_of_v<xsimd::avx512f, xsimd::default_arch>) {
         if constexpr (std::is_same_v<T, float>)
             return ibatch<T>(_mm512_castps_si512(_mm512_i32gather_ps(index, table, 4)));
         else
@@ -45,7 +44,7 @@ ibatch<T> gather_bits(const T* table, const ibatch<T>& index) {
     }
 #endif
 #if XSIMD_WITH_AVX2
-    if constexpr (std::is_base_of_v<xsimd::avx2, A>) {
+    if constexpr (std::is_base_of_v<xsimd::avx2, xsimd::default_arch>) {
         if constexpr (std::is_same_v<T, float>)
             return ibatch<T>(_mm256_castps_si256(_mm256_i32gather_ps(table, index, 4)));
         else
