@@ -24,7 +24,9 @@ function(grphi_apply_build_options target)
   endif()
 endfunction()
 
-# One executable per name in a list: <prefix><name>.cpp in the current source directory.
+# One executable per name in a list: <prefix><name>.cpp in the current source directory, or
+# <folder>/<prefix><name>.cpp for a name written <folder>/<name> (tests/ and bench/ mirror include/grphi/);
+# the folder is only where the source lives: targets, outputs and test names use <name> alone.
 # A listed source that does not exist yet is not fatal (so one engineer's list entry cannot block
 # everyone's configure): CMake warns, and when testing is on a ctest test stands in for it and fails,
 # named <name> for a test and missing_<kind>_<name> otherwise.
@@ -32,8 +34,13 @@ function(grphi_add_executables)
   cmake_parse_arguments(ARG "" "KIND;SOURCE_PREFIX;TARGET_PREFIX;TARGET_SUFFIX;OUTPUT_PREFIX;OUT_TARGETS"
                         "NAMES;LIBRARIES" ${ARGN})
   set(targets)
-  foreach(name IN LISTS ARG_NAMES)
-    set(source "${CMAKE_CURRENT_SOURCE_DIR}/${ARG_SOURCE_PREFIX}${name}.cpp")
+  foreach(entry IN LISTS ARG_NAMES)
+    get_filename_component(name "${entry}" NAME)
+    get_filename_component(folder "${entry}" DIRECTORY)
+    if(folder)
+      set(folder "${folder}/")
+    endif()
+    set(source "${CMAKE_CURRENT_SOURCE_DIR}/${folder}${ARG_SOURCE_PREFIX}${name}.cpp")
     if(NOT EXISTS "${source}")
       set(problem "grphi: ${ARG_KIND} '${name}' is listed in ${CMAKE_CURRENT_LIST_FILE} but ${source} does not exist")
       message(WARNING "${problem}")
