@@ -316,29 +316,13 @@ inline std::uint64_t parse_size(const std::string& flag, const std::string& text
     throw usage_error(flag + " " + text + ": expected a size such as 5GB, 500MB, 2GiB or a number of bytes");
 }
 
-struct base_choice {
-    std::string name;             // phi, two, sqrt2 or custom
-    std::optional<double> value;  // custom only: b
-};
-
-// phi, two, sqrt2, or a number: one within 1e-12 of φ, 2 or √2 selects that named base (with its exact,
-// irrational value); any other finite number >= 1.03 is a run-time base (grphi::custom), taken as the
-// double it reads as.
+// The library's one base parser, its error as a usage error naming the flag.
 inline base_choice parse_base(const std::string& text, const std::string& flag = "--base") {
-    if (text == "phi" || text == "two" || text == "sqrt2") return {text, std::nullopt};
-    errno = 0;
-    char* end = nullptr;
-    const double value = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(value) ||
-        !(value >= static_cast<double>(min_base_value)))
+    try {
+        return grphi::parse_base(text);
+    } catch (const std::invalid_argument&) {
         throw usage_error(flag + " " + text + ": expected phi, two, sqrt2 or a finite number >= 1.03");
-    const struct {
-        const char* name;
-        double value;
-    } known[] = {{"phi", 1.6180339887498949}, {"two", 2.0}, {"sqrt2", 1.4142135623730951}};
-    for (const auto& base : known)
-        if (std::fabs(value - base.value) <= 1e-12) return {base.name, std::nullopt};
-    return {"custom", value};
+    }
 }
 
 // One quantizer option by name (a flag without its dashes, or a rule's key), into `o`.

@@ -3,8 +3,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace grphi {
@@ -137,6 +141,35 @@ inline base_spec custom_base_spec(double v) {
 }
 
 }  // namespace detail
+
+// A base chosen by text: the one set of spellings that the grphi tool and nn::weight_quantizer accept.
+struct base_choice {
+    std::string name;             // "phi", "two", "sqrt2" or "custom"
+    std::optional<double> value;  // custom only: the base b
+};
+
+// "phi", "two" or "sqrt2"; or a decimal number (the whole text, as std::strtod reads it): one within
+// 1e-12 of φ, 2 or √2 selects that named base (so "2" is two, with its exact value), any other finite
+// number >= 1.03 is grphi::custom with that value. Anything else throws std::invalid_argument naming it.
+inline base_choice parse_base(std::string_view text) {
+    if (text == phi::name || text == two::name || text == sqrt2::name) return {std::string(text), std::nullopt};
+    const std::string copy(text);  // strtod needs a terminated string
+    // Decimal only: strtod would also read spaces, hex ("0x2"), "inf" and "nan".
+    const bool decimal = !copy.empty() && copy.find_first_not_of("0123456789+-.eE") == std::string::npos;
+    errno = 0;
+    char* end = nullptr;
+    const double value = decimal ? std::strtod(copy.c_str(), &end) : 0.0;
+    if (!decimal || end != copy.c_str() + copy.size() || errno == ERANGE || !std::isfinite(value) ||
+        !(value >= static_cast<double>(min_base_value)))
+        throw std::invalid_argument("grphi: base '" + copy + "': expected phi, two, sqrt2 or a finite number >= 1.03");
+    const struct {
+        const char* name;
+        long double value;
+    } named[] = {{phi::name, phi::value}, {two::name, two::value}, {sqrt2::name, sqrt2::value}};
+    for (const auto& b : named)
+        if (std::fabs(static_cast<long double>(value) - b.value) <= 1e-12L) return {b.name, std::nullopt};
+    return {custom::name, value};
+}
 
 template <class T>
 constexpr void check_scalar() {

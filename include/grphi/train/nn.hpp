@@ -47,22 +47,25 @@ public:
         return q;
     }
 
-    // "phi", "two" or "sqrt2" (also "2" and "sqrt(2)"), or a decimal number >= 1.03: grphi::custom
-    // with that value (the options must not carry a base_value of their own).
+    // A base as grphi::parse_base spells it ("phi", "two", "sqrt2", or a number; a number at a named base
+    // selects it): any other number is grphi::custom with that value (the options must not carry a
+    // base_value of their own).
     static weight_quantizer by_name(std::string_view base, const grphi::options& opts, float grad_scale = 1.0f,
                                     bool mask_clipped = false) {
-        if (base == "phi") return make<grphi::phi>(opts, grad_scale, mask_clipped);
-        if (base == "two" || base == "2") return make<grphi::two>(opts, grad_scale, mask_clipped);
-        if (base == "sqrt2" || base == "sqrt(2)") return make<grphi::sqrt2>(opts, grad_scale, mask_clipped);
-        const std::optional<double> value = parse_number(base);
-        if (!value)
-            throw std::invalid_argument("grphi::nn::weight_quantizer: unknown base '" + std::string(base) +
-                                        "' (expected phi, two, sqrt2 or a number >= 1.03)");
+        grphi::base_choice choice;
+        try {
+            choice = grphi::parse_base(base);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("grphi::nn::weight_quantizer: ") + e.what());
+        }
+        if (choice.name == grphi::phi::name) return make<grphi::phi>(opts, grad_scale, mask_clipped);
+        if (choice.name == grphi::two::name) return make<grphi::two>(opts, grad_scale, mask_clipped);
+        if (choice.name == grphi::sqrt2::name) return make<grphi::sqrt2>(opts, grad_scale, mask_clipped);
         if (opts.base_value)
             throw std::invalid_argument("grphi::nn::weight_quantizer: base '" + std::string(base) +
                                         "' given, but the options already carry base_value");
         grphi::options with_value = opts;
-        with_value.base_value = *value;  // validate() names a value below 1.03 or not finite
+        with_value.base_value = *choice.value;  // validate() names a value below 1.03 or not finite
         return make<grphi::custom>(with_value, grad_scale, mask_clipped);
     }
 
@@ -116,16 +119,6 @@ public:
     }
 
 private:
-    // The whole text as a decimal number (std::strtod; leading or trailing junk is not a number).
-    static std::optional<double> parse_number(std::string_view text) {
-        const std::string copy(text);
-        if (copy.empty() || std::isspace(static_cast<unsigned char>(copy.front()))) return std::nullopt;
-        char* end = nullptr;
-        const double v = std::strtod(copy.c_str(), &end);
-        if (end != copy.c_str() + copy.size()) return std::nullopt;
-        return v;
-    }
-
     template <class Base>
     static grphi::entropy_report entropy_of(const ad::matrix<float>& w, const grphi::options& opts) {
         return grphi::entropy(grphi::quantize<Base>(w, opts));
