@@ -436,3 +436,23 @@ TEST_CASE("rans: the AVX-512 encoder flags a symbol outside the table") {
         CHECK_THROWS_AS(rans::encode_symbols(enc, s.data(), s.size(), 5, payload), std::invalid_argument);
     }
 }
+
+TEST_CASE("rans: decode_into reuses one buffer block after block and leaves exactly each block's symbols") {
+    std::mt19937 rng(5);
+    std::vector<std::vector<grphi::rans::symbol>> blocks;
+    for (std::size_t n : {5000u, 17u, 0u, 3000u, 1u, 64u}) {
+        std::vector<grphi::rans::symbol> s(n);
+        for (auto& v : s) v = static_cast<grphi::rans::symbol>(rng() % 9);
+        blocks.push_back(s);
+    }
+    blocks.push_back(std::vector<grphi::rans::symbol>(700, 3));  // one distinct symbol: no payload
+    std::vector<std::uint8_t> stream;
+    for (const auto& b : blocks) grphi::rans::encode(b.data(), b.size(), stream);
+    grphi::detail::byte_reader in(stream.data(), stream.size());
+    std::vector<grphi::rans::symbol> out(9000, 0xBEEF);  // stale contents that must not survive
+    for (const auto& b : blocks) {
+        grphi::rans::decode_into(in, out);
+        CHECK(out == b);
+    }
+    CHECK(in.remaining() == 0);
+}

@@ -149,6 +149,78 @@ TEST_CASE_TEMPLATE("format: quantized tensors in several parts read back bit for
     }
 }
 
+// The reader reuses each worker's decode buffers from part to part and call to call: a part that is
+// smaller, has zeros where the last had none, or another layout (blocks, clusters, per tensor) must
+// carry nothing over.
+TEST_CASE("format: one reader decodes tensors of every layout in any order, buffers reused between parts") {
+    struct layout {
+        const char* name;
+        grphi::options opts;
+        Eigen::Index rows, cols;
+        double zeros;
+    };
+    std::vector<layout> layouts;
+    grphi::options channel;
+    layouts.push_back({"channel", channel, 40, 33, 0.0});
+    layouts.push_back({"channel_zeros", channel, 9, 33, 0.5});
+    grphi::options tensor_window;
+    tensor_window.per_channel = false;
+    tensor_window.levels = 5;
+    layouts.push_back({"tensor", tensor_window, 31, 17, 0.1});
+    grphi::options clusters;
+    clusters.cluster_size = 4;
+    clusters.fit_scale = true;
+    layouts.push_back({"clusters", clusters, 23, 30, 0.2});
+    grphi::options exponent_blocks;
+    exponent_blocks.levels = 8;
+    exponent_blocks.block_size = 16;
+    layouts.push_back({"exponent_blocks", exponent_blocks, 27, 50, 0.1});
+    grphi::options fp16_blocks = exponent_blocks;
+    fp16_blocks.block_format = grphi::block_scale::fp16;
+    layouts.push_back({"fp16_blocks", fp16_blocks, 19, 40, 0.3});
+    grphi::options all_zero;
+    layouts.push_back({"all_zero", all_zero, 12, 33, 1.0});
+
+    std::vector<std::uint8_t> bytes;
+    grphi::file_writer out(bytes, {}, small_parts(200));
+    std::vector<matrix<float>> expected;
+    std::mt19937_64 rng(77);
+    for (const auto& l : layouts) {
+        std::normal_distribution<double> g(0.0, 0.05);
+        std::bernoulli_distribution zero(l.zeros);
+        matrix<float> W(l.rows, l.cols);
+        for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = zero(rng) ? 0.0f : static_cast<float>(g(rng));
+        out.add(l.name, grphi::quantize<grphi::phi>(W, l.opts), {static_cast<std::uint64_t>(l.rows), static_cast<std::uint64_t>(l.cols)});
+        expected.push_back(grphi::fake_quantize<grphi::phi>(W, l.opts));
+    }
+    out.finish();
+
+    const grphi::file_reader in(bytes.data(), bytes.size());
+    // Forward, backward and interleaved, twice each: every read equals fake_quantize bit for bit.
+    std::vector<std::size_t> order;
+    for (int round = 0; round < 2; ++round) {
+        for (std::size_t i = 0; i < layouts.size(); ++i) order.push_back(i);
+        for (std::size_t i = layouts.size(); i-- > 0;) order.push_back(i);
+        for (std::size_t i = 0; i < layouts.size(); i += 2) order.push_back(i);
+        for (std::size_t i = 1; i < layouts.size(); i += 2) order.push_back(i);
+    }
+    for (const std::size_t i : order) {
+        CAPTURE(layouts[i].name);
+        REQUIRE(in.at(layouts[i].name).sections.size() > 1);
+        matrix<float> got;
+        in.dequantize(layouts[i].name, got);
+        CHECK(same_bits(got, expected[i]));
+        // A row range inside one part, then one across parts.
+        const Eigen::Index rows = layouts[i].rows;
+        matrix<float> one_row;
+        in.dequantize_rows(layouts[i].name, rows - 1, rows, one_row);
+        CHECK(same_bits(one_row, matrix<float>(expected[i].bottomRows(1))));
+        matrix<float> middle;
+        in.dequantize_rows(layouts[i].name, 1, rows - 2, middle);
+        CHECK(same_bits(middle, matrix<float>(expected[i].middleRows(1, rows - 3))));
+    }
+}
+
 TEST_CASE("format: raw tensors of every dtype and rank 0-4 are byte-identical views into the file") {
     const std::vector<grphi::dtype> types = {grphi::dtype::F64, grphi::dtype::F32, grphi::dtype::F16, grphi::dtype::BF16,
                                              grphi::dtype::I8,  grphi::dtype::I16, grphi::dtype::I32, grphi::dtype::I64,

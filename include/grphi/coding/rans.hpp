@@ -1041,18 +1041,32 @@ inline std::vector<std::uint8_t> encode(const std::vector<symbol>& symbols) {
     return out;
 }
 
-// Reads one encoded block from `in`; the count must be <= max_symbols (guards allocation on forged input).
-inline std::vector<symbol> decode(byte_reader& in, std::size_t max_symbols = default_max_symbols) {
+// Reads one encoded block from `in` into `out` (resized to the block's count; its capacity is reused, so
+// a caller decoding block after block allocates once). The count must be <= max_symbols (guards
+// allocation on forged input); on error `out` holds no meaningful symbols.
+inline void decode_into(byte_reader& in, std::vector<symbol>& out, std::size_t max_symbols = default_max_symbols) {
     const std::uint64_t n = in.varint("symbol count");
     if (n > max_symbols)
         in.fail("symbol count " + std::to_string(n) + " exceeds the limit " + std::to_string(max_symbols));
-    if (n == 0) return {};
+    if (n == 0) {
+        out.clear();
+        return;
+    }
     const frequency_table table = read_table(in);
-    if (table.single_symbol()) return std::vector<symbol>(static_cast<std::size_t>(n), static_cast<symbol>(table.alphabet() - 1));
+    if (table.single_symbol()) {
+        out.assign(static_cast<std::size_t>(n), static_cast<symbol>(table.alphabet() - 1));
+        return;
+    }
     const std::uint64_t payload = in.varint("rans payload size");
     in.need(payload, "rans payload");  // before allocating: the payload bytes must exist
-    std::vector<symbol> out(static_cast<std::size_t>(n));
+    out.resize(static_cast<std::size_t>(n));
     decode_symbols(build_decoder(table), in, static_cast<std::size_t>(payload), out.data(), out.size());
+}
+
+// Reads one encoded block from `in`; the count must be <= max_symbols.
+inline std::vector<symbol> decode(byte_reader& in, std::size_t max_symbols = default_max_symbols) {
+    std::vector<symbol> out;
+    decode_into(in, out, max_symbols);
     return out;
 }
 

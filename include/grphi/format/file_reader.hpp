@@ -15,6 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -62,6 +63,49 @@ void keep_rows(packed<T, Base>& p, Eigen::Index a, Eigen::Index b) {
     }
     p.rows = b - a;
 }
+
+// One worker's decode buffers: a part's arrays and the rANS symbols. Fresh arrays fault their pages in
+// anew on every part, which cost as much as decoding; these keep their capacity from part to part.
+struct part_buffers {
+    stored_tensor part;
+    section_scratch scratch;
+};
+
+// Part buffers no call is using, kept for the next one while the reader lives: at most one set per
+// thread that decoded at once, and only for parts of at most keep_weights weights (larger parts are
+// rare, and keeping ~5 bytes per weight of them would surprise).
+class part_buffer_pool {
+public:
+    static constexpr std::uint64_t keep_weights = std::uint64_t{1} << 24;
+
+    struct lease {
+        part_buffer_pool* pool;
+        std::unique_ptr<part_buffers> buffers;
+        ~lease() { pool->give_back(std::move(buffers)); }
+        part_buffers* operator->() const { return buffers.get(); }
+    };
+    lease take() {
+        std::unique_ptr<part_buffers> b;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!free_.empty()) {
+                b = std::move(free_.back());
+                free_.pop_back();
+            }
+        }
+        if (!b) b = std::make_unique<part_buffers>();
+        return lease{this, std::move(b)};  // a prvalue: no move of the lease
+    }
+
+private:
+    void give_back(std::unique_ptr<part_buffers> b) {
+        if (!b || b->part.signs.capacity() > keep_weights) return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        free_.push_back(std::move(b));
+    }
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<part_buffers>> free_;
+};
 
 // Runs body(i) for i in [0, n), in parallel with OpenMP when `parallel`; rethrows the first exception.
 template <class Body>
@@ -128,21 +172,9 @@ public:
 
     // One part (row section) of a quantized tensor, base erased; reads that section only.
     stored_tensor read_part_stored(const tensor_info& t, std::size_t part) const {
-        check_quantized(t, "read_part");
-        if (part >= t.sections.size())
-            throw std::invalid_argument(name_ + ": tensor '" + t.name + "' has " + std::to_string(t.sections.size()) +
-                                        " parts, not " + std::to_string(part + 1));
-        const section_info& s = t.sections[part];
-        const std::string where = name_ + ": tensor '" + t.name + "' part " + std::to_string(part);
-        const std::uint8_t* bytes = data_ + s.offset;
-        if (limits_.check_checksums && detail::crc32(bytes, static_cast<std::size_t>(s.size)) != s.crc)
-            throw format_error(where + ": data section checksum mismatch");
-        stored_tensor p = header_of(t);
-        p.rows = s.rows;
-        detail::byte_reader body(bytes, static_cast<std::size_t>(s.size), where);
-        detail::read_tensor_data(p, body);
-        if (body.remaining() != 0) body.fail(std::to_string(body.remaining()) + " unused bytes at the end of the data section");
-        p.coded_bytes = s.size;
+        stored_tensor p;
+        detail::section_scratch scratch;
+        read_part_into(t, part, p, scratch);
         return p;
     }
 
@@ -210,11 +242,14 @@ public:
         detail::for_each_part(last - first + 1, true, [&](std::size_t i) {
             const std::size_t part = first + i;
             const section_info& s = t.sections[part];
-            packed<T, Base> p = read_part_stored(t, part).template as<T, Base>();
+            const auto buffers = buffer_pool_->take();
+            read_part_into(t, part, buffers->part, buffers->scratch);
+            packed<T, Base> p = std::move(buffers->part).template as<T, Base>();
             const std::int64_t a = std::max(begin, s.first_row), b = std::min(end, s.first_row + s.rows);
             detail::keep_rows(p, static_cast<Eigen::Index>(a - s.first_row), static_cast<Eigen::Index>(b - s.first_row));
             // as<T, Base>() validated the part: no second pass before composing the values.
             detail::dequantize_valid(p, out.middleRows(static_cast<Eigen::Index>(a - begin), static_cast<Eigen::Index>(b - a)));
+            buffers->part = stored_tensor::from_valid(std::string(), std::move(p));  // the arrays, for the next part
         });
     }
     template <class T, class Base, class Out>
@@ -319,6 +354,30 @@ private:
                                     "', not a built-in one: call dequantize<T, YourBase>()");
     }
 
+    // Decodes part `part` of t into p, reusing p's arrays and the scratch (see part_buffers).
+    void read_part_into(const tensor_info& t, std::size_t part, stored_tensor& p, detail::section_scratch& scratch) const {
+        check_quantized(t, "read_part");
+        if (part >= t.sections.size())
+            throw std::invalid_argument(name_ + ": tensor '" + t.name + "' has " + std::to_string(t.sections.size()) +
+                                        " parts, not " + std::to_string(part + 1));
+        const section_info& s = t.sections[part];
+        const std::string where = name_ + ": tensor '" + t.name + "' part " + std::to_string(part);
+        const std::uint8_t* bytes = data_ + s.offset;
+        if (limits_.check_checksums && detail::crc32(bytes, static_cast<std::size_t>(s.size)) != s.crc)
+            throw format_error(where + ": data section checksum mismatch");
+        p.name = t.name;
+        p.scalar = t.scalar;
+        p.base_name = t.base_name;
+        p.base_value = t.base_value;
+        p.cols = t.cols();
+        p.opts = t.opts;
+        p.rows = s.rows;
+        detail::byte_reader body(bytes, static_cast<std::size_t>(s.size), where);
+        detail::read_tensor_data(p, body, scratch);
+        if (body.remaining() != 0) body.fail(std::to_string(body.remaining()) + " unused bytes at the end of the data section");
+        p.coded_bytes = s.size;
+    }
+
     stored_tensor header_of(const tensor_info& t) const {
         stored_tensor s;
         s.name = t.name;
@@ -343,6 +402,8 @@ private:
     int version_ = 2;
     format::index index_;
     std::uint64_t index_size_ = 0;
+    // Decode buffers kept between parts and calls (behind a pointer: the reader stays movable).
+    std::unique_ptr<detail::part_buffer_pool> buffer_pool_ = std::make_unique<detail::part_buffer_pool>();
 };
 
 }  // namespace grphi

@@ -640,7 +640,14 @@ inline void check_storable(const stored_tensor& t) {
     if (outside != 0) fail("an exponent is outside its channel window");
 }
 
-inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
+// Buffers a reader reuses section after section (rANS symbols of one stream at a time).
+struct section_scratch {
+    std::vector<rans::symbol> symbols;
+};
+
+// Decodes one data section into t (whose header fields are set); t's arrays and the scratch keep their
+// capacity, so a reader decoding part after part into the same objects allocates once.
+inline void read_tensor_data(stored_tensor& t, byte_reader& in, section_scratch& scratch) {
     const tensor_geometry g(t);
     if (g.channels > in.remaining() / 5) in.fail("truncated channel state (" + std::to_string(g.channels) + " channels)");
     t.window_lo.resize(g.channels);
@@ -658,8 +665,9 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
             in.fail("channel " + std::to_string(c) + " scale step " + std::to_string(t.scale_steps[c]) + " is outside [-8, 8]");
     }
     read_block_scales(t, g, in);
-    {  // the sign symbols are freed before the exponents are decoded: peak memory ~5 bytes per weight
-        const std::vector<rans::symbol> signs = rans::decode(in, static_cast<std::size_t>(t.size()));
+    {  // one symbol buffer for the signs and then the exponents: peak memory ~5 bytes per weight
+        std::vector<rans::symbol>& signs = scratch.symbols;
+        rans::decode_into(in, signs, static_cast<std::size_t>(t.size()));
         if (signs.size() != t.size())
             in.fail("sign stream has " + std::to_string(signs.size()) + " symbols, expected " + std::to_string(t.size()));
         // Checked first, converted after: both loops vectorise, and the message still names the first bad symbol.
@@ -679,7 +687,7 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
     if (mode_byte & 0x7c) in.fail("unknown exponent mode " + std::to_string(mode_byte));
     const auto mode = static_cast<container::exponent_mode>(mode_byte & 3);
     const bool store_all = mode_byte & container::all_exponents_stored;
-    t.exponents.assign(g.rows * g.blocks_per_row, 0);
+    t.exponents.resize(g.rows * g.blocks_per_row);  // every slot is written below
     std::uint64_t expected = 0;
     std::vector<std::uint32_t> stored_per_row;  // one exponent per weight: counted per row (the slots are set below)
     const bool channel_windows = g.block == 1 && !g.exponent_blocks();  // each weight in its channel's window
@@ -706,7 +714,7 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         return;
     }
     std::int64_t lowest = 0;
-    std::vector<rans::symbol> symbols;
+    std::vector<rans::symbol>& symbols = scratch.symbols;
     std::vector<std::int16_t> raw;
     if (mode == container::exponent_mode::raw) {
         if (expected > in.remaining() / 2) in.fail("truncated raw exponents");
@@ -717,7 +725,7 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
             lowest = unzigzag(in.varint("exponent offset"));
             if (lowest < -32768 || lowest > 32767) in.fail("exponent offset " + std::to_string(lowest) + " is outside int16");
         }
-        symbols = rans::decode(in, static_cast<std::size_t>(expected));
+        rans::decode_into(in, symbols, static_cast<std::size_t>(expected));
         if (symbols.size() != expected)
             in.fail("exponent stream has " + std::to_string(symbols.size()) + " symbols, expected " + std::to_string(expected));
     }
@@ -775,6 +783,11 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
         t.exponents[i] = static_cast<std::int16_t>(inside ? k : lo);
     });
     if (!inside) in.fail(g.exponent_blocks() ? "an exponent lies outside its block window" : "an exponent lies outside its channel window");
+}
+
+inline void read_tensor_data(stored_tensor& t, byte_reader& in) {
+    section_scratch scratch;
+    read_tensor_data(t, in, scratch);
 }
 
 }  // namespace detail

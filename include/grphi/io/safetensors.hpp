@@ -413,9 +413,17 @@ public:
             const dtype type = tensors_[current_].type;
             const std::size_t width = dtype_size(type);
             const std::uint64_t left_in_tensor = (tensors_[current_].bytes() - done_in_current_) / width;
-            const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>({chunk, count, left_in_tensor}));
-            convert_from(values, take, type, staging);
-            write_bytes(staging, take * width);
+            // Values already in the file's layout (float as F32, double as F64, little-endian host) go
+            // out as they are, in one write: no staging copy.
+            const bool as_is = detail::host_is_little_endian() &&
+                               ((std::is_same_v<T, float> && type == dtype::F32) || (std::is_same_v<T, double> && type == dtype::F64));
+            const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>({as_is ? count : chunk, count, left_in_tensor}));
+            if (as_is) {
+                write_bytes(reinterpret_cast<const std::uint8_t*>(values), take * width);
+            } else {
+                convert_from(values, take, type, staging);
+                write_bytes(staging, take * width);
+            }
             values += take;
             count -= take;
         }
