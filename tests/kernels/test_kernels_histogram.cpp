@@ -110,7 +110,7 @@ TEST_CASE("avx512::count_window_symbols equals the scalar count on random and ad
                     }
 }
 
-TEST_CASE("avx512::window_counter drains before its 16-bit lanes overflow (one symbol, > 32767 adds per lane)") {
+TEST_CASE("avx512::count_offsets drains before its 16-bit lanes overflow (one symbol, > 32767 adds per lane)") {
     if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;
     const std::size_t n = 32 * 32767 + 65;
     std::vector<std::int16_t> exponents(n, 3);

@@ -177,41 +177,46 @@ inline bool collect_row_scalar(const std::int8_t* signs, const std::int16_t* exp
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-// collect_row_avx512's state across a row's steps.
-template <int Bins>
-struct row_collect_state {
-    kernels::avx512::window_counter<(Bins > 0 ? Bins : 1)> counter;
+// collect_row_avx512's step over 32 weights of a row (the lanes in m): sign symbols, checks, and the
+// nonzero exponents packed; returns the exponents' offsets from the window bottom, counted where nonzero.
+struct collect_step {
+    const std::int8_t* signs;
+    const std::int16_t* exponents;
+    rans::symbol* sign_symbols;
+    rans::symbol* out;  // the next packed exponent
+    __m512i bottom, last;
     __mmask32 bad = 0;
     std::uint64_t negative = 0;
-    rans::symbol* out;
-};
 
-// 32 weights of a row (the lanes in m): sign symbols, checks, counts, and the nonzero exponents packed.
-template <int Bins>
-GRPHI_TARGET_AVX512 inline void collect_step(const std::int8_t* signs, const std::int16_t* exponents, __mmask32 m,
-                                             __m512i bottom, __m512i last, rans::symbol* sign_symbols,
-                                             row_collect_state<Bins>& st) {
-    const __m512i one = _mm512_set1_epi16(1);
-    const __m512i two = _mm512_set1_epi16(2);
-    const __m256i s = _mm256_maskz_loadu_epi8(m, signs);
-    const __m512i e = _mm512_maskz_loadu_epi16(m, exponents);
-    const __mmask32 nonzero = _mm256_mask_test_epi8_mask(m, s, s);
-    st.negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s) & m));
-    const __m512i sign_symbol = _mm512_add_epi16(_mm512_cvtepi8_epi16(s), one);
-    _mm512_mask_storeu_epi16(sign_symbols, m, sign_symbol);
-    st.bad |= _mm512_mask_cmpgt_epu16_mask(m, sign_symbol, two);
-    const __m512i d = _mm512_sub_epi16(e, bottom);
-    st.bad |= _mm512_mask_cmpgt_epu16_mask(nonzero, d, last);
-    st.bad |= _mm512_mask_cmpneq_epi16_mask(m & ~nonzero, e, bottom);
-    if constexpr (Bins > 0) st.counter.add(d, nonzero);
-    const auto low = static_cast<__mmask16>(nonzero), high = static_cast<__mmask16>(nonzero >> 16);
-    const __m512i e_low = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(e));
-    const __m512i e_high = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(e, 1));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st.out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(low, e_low)));
-    st.out += __builtin_popcount(low);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st.out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(high, e_high)));
-    st.out += __builtin_popcount(high);
-}
+    GRPHI_TARGET_AVX512 __m512i operator()(std::size_t i, __mmask32& counted) {
+        return lanes(i, ~__mmask32{0}, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(signs + i)),
+                     _mm512_loadu_si512(exponents + i), counted);
+    }
+    GRPHI_TARGET_AVX512 __m512i operator()(std::size_t i, __mmask32 m, __mmask32& counted) {
+        return lanes(i, m, _mm256_maskz_loadu_epi8(m, signs + i), _mm512_maskz_loadu_epi16(m, exponents + i), counted);
+    }
+    GRPHI_TARGET_AVX512 __m512i lanes(std::size_t i, __mmask32 m, __m256i s, __m512i e, __mmask32& counted) {
+        const __m512i one = _mm512_set1_epi16(1);
+        const __m512i two = _mm512_set1_epi16(2);
+        const __mmask32 nonzero = _mm256_mask_test_epi8_mask(m, s, s);
+        negative += static_cast<std::uint64_t>(__builtin_popcount(_mm256_movepi8_mask(s) & m));
+        const __m512i sign_symbol = _mm512_add_epi16(_mm512_cvtepi8_epi16(s), one);
+        _mm512_mask_storeu_epi16(sign_symbols + i, m, sign_symbol);
+        bad |= _mm512_mask_cmpgt_epu16_mask(m, sign_symbol, two);
+        const __m512i d = _mm512_sub_epi16(e, bottom);
+        bad |= _mm512_mask_cmpgt_epu16_mask(nonzero, d, last);
+        bad |= _mm512_mask_cmpneq_epi16_mask(m & ~nonzero, e, bottom);
+        const auto low = static_cast<__mmask16>(nonzero), high = static_cast<__mmask16>(nonzero >> 16);
+        const __m512i e_low = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(e));
+        const __m512i e_high = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(e, 1));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(low, e_low)));
+        out += __builtin_popcount(low);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(high, e_high)));
+        out += __builtin_popcount(high);
+        counted = nonzero;
+        return d;
+    }
+};
 
 // collect_row_scalar for windows of at most Bins exponents, 32 weights per step: the window counts of
 // kernels/histogram.hpp; a compress packs the nonzero exponents. Bins == 0 counts nothing (the caller
@@ -221,29 +226,23 @@ template <int Bins>
 GRPHI_TARGET_AVX512 inline bool collect_row_avx512(const std::int8_t* signs, const std::int16_t* exponents,
                                                    std::size_t n, int lo, std::size_t width, std::uint64_t* counts,
                                                    row_collector& c) {
-    using counter = kernels::avx512::window_counter<(Bins > 0 ? Bins : 1)>;
-    constexpr std::size_t lanes = counter::lanes;
-    constexpr std::size_t chunk = lanes * counter::max_adds;
-    const __m512i bottom = _mm512_set1_epi16(static_cast<std::int16_t>(lo));
-    const __m512i last = _mm512_set1_epi16(static_cast<std::int16_t>(width - 1));
-    row_collect_state<Bins> st;
-    st.out = c.stored;
-    for (std::size_t start = 0; start < n; start += chunk) {
-        const std::size_t end = std::min(n, start + chunk);
-        std::size_t i = start;
-        for (; i + lanes <= end; i += lanes)
-            collect_step<Bins>(signs + i, exponents + i, ~__mmask32{0}, bottom, last, c.sign_symbols + i, st);
-        if (i < end)
-            collect_step<Bins>(signs + i, exponents + i, static_cast<__mmask32>((std::uint64_t{1} << (end - i)) - 1),
-                               bottom, last, c.sign_symbols + i, st);
-        if constexpr (Bins > 0) st.counter.drain(counts, width);
+    collect_step step{signs, exponents, c.sign_symbols, c.stored, _mm512_set1_epi16(static_cast<std::int16_t>(lo)),
+                      _mm512_set1_epi16(static_cast<std::int16_t>(width - 1))};
+    if constexpr (Bins > 0) {
+        kernels::avx512::count_offsets<Bins>(n, counts, width, step);
+    } else {
+        (void)counts;
+        __mmask32 counted;
+        std::size_t i = 0;
+        for (; i + 32 <= n; i += 32) step(i, counted);
+        if (i < n) step(i, static_cast<__mmask32>((std::uint64_t{1} << (n - i)) - 1), counted);
     }
-    const auto kept = static_cast<std::uint64_t>(st.out - c.stored);
+    const auto kept = static_cast<std::uint64_t>(step.out - c.stored);
     c.sign_symbols += n;
-    c.stored = st.out;
-    c.negative += st.negative;
+    c.stored = step.out;
+    c.negative += step.negative;
     c.nonzero += kept;
-    return st.bad == 0;
+    return step.bad == 0;
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
