@@ -438,36 +438,68 @@ struct block_row {
 };
 
 // The levels of an fp16/e4m3-scaled block: v[j] = T(s) * level(lo + j), and thresholds th[j] (j >= 1), the
-// smallest magnitude that takes v[j] or above (exact: see square_at_least / double_at_least).
+// smallest magnitude that takes v[j] or above (exact: see scaled_threshold).
 template <class T>
-struct scaled_levels {
-    std::vector<T> unit;       // level(lo + j) of the channel window
-    std::vector<T> value;      // T(s) * unit[j]
-    std::vector<T> threshold;  // [j]: for j >= 1
-
-    void set_window(const std::vector<T>& window_levels) { unit = window_levels; }
-
-    void build(T scale, rounding round) {
-        const std::size_t n = unit.size();
-        value.resize(n);
-        threshold.assign(n, T(0));
-        for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
-        for (std::size_t j = 1; j < n; ++j) {
-            const T a = value[j - 1], b = value[j];
-            if (round == rounding::log)
-                threshold[j] = smallest_satisfying<T>(std::sqrt(a) * std::sqrt(b), b,
-                                                      [&](T t) { return square_at_least(t, a, b); });
-            else
-                threshold[j] = smallest_satisfying<T>(a / 2 + b / 2, b, [&](T t) { return double_at_least(t, a, b); });
-        }
-    }
+struct scaled_view {
+    const T* value = nullptr;      // [j]: T(s) * unit[j]
+    const T* threshold = nullptr;  // [j]: for j >= 1 (th[0] unused)
+    std::size_t n = 0;
     // Offset j of magnitude a > 0: the number of thresholds at or below it.
     std::size_t offset(T a) const {
         std::size_t j = 0;
-        for (std::size_t i = 1; i < threshold.size(); ++i) j += a >= threshold[i] ? 1 : 0;
+        for (std::size_t i = 1; i < n; ++i) j += a >= threshold[i] ? 1 : 0;
         return j;
     }
 };
+
+// Scaled levels per scale code for one channel window, built once per thread and reused by every block
+// with that code: codes repeat (a block's scale is its maximum over the window top, rounded to 11 or 4
+// bits), and building the thresholds costs far more than a block's weights. Direct-mapped; an entry is
+// tagged by the block quantizer that built it (its options), the window and the code.
+template <class T>
+struct scaled_level_cache {
+    static constexpr std::size_t max_bytes = std::size_t(1) << 18;
+    std::uint64_t owner = 0;
+    std::size_t n = 0, mask = 0;
+    std::vector<std::uint64_t> tags;  // 0: empty
+    std::vector<T> data;              // per slot: n values, then n thresholds
+
+    // Empties the cache unless it already serves this owner with n levels per window.
+    void serve(std::uint64_t who, std::size_t levels) {
+        if (who == owner && levels == n) return;
+        owner = who;
+        n = levels;
+        std::size_t slots = 4096;
+        while (slots > 16 && slots * 2 * n * sizeof(T) > max_bytes) slots /= 2;
+        mask = slots - 1;
+        tags.assign(slots, 0);
+        data.resize(slots * 2 * n);
+    }
+
+    // The levels of code on window [lo, hi] (unit: its unscaled levels), built on a miss.
+    scaled_view<T> levels(const T* unit, int lo, int hi, block_scale format, std::uint16_t code, rounding round) {
+        const std::uint64_t tag = (std::uint64_t(code) << 40) | (std::uint64_t(std::uint16_t(lo)) << 24) |
+                                  (std::uint64_t(std::uint16_t(hi)) << 8) | 1u;
+        const std::size_t slot = (std::size_t(code) + 977u * std::size_t(std::uint16_t(lo)) +
+                                  131u * std::size_t(std::uint16_t(hi))) & mask;
+        T* value = data.data() + slot * 2 * n;
+        T* threshold = value + n;
+        if (tags[slot] != tag) {
+            const T scale = static_cast<T>(block_scale_value(format, code));
+            for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
+            threshold[0] = T(0);
+            for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
+            tags[slot] = tag;
+        }
+        return {value, threshold, n};
+    }
+};
+
+// A distinct number per block quantizer, so a thread's level cache never serves another's options.
+inline std::uint64_t next_block_quantizer_id() {
+    static std::atomic<std::uint64_t> counter{0};
+    return ++counter;
+}
 
 template <class T, class Base>
 class block_quantizer {
@@ -475,7 +507,8 @@ public:
     using I = bits_t<T>;
 
     block_quantizer(const quantizer<T, Base>& q, const double* importance)
-        : q_(q), o_(q.opts()), importance_(importance), base_value_(base_value_of<Base>(q.opts())) {
+        : q_(q), o_(q.opts()), importance_(importance), base_value_(base_value_of<Base>(q.opts())),
+          id_(next_block_quantizer_id()) {
         if (o_.fit_scale)  // every scaled grid before any parallel work
             for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o_, s);
     }
@@ -511,7 +544,7 @@ private:
     struct scratch {
         std::vector<std::int16_t> exps;
         std::vector<std::int8_t> signs;
-        scaled_levels<T> levels;
+        scaled_level_cache<T> cache;
         std::vector<T> window_levels;
     };
     static scratch& thread_scratch(std::size_t size) {
@@ -523,11 +556,7 @@ private:
         return s;
     }
 
-    static T block_max(const T* w, std::size_t len) {
-        I m = 0;
-        for (std::size_t i = 0; i < len; ++i) m = std::max(m, I(to_bits(w[i]) & std::numeric_limits<I>::max()));
-        return from_bits<T>(m);
-    }
+    static T block_max(const T* w, std::size_t len) { return from_bits<T>(quantizer<T, Base>::row_max_bits(w, len)); }
 
     int exponent_on(const grid<T, Base>& g, T a) const {
         const int k = q_.cells().exponent(to_bits(a));
@@ -647,9 +676,16 @@ private:
     }
 
     // fp16/e4m3 scales: one block with levels l (built for its scale) on channel window c.
-    void scaled_block(const scaled_levels<T>& l, const channel_state& c, const T* w, std::size_t len,
+    void scaled_block(const scaled_view<T>& l, const channel_state& c, const T* w, std::size_t len,
                       std::int16_t* exps, std::int8_t* signs, std::uint8_t* clipped) const {
-        const T bottom = l.value.front(), top = l.value.back();
+        const T bottom = l.value[0], top = l.value[l.n - 1];
+#if GRPHI_X86_DISPATCH
+        if (clipped == nullptr && avx512_rows()) {
+            kernels::avx512::scaled_block(w, len, l.threshold, l.n, to_bits(bottom), o_.under == underflow::flush, c.lo,
+                                          exps, signs);
+            return;
+        }
+#endif
         for (std::size_t i = 0; i < len; ++i) {
             const T a = std::fabs(w[i]);
             // Flush: below half the lowest value (a + a is exact here: a < bottom <= the largest finite T).
@@ -660,7 +696,7 @@ private:
         }
     }
 
-    double scaled_error(const scaled_levels<T>& l, const channel_state& c, const T* w, const double* importance,
+    double scaled_error(const scaled_view<T>& l, const channel_state& c, const T* w, const double* importance,
                         std::size_t len, const std::int16_t* exps, const std::int8_t* signs, int scale_exp) const {
         double e = 0;
         for (std::size_t i = 0; i < len; ++i) {
@@ -677,15 +713,34 @@ private:
         const auto& unit = q_.grid_of({c.lo, c.hi, 0});
         s.window_levels.clear();
         for (int k = c.lo; k <= c.hi; ++k) s.window_levels.push_back(unit.level_of(k));
-        s.levels.set_window(s.window_levels);
+        s.cache.serve(id_, s.window_levels.size());
+        auto levels_of = [&](std::uint16_t code) {
+            return s.cache.levels(s.window_levels.data(), c.lo, c.hi, o_.block_format, code, o_.round);
+        };
         const T top_level = s.window_levels.back();
         const block_scale format = o_.block_format;
+        out.lo = c.lo;
+        out.hi = c.hi;
+#if GRPHI_X86_DISPATCH
+        if (o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
+            // The loop below without the search, the block maxima and offsets on the row's AVX-512 kernel.
+            kernels::avx512::scaled_row(w, n, size, o_.under == underflow::flush, c.lo, out.exps, out.signs,
+                                        [&](std::size_t b, I max_bits) {
+                                            const T m = from_bits<T>(max_bits);
+                                            const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
+                                            const std::uint16_t code = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
+                                            out.scales[b] = code;
+                                            return levels_of(code);
+                                        });
+            return;
+        }
+#endif
         for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
             const std::size_t len = std::min(n - start, size);
             const T* x = w + start;
             const T m = block_max(x, len);
             const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
-            std::uint16_t code = block_scale_code(format, m > T(0) ? ratio : 1.0);
+            std::uint16_t code = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
             if (o_.search == scale_search::mse && m > T(0)) {
                 const double* importance = importance_ ? importance_ + start : nullptr;
                 const int scale_exp = std::ilogb(m);
@@ -694,9 +749,9 @@ private:
                 auto consider = [&](std::uint16_t candidate) {
                     if (candidate == last) return;
                     last = candidate;
-                    s.levels.build(static_cast<T>(block_scale_value(format, candidate)), o_.round);
-                    scaled_block(s.levels, c, x, len, s.exps.data(), s.signs.data(), nullptr);
-                    const double e = scaled_error(s.levels, c, x, importance, len, s.exps.data(), s.signs.data(), scale_exp);
+                    const scaled_view<T> l = levels_of(candidate);
+                    scaled_block(l, c, x, len, s.exps.data(), s.signs.data(), nullptr);
+                    const double e = scaled_error(l, c, x, importance, len, s.exps.data(), s.signs.data(), scale_exp);
                     if (e < best_error) {
                         best_error = e;
                         best = candidate;
@@ -714,33 +769,31 @@ private:
                     }
                 }
                 for (int u = 0; u <= 2 * scale_denominator; ++u) {
-                    consider(block_scale_code(format, ratio * std::pow(base_value_, -u / double(scale_denominator))));
+                    consider(block_scale_nearest(format, ratio * std::pow(base_value_, -u / double(scale_denominator))).code);
                     double num = 0, den = 0;
                     for (std::size_t j = 0; j < len; ++j) {
                         if (s.signs[j] == 0) continue;
-                        const double unit_level = static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]);
+                        const double unit_level = static_cast<double>(s.window_levels[static_cast<std::size_t>(s.exps[j] - c.lo)]);
                         const double u_scaled = std::ldexp(unit_level, -scale_exp);
                         const double weight = importance ? importance[j] : 1.0;
                         num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u_scaled;
                         den += weight * u_scaled * u_scaled;
                     }
-                    if (den > 0) consider(block_scale_code(format, num / den));
+                    if (den > 0) consider(block_scale_nearest(format, num / den).code);
                 }
                 code = best;
             }
-            s.levels.build(static_cast<T>(block_scale_value(format, code)), o_.round);
-            scaled_block(s.levels, c, x, len, out.exps + start, out.signs + start,
+            scaled_block(levels_of(code), c, x, len, out.exps + start, out.signs + start,
                          out.clipped ? out.clipped + start : nullptr);
             out.scales[b] = code;
         }
-        out.lo = c.lo;
-        out.hi = c.hi;
     }
 
     const quantizer<T, Base>& q_;
     const options& o_;
     const double* importance_;
     double base_value_;
+    std::uint64_t id_;  // tags this quantizer's entries in the threads' level caches
 };
 
 // Channel windows of fp16/e4m3-scaled tensors (exponent scales: unused, the row loop finds them).

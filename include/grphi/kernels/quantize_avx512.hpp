@@ -103,6 +103,11 @@ struct zmm_bits {
     GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) {
         if constexpr (wide) return _mm512_cmpgt_epi64_mask(a, b); else return _mm512_cmpgt_epi32_mask(a, b);
     }
+    // Bits of a + a for the non-negative T with bits a (rounded as T adds: to infinity past the largest).
+    GRPHI_TARGET_AVX512 static __m512i twice(__m512i a) {
+        if constexpr (wide) return _mm512_castpd_si512(_mm512_add_pd(_mm512_castsi512_pd(a), _mm512_castsi512_pd(a)));
+        else return _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(a)));
+    }
     GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) {
         if constexpr (wide) return _mm512_test_epi64_mask(a, a); else return _mm512_test_epi32_mask(a, a);
     }
@@ -417,6 +422,56 @@ GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::
             zmm::store_int16(exps + start + i, mask, zmm::blend(kept, lo, k));
             zmm::store_int8(signs + start + i, mask, z.sign(bits, kept));
         }
+    }
+}
+
+// fp16/e4m3 block scales, one block on its scaled levels: exponent lo + the number of thresholds at or
+// below |w| (threshold[1..n-1], ascending; non-negative T compare as their bits), and the sign. A zero
+// weight, or under flush one below half the lowest level (bottom_bits), keeps exponent lo and sign 0.
+template <class T>
+GRPHI_TARGET_AVX512 inline void scaled_block(const T* w, std::size_t len, const T* threshold, std::size_t n,
+                                             bits_t<T> bottom_bits, bool flush, int lo, std::int16_t* exps,
+                                             std::int8_t* signs) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max()), one = zmm::set1(1), base = zmm::set1(lo);
+    const __m512i bottom = zmm::set1(bottom_bits);
+    for (std::size_t i = 0; i < len; i += zmm::lanes) {
+        const auto m = lanes_at<T>(i, len);
+        const __m512i bits = zmm::load(w + i, m);
+        const __m512i mag = _mm512_and_si512(bits, magnitude);
+        __m512i k = base;
+        for (std::size_t j = 1; j < n; ++j)
+            k = zmm::add_where(zmm::ge(mag, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
+        auto kept = zmm::nonzero(mag);
+        if (flush) kept = static_cast<decltype(kept)>(kept & zmm::ge(zmm::twice(mag), bottom));
+        zmm::store_int16(exps + i, m, zmm::blend(kept, base, k));
+        zmm::store_int8(signs + i, m, zmm::or_where(kept, zmm::sign_fill(bits), one));
+    }
+}
+
+// Largest magnitude (bits) of w[0, len).
+template <class T>
+GRPHI_TARGET_AVX512 inline bits_t<T> max_magnitude_bits(const T* w, std::size_t len) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max());
+    __m512i maxima = zmm::set1(0);
+    for (std::size_t i = 0; i < len; i += zmm::lanes)
+        maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + i, lanes_at<T>(i, len)), magnitude));
+    return I(zmm::reduce_max(maxima));
+}
+
+// fp16/e4m3 block scales on a whole row: per block, its largest magnitude's bits go to levels(b, max_bits),
+// which picks the block's scale and returns its levels (value, threshold, n); the kernel writes the block.
+template <class T, class Levels>
+GRPHI_TARGET_AVX512 void scaled_row(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
+                                    std::int16_t* exps, std::int8_t* signs, Levels&& levels) {
+    for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
+        const std::size_t len = std::min(n - start, block_size);
+        const auto l = levels(b, max_magnitude_bits(w + start, len));
+        scaled_block(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo, exps + start,
+                     signs + start);
     }
 }
 
