@@ -433,6 +433,7 @@ struct block_row {
     std::int8_t* steps = nullptr;     // per block (exponent scales)
     std::uint16_t* scales = nullptr;  // per block (fp16/e4m3 codes)
     std::uint8_t* clipped = nullptr;  // per weight, optional
+    double max_magnitude = -1;        // the row's largest magnitude when the caller knows it (< 0: unknown)
     int lo = std::numeric_limits<int>::max();  // union of the row's block windows
     int hi = std::numeric_limits<int>::min();
 };
@@ -590,41 +591,68 @@ private:
 
 #if GRPHI_X86_DISPATCH
     // Exponent scales, absmax, step 0, on the row's register tables: one exact exponent per weight via
-    // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r (or rows
-    // whose tables do not fit) return false or take exponent_block. Same result as the generic route.
+    // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r take
+    // exponent_block (rows whose tables do not fit return false). Same result as the generic route.
     bool exponent_row_avx512(const T* w, std::size_t n, block_row& out) const {
         const auto& g = q_.grid_of({0, 0, 0});
-        const T row_max = from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
+        const T row_max = out.max_magnitude >= 0 ? static_cast<T>(out.max_magnitude)
+                                                 : from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
         const channel_state row_top = window_for<T, Base>(o_, g, row_max);
-        const std::pair<int, int> clip = clip_bounds(o_, g);  // not a structured binding: the lambda captures it
-        const int clip_lo = clip.first, clip_hi = clip.second;
-        window_tables<T> t;
-        bool fits = false;
-        int lo_r = row_top.hi;
-        for (int width = static_cast<int>(window_tables<T>::entries) * 2 / 3; width >= *o_.levels && !fits; width -= 4) {
-            lo_r = std::max(clip_lo, row_top.hi - width);
-            fits = q_.tables_for({lo_r, row_top.hi, 0}, t);
+        const auto [clip_lo, clip_hi] = clip_bounds(o_, g);
+        row_tables& rt = thread_row_tables();
+        if (rt.owner != id_ || rt.top != row_top.hi) {  // rows of a tensor mostly share their top
+            rt.owner = id_;
+            rt.top = row_top.hi;
+            rt.fits = false;
+            for (int width = static_cast<int>(window_tables<T>::entries) * 2 / 3; width >= *o_.levels && !rt.fits; width -= 4) {
+                rt.lo = std::max(clip_lo, row_top.hi - width);
+                rt.fits = q_.tables_for({rt.lo, row_top.hi, 0}, rt.tables);
+            }
+            rt.keep_from.clear();
+            if (o_.under == underflow::flush)
+                for (int k = rt.lo; k <= row_top.hi; ++k) rt.keep_from.push_back(std::max(to_bits(g.flush_of(k)), I(1)));
         }
-        if (!fits) return false;
-        const bool flush = o_.under == underflow::flush;
-        auto window = [&](std::size_t b, std::size_t start, std::size_t len, I m) {
+        if (!rt.fits) return false;
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const std::size_t blocks = (n + size - 1) / size;
+        const std::size_t padded = blocks + 64 / sizeof(T);
+        if (rt.block_max.size() < padded) {
+            rt.block_max.resize(padded);
+            rt.block_lo.resize(padded);
+            rt.exact.resize(padded);
+        }
+        std::fill(out.steps, out.steps + blocks, std::int8_t(0));
+        kernels::avx512::exponent_row_blocks(w, n, rt.tables, q_.cells().shift, size, *o_.levels, clip_lo,
+                                             rt.keep_from.empty() ? nullptr : rt.keep_from.data(), rt.block_max.data(),
+                                             rt.block_lo.data(), rt.exact.data(), out.tops, out.exps, out.signs, out.lo,
+                                             out.hi);
+        for (std::size_t b = 0; b < blocks; ++b) {
+            if (!rt.exact[b]) continue;
             // window_for's window, with the exponent from the O(1) cell table instead of a search.
+            const std::size_t start = b * size, len = std::min(n - start, size);
+            const I m = rt.block_max[b];
             const int top = std::clamp(m != 0 ? q_.cells().exponent(m) : 0, clip_lo, clip_hi);
             const channel_state c{std::max(clip_lo, top - (*o_.levels - 1)), top, 0};
             out.tops[b] = static_cast<std::int16_t>(c.hi);
-            out.steps[b] = 0;
             out.lo = std::min(out.lo, c.lo);
             out.hi = std::max(out.hi, c.hi);
-            if (m != 0 && c.lo < lo_r) {  // members may lie below the row tables: the exact scalar route
-                exponent_block(g, c, w + start, len, out.exps + start, out.signs + start,
-                               out.clipped ? out.clipped + start : nullptr);
-                return block_window<T>{};
-            }
-            return block_window<T>{true, I(c.lo), I(c.hi), std::max(flush ? to_bits(g.flush_of(c.lo)) : I(0), I(1))};
-        };
-        kernels::avx512::exponent_row(w, n, t, q_.cells().shift, static_cast<std::size_t>(o_.block_size), out.exps,
-                                      out.signs, window);
+            exponent_block(g, c, w + start, len, out.exps + start, out.signs + start, nullptr);
+        }
         return true;
+    }
+
+    // A thread's register tables for rows with one top (and the scratch of exponent_row_blocks).
+    struct row_tables {
+        std::uint64_t owner = 0;
+        int top = 0, lo = 0;
+        bool fits = false;
+        window_tables<T> tables;
+        std::vector<I> keep_from, block_max, block_lo;
+        std::vector<std::uint8_t> exact;
+    };
+    static row_tables& thread_row_tables() {
+        thread_local row_tables t;
+        return t;
     }
 #endif
 
@@ -927,14 +955,18 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
     std::atomic<Eigen::Index> first_bad_row{p.rows};
     for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, row_scratch<T>&) {
         const T* w = row_pointer(W, r);
-        if (!scaled && quantizer<T, Base>::row_max_bits(w, n) >= cell_table<T, Base>::inf_bits) {
-            Eigen::Index seen = first_bad_row.load();
-            while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+        block_row br;
+        if (!scaled) {
+            const auto bits = quantizer<T, Base>::row_max_bits(w, n);
+            if (bits >= cell_table<T, Base>::inf_bits) {
+                Eigen::Index seen = first_bad_row.load();
+                while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+                }
+                return;
             }
-            return;
+            br.max_magnitude = static_cast<double>(from_bits<T>(bits));
         }
         const auto row = static_cast<std::size_t>(r);
-        block_row br;
         br.exps = p.exponents.data() + row * n;
         br.signs = p.signs.data() + row * n;
         if (scaled) {

@@ -78,6 +78,9 @@ struct zmm_bits {
     GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) {
         if constexpr (wide) return _mm512_reduce_add_epi64(a); else return _mm512_reduce_add_epi32(a);
     }
+    GRPHI_TARGET_AVX512 static long long reduce_min(__m512i a) {
+        if constexpr (wide) return _mm512_reduce_min_epi64(a); else return _mm512_reduce_min_epi32(a);
+    }
     GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) {
         if constexpr (wide) return _mm512_reduce_max_epi64(a); else return _mm512_reduce_max_epi32(a);
     }
@@ -421,6 +424,68 @@ GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::
             const auto kept = zmm::ge(mag, keep_from);
             zmm::store_int16(exps + start + i, mask, zmm::blend(kept, lo, k));
             zmm::store_int8(signs + start + i, mask, z.sign(bits, kept));
+        }
+    }
+}
+
+// Exponent block scales on a row's register tables t (window [t.lo, hi_r]), in three passes: every block's
+// largest magnitude; the blocks' windows, a register of blocks at a time (top = the exponent of the largest
+// magnitude, bottom = max(clip_lo, top - levels + 1)); then each block's clamped exponents and signs. A block
+// whose largest magnitude lies below the tables (or is zero), or whose bottom does, is marked in `exact`
+// and left to the caller. keep_from[bottom - t.lo]: the smallest kept magnitude (bits) of each bottom (null: 1).
+// Scratch: block_max and block_lo, one entry per block plus a register. Row window: [row_lo, row_hi] widened
+// by the vectorized blocks.
+template <class T>
+GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t,
+                                             int shift, std::size_t block_size, int levels, int clip_lo,
+                                             const bits_t<T>* keep_from, bits_t<T>* block_max, bits_t<T>* block_lo,
+                                             std::uint8_t* exact, std::int16_t* tops, std::int16_t* exps,
+                                             std::int8_t* signs, int& row_lo, int& row_hi) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    using mask = typename zmm::mask;
+    const zmm_window<T> z(t, shift);
+    const std::size_t blocks = (n + block_size - 1) / block_size;
+    for (std::size_t b = 0, start = 0; b < blocks; ++b, start += block_size) {
+        const std::size_t len = std::min(n - start, block_size);
+        __m512i maxima = zmm::set1(0);
+        for (std::size_t i = 0; i < len; i += zmm::lanes)
+            maxima = zmm::max(maxima, z.magnitude_of(zmm::load(w + start + i, lanes_at<T>(i, len))));
+        block_max[b] = I(zmm::reduce_max(maxima));
+    }
+    const __m512i drop = zmm::set1(levels - 1), bottom_clip = zmm::set1(clip_lo);
+    __m512i lowest = zmm::set1(std::numeric_limits<std::int32_t>::max()), highest = zmm::set1(std::numeric_limits<std::int32_t>::min());
+    for (std::size_t b = 0; b < blocks; b += zmm::lanes) {
+        const mask m = lanes_at<T>(b, blocks);
+        const __m512i mx = zmm::load(block_max + b, m);
+        const __m512i clamped = z.clamp(mx);
+        const __m512i top = z.exponent(clamped, z.cell(clamped));
+        const __m512i bottom = zmm::max(zmm::sub(top, drop), bottom_clip);
+        const mask fast = static_cast<mask>(m & zmm::ge(mx, z.low) & zmm::ge(bottom, z.lo));
+        zmm::store(block_lo + b, bottom, m);
+        zmm::store_int16(tops + b, fast, top);
+        zmm::store_uint8(exact + b, m, zmm::keep_only(static_cast<mask>(m & ~fast), z.one));
+        lowest = zmm::blend(fast, lowest, zmm::min(lowest, bottom));
+        highest = zmm::blend(fast, highest, zmm::max(highest, top));
+    }
+    row_lo = std::min(row_lo, static_cast<int>(zmm::reduce_min(lowest)));
+    row_hi = std::max(row_hi, static_cast<int>(zmm::reduce_max(highest)));
+    const I lo_r = t.lo;
+    for (std::size_t b = 0, start = 0; b < blocks; ++b, start += block_size) {
+        if (exact[b]) continue;
+        const std::size_t len = std::min(n - start, block_size);
+        const __m512i lo = zmm::set1(block_lo[b]);
+        const __m512i keep = zmm::set1(keep_from ? keep_from[block_lo[b] - lo_r] : I(1));
+        for (std::size_t i = 0; i < len; i += zmm::lanes) {
+            const auto m = lanes_at<T>(i, len);
+            const __m512i bits = zmm::load(w + start + i, m);
+            const __m512i mag = z.magnitude_of(bits);
+            const __m512i clamped = z.clamp(mag);
+            // At most the block's top: clamping is monotone and the top is the largest magnitude's exponent.
+            const __m512i k = zmm::max(z.exponent(clamped, z.cell(clamped)), lo);
+            const auto kept = zmm::ge(mag, keep);
+            zmm::store_int16(exps + start + i, m, zmm::blend(kept, lo, k));
+            zmm::store_int8(signs + start + i, m, z.sign(bits, kept));
         }
     }
 }
