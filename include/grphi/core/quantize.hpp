@@ -433,7 +433,7 @@ struct block_row {
     std::int8_t* steps = nullptr;     // per block (exponent scales)
     std::uint16_t* scales = nullptr;  // per block (fp16/e4m3 codes)
     std::uint8_t* clipped = nullptr;  // per weight, optional
-    double max_magnitude = -1;        // the row's largest magnitude when the caller knows it (< 0: unknown)
+    double max_magnitude = -1;        // the row's largest magnitude when the caller checked it is finite (< 0: unchecked)
     int lo = std::numeric_limits<int>::max();  // union of the row's block windows
     int hi = std::numeric_limits<int>::min();
 };
@@ -516,11 +516,12 @@ public:
 
     // Quantizes one row (exponent scales; the channel window argument is unused) or, with fp16/e4m3
     // scales, on channel window c. Scratch is per thread.
-    void row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
-        if (o_.block_format == block_scale::exponent)
-            exponent_row(w, n, out);
-        else
-            scaled_row(w, n, c, out);
+    // Returns false, writing nothing, when the row holds NaN or Inf (checked with exponent scales only:
+    // fp16/e4m3 rows were checked by the channel pass).
+    bool row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
+        if (o_.block_format == block_scale::exponent) return exponent_row(w, n, out);
+        scaled_row(w, n, c, out);
+        return true;
     }
 
     // Rebuilds a row from its block results (the one reconstruction quantize/fake_quantize share).
@@ -592,14 +593,24 @@ private:
 #if GRPHI_X86_DISPATCH
     // Exponent scales, absmax, step 0, on the row's register tables: one exact exponent per weight via
     // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r take
-    // exponent_block (rows whose tables do not fit return false). Same result as the generic route.
-    bool exponent_row_avx512(const T* w, std::size_t n, block_row& out) const {
+    // exponent_block. Same result as the generic route. Rows whose tables do not fit are left to it.
+    enum class vector_row { done, not_finite, left };
+    vector_row exponent_row_avx512(const T* w, std::size_t n, block_row& out) const {
         const auto& g = q_.grid_of({0, 0, 0});
-        const T row_max = out.max_magnitude >= 0 ? static_cast<T>(out.max_magnitude)
-                                                 : from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
+        row_tables& rt = thread_row_tables();
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const std::size_t blocks = (n + size - 1) / size;
+        const std::size_t padded = blocks + 64 / sizeof(T);
+        if (rt.block_max.size() < padded) {
+            rt.block_max.resize(padded);
+            rt.block_lo.resize(padded);
+            rt.exact.resize(padded);
+        }
+        const I row_max_bits = kernels::avx512::block_maxima(w, n, size, rt.block_max.data());
+        if (row_max_bits >= cell_table<T, Base>::inf_bits) return vector_row::not_finite;
+        const T row_max = from_bits<T>(row_max_bits);
         const channel_state row_top = window_for<T, Base>(o_, g, row_max);
         const auto [clip_lo, clip_hi] = clip_bounds(o_, g);
-        row_tables& rt = thread_row_tables();
         if (rt.owner != id_ || rt.top != row_top.hi) {  // rows of a tensor mostly share their top
             rt.owner = id_;
             rt.top = row_top.hi;
@@ -612,15 +623,7 @@ private:
             if (o_.under == underflow::flush)
                 for (int k = rt.lo; k <= row_top.hi; ++k) rt.keep_from.push_back(std::max(to_bits(g.flush_of(k)), I(1)));
         }
-        if (!rt.fits) return false;
-        const auto size = static_cast<std::size_t>(o_.block_size);
-        const std::size_t blocks = (n + size - 1) / size;
-        const std::size_t padded = blocks + 64 / sizeof(T);
-        if (rt.block_max.size() < padded) {
-            rt.block_max.resize(padded);
-            rt.block_lo.resize(padded);
-            rt.exact.resize(padded);
-        }
+        if (!rt.fits) return vector_row::left;
         std::fill(out.steps, out.steps + blocks, std::int8_t(0));
         kernels::avx512::exponent_row_blocks(w, n, rt.tables, q_.cells().shift, size, *o_.levels, clip_lo,
                                              rt.keep_from.empty() ? nullptr : rt.keep_from.data(), rt.block_max.data(),
@@ -638,7 +641,7 @@ private:
             out.hi = std::max(out.hi, c.hi);
             exponent_block(g, c, w + start, len, out.exps + start, out.signs + start, nullptr);
         }
-        return true;
+        return vector_row::done;
     }
 
     // A thread's register tables for rows with one top (and the scratch of exponent_row_blocks).
@@ -656,12 +659,14 @@ private:
     }
 #endif
 
-    void exponent_row(const T* w, std::size_t n, block_row& out) const {
+    bool exponent_row(const T* w, std::size_t n, block_row& out) const {
 #if GRPHI_X86_DISPATCH
-        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows() &&
-            exponent_row_avx512(w, n, out))
-            return;
+        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
+            const vector_row done = exponent_row_avx512(w, n, out);
+            if (done != vector_row::left) return done == vector_row::done;
+        }
 #endif
+        if (out.max_magnitude < 0 && quantizer<T, Base>::row_max_bits(w, n) >= cell_table<T, Base>::inf_bits) return false;
         const auto size = static_cast<std::size_t>(o_.block_size);
         const bool searched = o_.fit_scale || o_.search == scale_search::mse;
         const int drops = o_.search == scale_search::mse ? 2 : 1;
@@ -701,6 +706,7 @@ private:
             out.lo = std::min(out.lo, best.lo);
             out.hi = std::max(out.hi, best.hi);
         }
+        return true;
     }
 
     // fp16/e4m3 scales: one block with levels l (built for its scale) on channel window c.
@@ -909,6 +915,7 @@ void fake_quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, Ou
         br.steps = steps.data();
         br.scales = scales.data();
         if constexpr (!std::is_same_v<Mask, std::nullptr_t>) br.clipped = clip.data();
+        br.max_magnitude = static_cast<double>(row_max[static_cast<std::size_t>(r)]);
         const channel_state c = scaled ? plan[static_cast<std::size_t>(opts.per_channel ? r : 0)] : channel_state{};
         bq.row(row_pointer(W, r), n, c, br);
         write_row<T>(out, r, buffer, [&](T* dst) { bq.compose(n, c, exps.data(), signs.data(), steps.data(), scales.data(), dst); });
@@ -956,16 +963,6 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
     for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, row_scratch<T>&) {
         const T* w = row_pointer(W, r);
         block_row br;
-        if (!scaled) {
-            const auto bits = quantizer<T, Base>::row_max_bits(w, n);
-            if (bits >= cell_table<T, Base>::inf_bits) {
-                Eigen::Index seen = first_bad_row.load();
-                while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
-                }
-                return;
-            }
-            br.max_magnitude = static_cast<double>(from_bits<T>(bits));
-        }
         const auto row = static_cast<std::size_t>(r);
         br.exps = p.exponents.data() + row * n;
         br.signs = p.signs.data() + row * n;
@@ -976,7 +973,12 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
             br.steps = p.block_steps.data() + row * per_row;
         }
         const channel_state c = scaled ? plan[static_cast<std::size_t>(p.channel_of_row(r))] : channel_state{};
-        bq.row(w, n, c, br);
+        if (!bq.row(w, n, c, br)) {  // exponent scales: the row's own pass finds NaN and Inf
+            Eigen::Index seen = first_bad_row.load();
+            while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+            }
+            return;
+        }
         row_lo[row] = br.lo;
         row_hi[row] = br.hi;
     });

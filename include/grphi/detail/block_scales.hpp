@@ -70,11 +70,13 @@ inline scale_choice block_scale_nearest(block_scale format, double v) {
         std::memcpy(&p, &bits, sizeof p);
         return p;
     };
-    if (!(v > 0)) v = 0;
     if (v >= 1) return {static_cast<std::uint16_t>(bias << mantissa_bits), 1.0};
     std::uint64_t bits;
     std::memcpy(&bits, &v, sizeof v);
-    const int e = static_cast<int>(bits >> 52) - 1023;  // floor(log2 v) for normal v; zero and denormals fall below
+    // v <= 0 and NaN: block_scale_code's binade of 0 (frexp's exponent 0), its quantum 2^(-1 - mantissa_bits).
+    if (!(v > 0))
+        return {static_cast<std::uint16_t>((bias - 1 - mantissa_bits) << mantissa_bits), power_of_two(-1 - mantissa_bits)};
+    const int e = static_cast<int>(bits >> 52) - 1023;  // floor(log2 v) for normal v; denormals fall below
     const int binade = std::max(e, min_exponent);
     const int quantum_exponent = binade - mantissa_bits;
     // v / quantum < 2^(mantissa_bits + 1): adding and taking away 2^52 rounds it to an integer, ties to even.

@@ -428,17 +428,36 @@ GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::
     }
 }
 
-// Exponent block scales on a row's register tables t (window [t.lo, hi_r]), in three passes: every block's
-// largest magnitude; the blocks' windows, a register of blocks at a time (top = the exponent of the largest
-// magnitude, bottom = max(clip_lo, top - levels + 1)); then each block's clamped exponents and signs. A block
-// whose largest magnitude lies below the tables (or is zero), or whose bottom does, is marked in `exact`
-// and left to the caller. keep_from[bottom - t.lo]: the smallest kept magnitude (bits) of each bottom (null: 1).
-// Scratch: block_max and block_lo, one entry per block plus a register. Row window: [row_lo, row_hi] widened
-// by the vectorized blocks.
+// The largest magnitude (bits) of every block of a row; returns the row's (>= the infinity's bits when
+// the row holds NaN or Inf). The first pass of exponent block scales: it reads the row from memory.
+template <class T>
+GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_t block_size, bits_t<T>* block_max) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max());
+    __m512i row = zmm::set1(0);
+    for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
+        const std::size_t len = std::min(n - start, block_size);
+        __m512i maxima = zmm::set1(0);
+        for (std::size_t i = 0; i < len; i += zmm::lanes)
+            maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + start + i, lanes_at<T>(i, len)), magnitude));
+        row = zmm::max(row, maxima);
+        block_max[b] = I(zmm::reduce_max(maxima));
+    }
+    return I(zmm::reduce_max(row));
+}
+
+// Exponent block scales on a row's register tables t (window [t.lo, hi_r]) from its block maxima, in two
+// passes: the blocks' windows, a register of blocks at a time (top = the exponent of the largest magnitude,
+// bottom = max(clip_lo, top - levels + 1)); then each block's clamped exponents and signs. A block whose
+// largest magnitude lies below the tables (or is zero), or whose bottom does, is marked in `exact` and
+// left to the caller. keep_from[bottom - t.lo]: the smallest kept magnitude (bits) of each bottom (null: 1).
+// block_max and block_lo (scratch) hold a register more than the blocks. Row window: [row_lo, row_hi]
+// widened by the vectorized blocks.
 template <class T>
 GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t,
                                              int shift, std::size_t block_size, int levels, int clip_lo,
-                                             const bits_t<T>* keep_from, bits_t<T>* block_max, bits_t<T>* block_lo,
+                                             const bits_t<T>* keep_from, const bits_t<T>* block_max, bits_t<T>* block_lo,
                                              std::uint8_t* exact, std::int16_t* tops, std::int16_t* exps,
                                              std::int8_t* signs, int& row_lo, int& row_hi) {
     using zmm = zmm_bits<T>;
@@ -446,13 +465,6 @@ GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::
     using mask = typename zmm::mask;
     const zmm_window<T> z(t, shift);
     const std::size_t blocks = (n + block_size - 1) / block_size;
-    for (std::size_t b = 0, start = 0; b < blocks; ++b, start += block_size) {
-        const std::size_t len = std::min(n - start, block_size);
-        __m512i maxima = zmm::set1(0);
-        for (std::size_t i = 0; i < len; i += zmm::lanes)
-            maxima = zmm::max(maxima, z.magnitude_of(zmm::load(w + start + i, lanes_at<T>(i, len))));
-        block_max[b] = I(zmm::reduce_max(maxima));
-    }
     const __m512i drop = zmm::set1(levels - 1), bottom_clip = zmm::set1(clip_lo);
     __m512i lowest = zmm::set1(std::numeric_limits<std::int32_t>::max()), highest = zmm::set1(std::numeric_limits<std::int32_t>::min());
     for (std::size_t b = 0; b < blocks; b += zmm::lanes) {
