@@ -428,6 +428,37 @@ GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::
     }
 }
 
+// Lane g of the result: the largest lane of v[g] (one register of lane-wise maxima per block, as many as
+// lanes), by a tree of shuffles that halves the lanes per block at each level instead of one horizontal
+// reduction per block. The tree leaves block g + 4s at lane 4(g % 4) + s (float; double: 2(g % 4) + s),
+// which the final permute undoes.
+template <class T>
+GRPHI_TARGET_AVX512 inline __m512i pair_maxima(__m512i a, __m512i b, int level) {
+    using zmm = zmm_bits<T>;
+    switch (level) {
+    case 0: return zmm::max(_mm512_shuffle_i64x2(a, b, 0x44), _mm512_shuffle_i64x2(a, b, 0xEE));
+    case 1: return zmm::max(_mm512_shuffle_i64x2(a, b, 0x88), _mm512_shuffle_i64x2(a, b, 0xDD));
+    case 2:
+        if constexpr (zmm::wide) return zmm::max(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+        return zmm::max(_mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(1, 0, 1, 0))),
+                        _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(3, 2, 3, 2))));
+    default:
+        return zmm::max(_mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(2, 0, 2, 0))),
+                        _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(3, 1, 3, 1))));
+    }
+}
+template <class T>
+GRPHI_TARGET_AVX512 inline __m512i transposed_maxima(__m512i* v) {
+    using zmm = zmm_bits<T>;
+    std::size_t count = zmm::lanes;
+    for (int level = 0; count > 1; ++level, count /= 2)
+        for (std::size_t p = 0; p < count / 2; ++p) v[p] = pair_maxima<T>(v[2 * p], v[2 * p + 1], level);
+    if constexpr (zmm::wide)
+        return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), v[0]);
+    else
+        return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v[0]);
+}
+
 // The largest magnitude (bits) of every block of a row; returns the row's (>= the infinity's bits when
 // the row holds NaN or Inf). The first pass of exponent block scales: it reads the row from memory.
 template <class T>
@@ -436,6 +467,22 @@ GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_
     using I = bits_t<T>;
     const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max());
     __m512i row = zmm::set1(0);
+    const std::size_t blocks = (n + block_size - 1) / block_size;
+    if (block_size % zmm::lanes == 0) {  // whole registers per block: a register of blocks at a time
+        for (std::size_t first = 0; first < blocks; first += zmm::lanes) {
+            __m512i v[zmm::lanes];
+            for (std::size_t j = 0; j < zmm::lanes; ++j) {
+                __m512i maxima = zmm::set1(0);
+                const std::size_t start = (first + j) * block_size;
+                for (std::size_t i = start; i < start + block_size && i < n; i += zmm::lanes)
+                    maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + i, lanes_at<T>(i, n)), magnitude));
+                row = zmm::max(row, maxima);
+                v[j] = maxima;
+            }
+            zmm::store(block_max + first, transposed_maxima<T>(v), lanes_at<T>(first, blocks));
+        }
+        return I(zmm::reduce_max(row));
+    }
     for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
         const std::size_t len = std::min(n - start, block_size);
         __m512i maxima = zmm::set1(0);
