@@ -625,11 +625,11 @@ private:
         }
         if (!rt.fits) return vector_row::left;
         std::fill(out.steps, out.steps + blocks, std::int8_t(0));
-        kernels::avx512::exponent_row_blocks(w, n, rt.tables, q_.cells().shift, size, *o_.levels, clip_lo,
+        const std::size_t exact_blocks = kernels::avx512::exponent_row_blocks(w, n, rt.tables, q_.cells().shift, size, *o_.levels, clip_lo,
                                              rt.keep_from.empty() ? nullptr : rt.keep_from.data(), rt.block_max.data(),
                                              rt.block_lo.data(), rt.exact.data(), out.tops, out.exps, out.signs, out.lo,
                                              out.hi);
-        for (std::size_t b = 0; b < blocks; ++b) {
+        for (std::size_t b = 0; b < blocks && exact_blocks > 0; ++b) {
             if (!rt.exact[b]) continue;
             // window_for's window, with the exponent from the O(1) cell table instead of a search.
             const std::size_t start = b * size, len = std::min(n - start, size);

@@ -498,11 +498,11 @@ GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_
 // passes: the blocks' windows, a register of blocks at a time (top = the exponent of the largest magnitude,
 // bottom = max(clip_lo, top - levels + 1)); then each block's clamped exponents and signs. A block whose
 // largest magnitude lies below the tables (or is zero), or whose bottom does, is marked in `exact` and
-// left to the caller. keep_from[bottom - t.lo]: the smallest kept magnitude (bits) of each bottom (null: 1).
+// left to the caller (returns how many). keep_from[bottom - t.lo]: the smallest kept magnitude (bits) of each bottom (null: 1).
 // block_max and block_lo (scratch) hold a register more than the blocks. Row window: [row_lo, row_hi]
 // widened by the vectorized blocks.
 template <class T>
-GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t,
+GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t,
                                              int shift, std::size_t block_size, int levels, int clip_lo,
                                              const bits_t<T>* keep_from, const bits_t<T>* block_max, bits_t<T>* block_lo,
                                              std::uint8_t* exact, std::int16_t* tops, std::int16_t* exps,
@@ -514,6 +514,7 @@ GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::
     const std::size_t blocks = (n + block_size - 1) / block_size;
     const __m512i drop = zmm::set1(levels - 1), bottom_clip = zmm::set1(clip_lo);
     __m512i lowest = zmm::set1(std::numeric_limits<std::int32_t>::max()), highest = zmm::set1(std::numeric_limits<std::int32_t>::min());
+    std::size_t exact_blocks = 0;
     for (std::size_t b = 0; b < blocks; b += zmm::lanes) {
         const mask m = lanes_at<T>(b, blocks);
         const __m512i mx = zmm::load(block_max + b, m);
@@ -524,6 +525,7 @@ GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::
         zmm::store(block_lo + b, bottom, m);
         zmm::store_int16(tops + b, fast, top);
         zmm::store_uint8(exact + b, m, zmm::keep_only(static_cast<mask>(m & ~fast), z.one));
+        exact_blocks += static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(m & ~fast)));
         lowest = zmm::blend(fast, lowest, zmm::min(lowest, bottom));
         highest = zmm::blend(fast, highest, zmm::max(highest, top));
     }
@@ -547,6 +549,7 @@ GRPHI_TARGET_AVX512 void exponent_row_blocks(const T* w, std::size_t n, const ::
             zmm::store_int8(signs + start + i, m, z.sign(bits, kept));
         }
     }
+    return exact_blocks;
 }
 
 // fp16/e4m3 block scales, one block on its scaled levels: exponent lo + the number of thresholds at or
