@@ -548,6 +548,7 @@ private:
         std::vector<std::int8_t> signs;
         scaled_level_cache<T> cache;
         std::vector<T> window_levels;
+        std::vector<I> block_max;  // of a row's blocks (the AVX-512 route)
     };
     static scratch& thread_scratch(std::size_t size) {
         thread_local scratch s;
@@ -758,8 +759,9 @@ private:
 #if GRPHI_X86_DISPATCH
         if (o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
             // The loop below without the search, the block maxima and offsets on the row's AVX-512 kernel.
-            kernels::avx512::scaled_row(w, n, size, o_.under == underflow::flush, c.lo, out.exps, out.signs,
-                                        [&](std::size_t b, I max_bits) {
+            if (s.block_max.size() < n / size + 1 + 64 / sizeof(T)) s.block_max.resize(n / size + 1 + 64 / sizeof(T));
+            kernels::avx512::scaled_row(w, n, size, s.window_levels.size(), o_.under == underflow::flush, c.lo,
+                                        s.block_max.data(), out.exps, out.signs, [&](std::size_t b, I max_bits) {
                                             const T m = from_bits<T>(max_bits);
                                             const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
                                             const std::uint16_t code = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
@@ -932,8 +934,11 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
     const options& opts = q.opts();
     const double* importance = checked_importance(opts, W.cols(), who);
     const bool scaled = opts.block_format != block_scale::exponent;
+    // Per-channel fp16/e4m3 windows depend on their row only: found in the row loop, which then reads the
+    // weights from memory once.
+    const bool scaled_rows = scaled && opts.per_channel;
     std::vector<channel_state> plan;
-    if (scaled) {
+    if (scaled && !scaled_rows) {
         try {
             plan = scaled_channel_plan(q, checked_row_maxima<T, Base>(W, who));
         } catch (...) {
@@ -972,7 +977,21 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
             br.tops = p.block_top.data() + row * per_row;
             br.steps = p.block_steps.data() + row * per_row;
         }
-        const channel_state c = scaled ? plan[static_cast<std::size_t>(p.channel_of_row(r))] : channel_state{};
+        channel_state c{};
+        if (scaled_rows) {
+            const auto bits = quantizer<T, Base>::row_max_bits(w, n);
+            if (bits >= cell_table<T, Base>::inf_bits) {
+                Eigen::Index seen = first_bad_row.load();
+                while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+                }
+                return;
+            }
+            c = scaled_channel_window<T, Base>(opts, q.grid_of({0, 0, 0}), from_bits<T>(bits));
+            p.window_lo[row] = static_cast<std::int16_t>(c.lo);
+            p.window_hi[row] = static_cast<std::int16_t>(c.hi);
+        } else if (scaled) {
+            c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
+        }
         if (!bq.row(w, n, c, br)) {  // exponent scales: the row's own pass finds NaN and Inf
             Eigen::Index seen = first_bad_row.load();
             while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
@@ -987,7 +1006,7 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
         throw_non_finite(W, first_bad_row.load(), who);
     }
     if (scaled) {
-        for (std::size_t ch = 0; ch < channels; ++ch) {
+        for (std::size_t ch = 0; ch < plan.size(); ++ch) {
             p.window_lo[ch] = static_cast<std::int16_t>(plan[ch].lo);
             p.window_hi[ch] = static_cast<std::int16_t>(plan[ch].hi);
         }

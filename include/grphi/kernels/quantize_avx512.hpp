@@ -555,21 +555,37 @@ GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, c
 // fp16/e4m3 block scales, one block on its scaled levels: exponent lo + the number of thresholds at or
 // below |w| (threshold[1..n-1], ascending; non-negative T compare as their bits), and the sign. A zero
 // weight, or under flush one below half the lowest level (bottom_bits), keeps exponent lo and sign 0.
-template <class T>
-GRPHI_TARGET_AVX512 inline void scaled_block(const T* w, std::size_t len, const T* threshold, std::size_t n,
+// Thresholds > 0 is the count n - 1 known at compile time (thresholds in registers, comparisons unrolled);
+// 0: any n.
+template <class T, std::size_t Thresholds = 0>
+GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void scaled_block_lanes(const T* w, std::size_t len, const T* threshold, std::size_t n,
                                              bits_t<T> bottom_bits, bool flush, int lo, std::int16_t* exps,
                                              std::int8_t* signs) {
     using zmm = zmm_bits<T>;
     using I = bits_t<T>;
     const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max()), one = zmm::set1(1), base = zmm::set1(lo);
     const __m512i bottom = zmm::set1(bottom_bits);
+    __m512i fixed[Thresholds > 0 ? Thresholds : 1];
+    if constexpr (Thresholds > 0)
+        for (std::size_t j = 0; j < Thresholds; ++j) fixed[j] = zmm::set1(::grphi::detail::to_bits(threshold[j + 1]));
     for (std::size_t i = 0; i < len; i += zmm::lanes) {
         const auto m = lanes_at<T>(i, len);
         const __m512i bits = zmm::load(w + i, m);
         const __m512i mag = _mm512_and_si512(bits, magnitude);
         __m512i k = base;
-        for (std::size_t j = 1; j < n; ++j)
-            k = zmm::add_where(zmm::ge(mag, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
+        if constexpr (Thresholds > 0) {
+            // Two chains of additions: half the dependent steps.
+            __m512i k2 = zmm::set1(0);
+            for (std::size_t j = 0; j + 1 < Thresholds; j += 2) {
+                k = zmm::add_where(zmm::ge(mag, fixed[j]), k, one);
+                k2 = zmm::add_where(zmm::ge(mag, fixed[j + 1]), k2, one);
+            }
+            if (Thresholds % 2) k = zmm::add_where(zmm::ge(mag, fixed[Thresholds - 1]), k, one);
+            k = zmm::add(k, k2);
+        } else {
+            for (std::size_t j = 1; j < n; ++j)
+                k = zmm::add_where(zmm::ge(mag, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
+        }
         auto kept = zmm::nonzero(mag);
         if (flush) kept = static_cast<decltype(kept)>(kept & zmm::ge(zmm::twice(mag), bottom));
         zmm::store_int16(exps + i, m, zmm::blend(kept, base, k));
@@ -577,28 +593,43 @@ GRPHI_TARGET_AVX512 inline void scaled_block(const T* w, std::size_t len, const 
     }
 }
 
-// Largest magnitude (bits) of w[0, len).
+// scaled_block_lanes for any n, called once per block (the searched route).
 template <class T>
-GRPHI_TARGET_AVX512 inline bits_t<T> max_magnitude_bits(const T* w, std::size_t len) {
-    using zmm = zmm_bits<T>;
-    using I = bits_t<T>;
-    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max());
-    __m512i maxima = zmm::set1(0);
-    for (std::size_t i = 0; i < len; i += zmm::lanes)
-        maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + i, lanes_at<T>(i, len)), magnitude));
-    return I(zmm::reduce_max(maxima));
+GRPHI_TARGET_AVX512 void scaled_block(const T* w, std::size_t len, const T* threshold, std::size_t n, bits_t<T> bottom_bits,
+                                      bool flush, int lo, std::int16_t* exps, std::int8_t* signs) {
+    scaled_block_lanes<T, 0>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
 }
 
-// fp16/e4m3 block scales on a whole row: per block, its largest magnitude's bits go to levels(b, max_bits),
-// which picks the block's scale and returns its levels (value, threshold, n); the kernel writes the block.
-template <class T, class Levels>
-GRPHI_TARGET_AVX512 void scaled_row(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
-                                    std::int16_t* exps, std::int8_t* signs, Levels&& levels) {
+template <class T, std::size_t Thresholds, class Levels>
+GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
+                                         const bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
+                                         Levels& levels) {
     for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
         const std::size_t len = std::min(n - start, block_size);
-        const auto l = levels(b, max_magnitude_bits(w + start, len));
-        scaled_block(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo, exps + start,
-                     signs + start);
+        const auto l = levels(b, block_max[b]);
+        scaled_block_lanes<T, Thresholds>(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo,
+                                    exps + start, signs + start);
+    }
+}
+
+// fp16/e4m3 block scales on a whole row of window size `window` (levels per block): every block's largest
+// magnitude (bits, into block_max: a register more than the blocks), then per block levels(b, max_bits),
+// which picks the block's scale and returns its levels (value, threshold, n = window); the kernel writes it.
+template <class T, class Levels>
+GRPHI_TARGET_AVX512 void scaled_row(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
+                                    int lo, bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
+                                    Levels&& levels) {
+    block_maxima(w, n, block_size, block_max);
+    switch (window) {  // the common windows with their thresholds in registers
+    case 2: return scaled_row_with<T, 1>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 3: return scaled_row_with<T, 2>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 4: return scaled_row_with<T, 3>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 5: return scaled_row_with<T, 4>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 6: return scaled_row_with<T, 5>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 7: return scaled_row_with<T, 6>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 8: return scaled_row_with<T, 7>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 16: return scaled_row_with<T, 15>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    default: return scaled_row_with<T, 0>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
     }
 }
 
