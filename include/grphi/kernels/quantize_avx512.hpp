@@ -494,6 +494,22 @@ GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_
     return I(zmm::reduce_max(row));
 }
 
+// exponent_row_blocks' one register at w + i: exponents clamped up to the block bottom lo (never above its
+// top: clamping is monotone and the top is the largest magnitude's exponent), signs kept from `keep` up.
+template <class T>
+GRPHI_TARGET_AVX512 inline void exponent_block_lanes(const zmm_window<T>& z, const T* w, std::size_t i,
+                                                     typename zmm_bits<T>::mask m, __m512i lo, __m512i keep,
+                                                     std::int16_t* exps, std::int8_t* signs) {
+    using zmm = zmm_bits<T>;
+    const __m512i bits = zmm::load(w + i, m);
+    const __m512i mag = z.magnitude_of(bits);
+    const __m512i clamped = z.clamp(mag);
+    const __m512i k = zmm::max(z.exponent(clamped, z.cell(clamped)), lo);
+    const auto kept = zmm::ge(mag, keep);
+    zmm::store_int16(exps + i, m, zmm::blend(kept, lo, k));
+    zmm::store_int8(signs + i, m, z.sign(bits, kept));
+}
+
 // Exponent block scales on a row's register tables t (window [t.lo, hi_r]) from its block maxima, in two
 // passes: the blocks' windows, a register of blocks at a time (top = the exponent of the largest magnitude,
 // bottom = max(clip_lo, top - levels + 1)); then each block's clamped exponents and signs. A block whose
@@ -532,22 +548,20 @@ GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, c
     row_lo = std::min(row_lo, static_cast<int>(zmm::reduce_min(lowest)));
     row_hi = std::max(row_hi, static_cast<int>(zmm::reduce_max(highest)));
     const I lo_r = t.lo;
-    for (std::size_t b = 0, start = 0; b < blocks; ++b, start += block_size) {
+    // Whole-register blocks are written without a branch per block (the caller rewrites the exact ones).
+    const std::size_t whole = block_size % zmm::lanes == 0 ? n - n % block_size : 0;
+    std::size_t b = 0, start = 0;
+    for (; start < whole; ++b, start += block_size) {
+        const __m512i lo = zmm::set1(block_lo[b]);
+        const __m512i keep = zmm::set1(keep_from && !exact[b] ? keep_from[block_lo[b] - lo_r] : I(1));
+        for (std::size_t i = start; i < start + block_size; i += zmm::lanes) exponent_block_lanes(z, w, i, zmm::all, lo, keep, exps, signs);
+    }
+    for (; b < blocks; ++b, start += block_size) {
         if (exact[b]) continue;
         const std::size_t len = std::min(n - start, block_size);
         const __m512i lo = zmm::set1(block_lo[b]);
         const __m512i keep = zmm::set1(keep_from ? keep_from[block_lo[b] - lo_r] : I(1));
-        for (std::size_t i = 0; i < len; i += zmm::lanes) {
-            const auto m = lanes_at<T>(i, len);
-            const __m512i bits = zmm::load(w + start + i, m);
-            const __m512i mag = z.magnitude_of(bits);
-            const __m512i clamped = z.clamp(mag);
-            // At most the block's top: clamping is monotone and the top is the largest magnitude's exponent.
-            const __m512i k = zmm::max(z.exponent(clamped, z.cell(clamped)), lo);
-            const auto kept = zmm::ge(mag, keep);
-            zmm::store_int16(exps + start + i, m, zmm::blend(kept, lo, k));
-            zmm::store_int8(signs + start + i, m, z.sign(bits, kept));
-        }
+        for (std::size_t i = 0; i < len; i += zmm::lanes) exponent_block_lanes(z, w, start + i, lanes_at<T>(i, len), lo, keep, exps, signs);
     }
     return exact_blocks;
 }
