@@ -3,12 +3,14 @@
 // every path this machine runs gives the packed tensor, fake_quantize and dequantize of the scalar path.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <grphi/kernels/dispatch.hpp>
@@ -264,4 +266,260 @@ void check_row_kernels_against_definition() {
 TEST_CASE_TEMPLATE("the scalar row kernel is the grid's definition and the vector kernel equals it", T, float, double) {
     check_row_kernels_against_definition<T, grphi::phi>();
     check_row_kernels_against_definition<T, grphi::two>();
+}
+
+// ---- Block scales: every path against the exact definition, on weights at the block levels' thresholds ----
+
+namespace {
+
+template <class T>
+T ulp_up(T v) { return std::nextafter(v, std::numeric_limits<T>::infinity()); }
+template <class T>
+T ulp_down(T v) { return std::nextafter(v, T(0)); }
+
+// Whether magnitude a rounds to b or above between adjacent scaled levels a_lo < b: the rounding rule itself.
+template <class T>
+bool rounds_up(T a, T lo, T hi, grphi::rounding round) {
+    return round == grphi::rounding::log ? grphi::detail::square_at_least(a, lo, hi) : grphi::detail::double_at_least(a, lo, hi);
+}
+
+// The smallest magnitude that rounds up between lo and hi, by a plain search from a long double estimate.
+template <class T>
+T definition_threshold(T lo, T hi, grphi::rounding round) {
+    const long double guess = round == grphi::rounding::log ? std::sqrt(static_cast<long double>(lo) * hi)
+                                                            : (static_cast<long double>(lo) + hi) / 2;
+    T t = std::min(static_cast<T>(guess), hi);
+    while (!rounds_up(t, lo, hi, round)) t = ulp_up(t);
+    while (t > T(0) && rounds_up(ulp_down(t), lo, hi, round)) t = ulp_down(t);
+    return t;
+}
+
+template <class T, class Base>
+struct block_definition {
+    const grphi::options& o;
+    std::pair<int, int> clip(const grphi::grid<T, Base>& g) const {
+        return {o.e_min ? std::clamp(*o.e_min, g.k_lo, g.k_hi) : g.k_lo, o.e_max ? std::clamp(*o.e_max, g.k_lo, g.k_hi) : g.k_hi};
+    }
+    // Exponent scales: the absmax top of a block with largest magnitude m.
+    int absmax_top(T m) const {
+        const auto& g = grphi::grid_for<T, Base>(o, 0);
+        const auto [lo, hi] = clip(g);
+        return std::clamp(m > 0 ? g.exponent(m) : 0, lo, hi);
+    }
+    // Exponent scales: a weight's exponent and sign in the block of top `top` on the grid of `step`.
+    std::pair<int, int> exponent_weight(T w, int top, int step) const {
+        const auto& g = grphi::grid_for<T, Base>(o, step);
+        const int lo = std::max(clip(g).first, top - (*o.levels - 1));
+        const T a = std::fabs(w);
+        const bool keep = a != 0 && (o.under == grphi::underflow::clamp || a >= g.flush_of(lo));
+        if (!keep) return {lo, 0};
+        return {std::clamp(g.exponent(a), lo, top), w < 0 ? -1 : 1};
+    }
+    // fp16/e4m3 scales: the levels s * level(lo + j) of a block with scale code `code`.
+    std::vector<T> scaled_values(int lo, int hi, std::uint16_t code) const {
+        const auto& g = grphi::grid_for<T, Base>(o, 0);
+        const T s = static_cast<T>(grphi::detail::block_scale_value(o.block_format, code));
+        std::vector<T> v;
+        for (int k = lo; k <= hi; ++k) v.push_back(s * g.level_of(k));
+        return v;
+    }
+    std::uint16_t absmax_code(T m, int hi) const {
+        const T top_level = grphi::grid_for<T, Base>(o, 0).level_of(hi);
+        return grphi::detail::block_scale_code(o.block_format, m > 0 ? double(m) / double(top_level) : 1.0);
+    }
+    // A weight's offset above lo and sign on levels v: one step up per boundary it reaches.
+    std::pair<int, int> scaled_weight(T w, const std::vector<T>& v) const {
+        const T a = std::fabs(w);
+        const bool keep = a != 0 && (o.under == grphi::underflow::clamp || 2 * static_cast<long double>(a) >= v[0]);
+        if (!keep) return {0, 0};
+        int j = 0;
+        for (std::size_t i = 1; i < v.size(); ++i) j += rounds_up(a, v[i - 1], v[i], o.round) ? 1 : 0;
+        return {j, w < 0 ? -1 : 1};
+    }
+};
+
+// Rows whose blocks hold, besides their largest weight, the exact thresholds of the block's own levels (the
+// scaled levels for fp16/e4m3, the grid's for exponent scales) and one ulp either side, the flush point,
+// zeros and denormals; a row with ±max; a short last block.
+template <class T, class Base>
+matrix<T> block_stress_input(const grphi::options& o, Eigen::Index cols, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> unit(0.3, 1.0);
+    const block_definition<T, Base> def{o};
+    const auto& g = grphi::grid_for<T, Base>(o, 0);
+    const Eigen::Index rows = 4;
+    const auto size = static_cast<Eigen::Index>(o.block_size);
+    matrix<T> W = matrix<T>::Zero(rows, cols);
+    const T denormal = std::numeric_limits<T>::denorm_min();
+    for (Eigen::Index r = 0; r < rows; ++r) {
+        const T row_max = static_cast<T>(std::ldexp(unit(rng), static_cast<int>(rng() % 9) - 6));
+        W(r, 0) = row_max;
+        if (r == 3) {  // ±max, a denormal and a zero among tiny weights
+            W(r, 0) = std::numeric_limits<T>::max();
+            for (Eigen::Index c = 1; c < cols; ++c) {
+                const T pool[] = {-std::numeric_limits<T>::max() / 3, denormal, T(0), T(1e-30), -std::numeric_limits<T>::min()};
+                W(r, c) = pool[rng() % 5];
+            }
+            continue;
+        }
+        // The channel window of fp16/e4m3 scales (the row is the channel when per-channel; else a guess).
+        int hi = g.k_lo;
+        while (hi < g.k_hi && g.level_of(hi) < row_max) ++hi;
+        const int lo = std::max(def.clip(g).first, hi - *o.levels + 1);
+        for (Eigen::Index start = 0; start < cols; start += size) {
+            const Eigen::Index len = std::min(size, cols - start);
+            const T m = start == 0 ? row_max : static_cast<T>(row_max * unit(rng));
+            W(r, start) = (rng() & 1) ? m : -m;
+            std::vector<T> special;
+            if (o.block_format == grphi::block_scale::exponent) {
+                const int top = def.absmax_top(m);
+                for (int k = top - *o.levels - 1; k <= top; ++k)
+                    if (k > g.k_lo && k <= g.k_hi) special.push_back(g.threshold_of(k));
+                special.push_back(g.flush_of(std::max(def.clip(g).first, top - (*o.levels - 1))));
+            } else {
+                const auto v = def.scaled_values(lo, hi, def.absmax_code(m, hi));
+                for (std::size_t j = 1; j < v.size(); ++j) special.push_back(definition_threshold(v[j - 1], v[j], o.round));
+                special.push_back(v[0] / 2);
+                special.push_back(v[0]);
+            }
+            std::vector<T> pool = {T(0), denormal, T(3) * denormal};
+            for (T t : special)
+                if (t > 0 && t < m) {
+                    pool.push_back(t);
+                    pool.push_back(ulp_down(t));
+                    if (ulp_up(t) < m) pool.push_back(ulp_up(t));
+                }
+            for (Eigen::Index i = 1; i < len; ++i) {
+                const T v = pool[static_cast<std::size_t>(i <= static_cast<Eigen::Index>(pool.size()) ? i - 1 : rng() % pool.size())];
+                W(r, start + i) = (rng() & 1) ? -v : v;
+            }
+        }
+    }
+    return W;
+}
+
+template <class T, class Base>
+void check_blocks_against_definition(const matrix<T>& W, const grphi::options& o, const grphi::packed<T, Base>& p) {
+    const block_definition<T, Base> def{o};
+    const auto n = static_cast<std::size_t>(W.cols());
+    const auto size = static_cast<std::size_t>(o.block_size);
+    const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+    const bool absmax = o.search == grphi::scale_search::absmax && !o.fit_scale;
+    for (Eigen::Index r = 0; r < W.rows(); ++r) {
+        const auto ch = static_cast<std::size_t>(p.channel_of_row(r));
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
+            const std::size_t len = std::min(size, n - start), at = static_cast<std::size_t>(r) * per_row + b;
+            T m = 0;
+            for (std::size_t i = 0; i < len; ++i) m = std::max(m, std::fabs(W(r, static_cast<Eigen::Index>(start + i))));
+            std::vector<T> v;
+            if (o.block_format == grphi::block_scale::exponent) {
+                if (absmax) {
+                    CHECK(p.block_top[at] == def.absmax_top(m));
+                    CHECK(p.block_steps[at] == 0);
+                }
+            } else {
+                if (absmax) CHECK(p.block_scales[at] == def.absmax_code(m, p.window_hi[ch]));
+                v = def.scaled_values(p.window_lo[ch], p.window_hi[ch], p.block_scales[at]);
+            }
+            for (std::size_t i = start; i < start + len; ++i) {
+                const T w = W(r, static_cast<Eigen::Index>(i));
+                const std::size_t e = static_cast<std::size_t>(r) * n + i;
+                CAPTURE(r);
+                CAPTURE(i);
+                CAPTURE(w);
+                if (o.block_format == grphi::block_scale::exponent) {
+                    const auto [k, sign] = def.exponent_weight(w, p.block_top[at], p.block_steps[at]);
+                    CHECK(p.exponents[e] == k);
+                    CHECK(p.signs[e] == sign);
+                } else {
+                    const auto [j, sign] = def.scaled_weight(w, v);
+                    CHECK(p.exponents[e] == p.window_lo[ch] + j);
+                    CHECK(p.signs[e] == sign);
+                }
+            }
+        }
+    }
+}
+
+template <class T, class Base>
+void check_block_paths_against_definition() {
+    std::uint64_t seed = 1;
+    for (auto format : {grphi::block_scale::exponent, grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (auto search : {grphi::scale_search::absmax, grphi::scale_search::mse})
+            for (auto round : {grphi::rounding::log, grphi::rounding::linear})
+                for (auto under : {grphi::underflow::clamp, grphi::underflow::flush})
+                    for (int variant = 0; variant < 3; ++variant)
+                        for (int block : {1, 7, 16, 32, 48}) {
+                            grphi::options o;
+                            o.levels = variant == 2 ? 1 : 8;
+                            o.block_size = block;
+                            o.block_format = format;
+                            o.search = search;
+                            o.round = round;
+                            o.under = under;
+                            o.per_channel = variant != 1;
+                            if (variant == 1) {  // a clip window, per tensor, and (exponent scales) fitted steps
+                                o.e_min = -40;
+                                o.e_max = 1;
+                                o.fit_scale = format == grphi::block_scale::exponent && block == 16;
+                            }
+                            const Eigen::Index cols = 3 * block + block / 2 + 1;
+                            const matrix<T> W = block_stress_input<T, Base>(o, cols, seed++);
+                            grphi::packed<T, Base> want;
+                            {
+                                grphi::kernels::scoped_isa_limit scalar(grphi::kernels::isa::scalar);
+                                want = grphi::quantize<Base>(W, o);
+                            }
+                            CAPTURE(static_cast<int>(format));
+                            CAPTURE(static_cast<int>(search));
+                            CAPTURE(static_cast<int>(round));
+                            CAPTURE(static_cast<int>(under));
+                            CAPTURE(variant);
+                            CAPTURE(block);
+                            for (int i = 0; i < grphi::kernels::available_isa_count(); ++i) {
+                                grphi::kernels::scoped_isa_limit guard(grphi::kernels::available_isa(i));
+                                CAPTURE(grphi::kernels::isa_name(grphi::kernels::available_isa(i)));
+                                const auto got = grphi::quantize<Base>(W, o);
+                                check_same_packed(got, want);
+                                check_blocks_against_definition<T, Base>(W, o, got);
+                                CHECK(same_bits<T>(grphi::fake_quantize<Base>(W, o), grphi::dequantize(want)));
+                            }
+                        }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("block-scaled quantize on every path is the exact definition at the levels' thresholds", T, float,
+                   double) {
+    check_block_paths_against_definition<T, grphi::phi>();
+    check_block_paths_against_definition<T, grphi::two>();
+}
+
+TEST_CASE("block scale codes from the ratio's bits are block_scale_code's, at every code and midpoint") {
+    for (auto f : {grphi::block_scale::fp16, grphi::block_scale::e4m3}) {
+        std::vector<double> values;
+        for (unsigned c = 0; c < (f == grphi::block_scale::fp16 ? 65536u : 256u); ++c)
+            if (grphi::detail::valid_block_scale_code(f, static_cast<std::uint16_t>(c)))
+                values.push_back(grphi::detail::block_scale_value(f, static_cast<std::uint16_t>(c)));
+        std::sort(values.begin(), values.end());
+        std::vector<double> probes = {0.0, -0.0, -1.0, 2.0, 1.0, 1e-300, 5e-324, std::numeric_limits<double>::quiet_NaN(),
+                                      values.front() / 2, values.front() / 4};
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            probes.push_back(values[i]);
+            if (i + 1 < values.size()) {
+                const double mid = values[i] / 2 + values[i + 1] / 2;  // exact: adjacent codes are close
+                for (double d : {mid, std::nextafter(mid, 0.0), std::nextafter(mid, 2.0)}) probes.push_back(d);
+            }
+        }
+        std::mt19937_64 rng(5);
+        std::uniform_real_distribution<double> u(0.0, 1.2);
+        for (int i = 0; i < 100000; ++i) probes.push_back(std::ldexp(u(rng), -static_cast<int>(rng() % 30)));
+        for (double v : probes) {
+            CAPTURE(v);
+            const auto got = grphi::detail::block_scale_nearest(f, v);
+            const std::uint16_t want = grphi::detail::block_scale_code(f, v);
+            CHECK(got.code == want);
+            CHECK(got.value == grphi::detail::block_scale_value(f, want));
+        }
+    }
 }

@@ -433,41 +433,74 @@ struct block_row {
     std::int8_t* steps = nullptr;     // per block (exponent scales)
     std::uint16_t* scales = nullptr;  // per block (fp16/e4m3 codes)
     std::uint8_t* clipped = nullptr;  // per weight, optional
+    double max_magnitude = -1;        // the row's largest magnitude when the caller checked it is finite (< 0: unchecked)
     int lo = std::numeric_limits<int>::max();  // union of the row's block windows
     int hi = std::numeric_limits<int>::min();
 };
 
 // The levels of an fp16/e4m3-scaled block: v[j] = T(s) * level(lo + j), and thresholds th[j] (j >= 1), the
-// smallest magnitude that takes v[j] or above (exact: see square_at_least / double_at_least).
+// smallest magnitude that takes v[j] or above (exact: see scaled_threshold).
 template <class T>
-struct scaled_levels {
-    std::vector<T> unit;       // level(lo + j) of the channel window
-    std::vector<T> value;      // T(s) * unit[j]
-    std::vector<T> threshold;  // [j]: for j >= 1
-
-    void set_window(const std::vector<T>& window_levels) { unit = window_levels; }
-
-    void build(T scale, rounding round) {
-        const std::size_t n = unit.size();
-        value.resize(n);
-        threshold.assign(n, T(0));
-        for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
-        for (std::size_t j = 1; j < n; ++j) {
-            const T a = value[j - 1], b = value[j];
-            if (round == rounding::log)
-                threshold[j] = smallest_satisfying<T>(std::sqrt(a) * std::sqrt(b), b,
-                                                      [&](T t) { return square_at_least(t, a, b); });
-            else
-                threshold[j] = smallest_satisfying<T>(a / 2 + b / 2, b, [&](T t) { return double_at_least(t, a, b); });
-        }
-    }
+struct scaled_view {
+    const T* value = nullptr;      // [j]: T(s) * unit[j]
+    const T* threshold = nullptr;  // [j]: for j >= 1 (th[0] unused)
+    std::size_t n = 0;
     // Offset j of magnitude a > 0: the number of thresholds at or below it.
     std::size_t offset(T a) const {
         std::size_t j = 0;
-        for (std::size_t i = 1; i < threshold.size(); ++i) j += a >= threshold[i] ? 1 : 0;
+        for (std::size_t i = 1; i < n; ++i) j += a >= threshold[i] ? 1 : 0;
         return j;
     }
 };
+
+// Scaled levels per scale code for one channel window, built once per thread and reused by every block
+// with that code: codes repeat (a block's scale is its maximum over the window top, rounded to 11 or 4
+// bits), and building the thresholds costs far more than a block's weights. Direct-mapped; an entry is
+// tagged by the block quantizer that built it (its options), the window and the code.
+template <class T>
+struct scaled_level_cache {
+    static constexpr std::size_t max_bytes = std::size_t(1) << 18;
+    std::uint64_t owner = 0;
+    std::size_t n = 0, mask = 0;
+    std::vector<std::uint64_t> tags;  // 0: empty
+    std::vector<T> data;              // per slot: n values, then n thresholds
+
+    // Empties the cache unless it already serves this owner with n levels per window.
+    void serve(std::uint64_t who, std::size_t levels) {
+        if (who == owner && levels == n) return;
+        owner = who;
+        n = levels;
+        std::size_t slots = 4096;
+        while (slots > 16 && slots * 2 * n * sizeof(T) > max_bytes) slots /= 2;
+        mask = slots - 1;
+        tags.assign(slots, 0);
+        data.resize(slots * 2 * n);
+    }
+
+    // The levels of code on window [lo, hi] (unit: its unscaled levels), built on a miss.
+    scaled_view<T> levels(const T* unit, int lo, int hi, block_scale format, std::uint16_t code, rounding round) {
+        const std::uint64_t tag = (std::uint64_t(code) << 40) | (std::uint64_t(std::uint16_t(lo)) << 24) |
+                                  (std::uint64_t(std::uint16_t(hi)) << 8) | 1u;
+        const std::size_t slot = (std::size_t(code) + 977u * std::size_t(std::uint16_t(lo)) +
+                                  131u * std::size_t(std::uint16_t(hi))) & mask;
+        T* value = data.data() + slot * 2 * n;
+        T* threshold = value + n;
+        if (tags[slot] != tag) {
+            const T scale = static_cast<T>(block_scale_value(format, code));
+            for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
+            threshold[0] = T(0);
+            for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
+            tags[slot] = tag;
+        }
+        return {value, threshold, n};
+    }
+};
+
+// A distinct number per block quantizer, so a thread's level cache never serves another's options.
+inline std::uint64_t next_block_quantizer_id() {
+    static std::atomic<std::uint64_t> counter{0};
+    return ++counter;
+}
 
 template <class T, class Base>
 class block_quantizer {
@@ -475,18 +508,20 @@ public:
     using I = bits_t<T>;
 
     block_quantizer(const quantizer<T, Base>& q, const double* importance)
-        : q_(q), o_(q.opts()), importance_(importance), base_value_(base_value_of<Base>(q.opts())) {
+        : q_(q), o_(q.opts()), importance_(importance), base_value_(base_value_of<Base>(q.opts())),
+          id_(next_block_quantizer_id()) {
         if (o_.fit_scale)  // every scaled grid before any parallel work
             for (int s = -scale_step_max; s <= scale_step_max; ++s) grid_for<T, Base>(o_, s);
     }
 
     // Quantizes one row (exponent scales; the channel window argument is unused) or, with fp16/e4m3
     // scales, on channel window c. Scratch is per thread.
-    void row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
-        if (o_.block_format == block_scale::exponent)
-            exponent_row(w, n, out);
-        else
-            scaled_row(w, n, c, out);
+    // Returns false, writing nothing, when the row holds NaN or Inf (checked with exponent scales only:
+    // fp16/e4m3 rows were checked by the channel pass).
+    bool row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
+        if (o_.block_format == block_scale::exponent) return exponent_row(w, n, out);
+        scaled_row(w, n, c, out);
+        return true;
     }
 
     // Rebuilds a row from its block results (the one reconstruction quantize/fake_quantize share).
@@ -511,8 +546,9 @@ private:
     struct scratch {
         std::vector<std::int16_t> exps;
         std::vector<std::int8_t> signs;
-        scaled_levels<T> levels;
+        scaled_level_cache<T> cache;
         std::vector<T> window_levels;
+        std::vector<I> block_max;  // of a row's blocks (the AVX-512 route)
     };
     static scratch& thread_scratch(std::size_t size) {
         thread_local scratch s;
@@ -523,11 +559,7 @@ private:
         return s;
     }
 
-    static T block_max(const T* w, std::size_t len) {
-        I m = 0;
-        for (std::size_t i = 0; i < len; ++i) m = std::max(m, I(to_bits(w[i]) & std::numeric_limits<I>::max()));
-        return from_bits<T>(m);
-    }
+    static T block_max(const T* w, std::size_t len) { return from_bits<T>(quantizer<T, Base>::row_max_bits(w, len)); }
 
     int exponent_on(const grid<T, Base>& g, T a) const {
         const int k = q_.cells().exponent(to_bits(a));
@@ -561,50 +593,81 @@ private:
 
 #if GRPHI_X86_DISPATCH
     // Exponent scales, absmax, step 0, on the row's register tables: one exact exponent per weight via
-    // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r (or rows
-    // whose tables do not fit) return false or take exponent_block. Same result as the generic route.
-    bool exponent_row_avx512(const T* w, std::size_t n, block_row& out) const {
+    // the row window [lo_r, t_r], then each block's bottom applied; blocks reaching below lo_r take
+    // exponent_block. Same result as the generic route. Rows whose tables do not fit are left to it.
+    enum class vector_row { done, not_finite, left };
+    vector_row exponent_row_avx512(const T* w, std::size_t n, block_row& out) const {
         const auto& g = q_.grid_of({0, 0, 0});
-        const T row_max = from_bits<T>(quantizer<T, Base>::row_max_bits(w, n));
-        const channel_state row_top = window_for<T, Base>(o_, g, row_max);
-        const std::pair<int, int> clip = clip_bounds(o_, g);  // not a structured binding: the lambda captures it
-        const int clip_lo = clip.first, clip_hi = clip.second;
-        window_tables<T> t;
-        bool fits = false;
-        int lo_r = row_top.hi;
-        for (int width = static_cast<int>(window_tables<T>::entries) * 2 / 3; width >= *o_.levels && !fits; width -= 4) {
-            lo_r = std::max(clip_lo, row_top.hi - width);
-            fits = q_.tables_for({lo_r, row_top.hi, 0}, t);
+        row_tables& rt = thread_row_tables();
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const std::size_t blocks = (n + size - 1) / size;
+        const std::size_t padded = blocks + 64 / sizeof(T);
+        if (rt.block_max.size() < padded) {
+            rt.block_max.resize(padded);
+            rt.block_lo.resize(padded);
+            rt.exact.resize(padded);
         }
-        if (!fits) return false;
-        const bool flush = o_.under == underflow::flush;
-        auto window = [&](std::size_t b, std::size_t start, std::size_t len, I m) {
+        const I row_max_bits = kernels::avx512::block_maxima(w, n, size, rt.block_max.data());
+        if (row_max_bits >= cell_table<T, Base>::inf_bits) return vector_row::not_finite;
+        const T row_max = from_bits<T>(row_max_bits);
+        const channel_state row_top = window_for<T, Base>(o_, g, row_max);
+        const auto [clip_lo, clip_hi] = clip_bounds(o_, g);
+        if (rt.owner != id_ || rt.top != row_top.hi) {  // rows of a tensor mostly share their top
+            rt.owner = id_;
+            rt.top = row_top.hi;
+            rt.fits = false;
+            for (int width = static_cast<int>(window_tables<T>::entries) * 2 / 3; width >= *o_.levels && !rt.fits; width -= 4) {
+                rt.lo = std::max(clip_lo, row_top.hi - width);
+                rt.fits = q_.tables_for({rt.lo, row_top.hi, 0}, rt.tables);
+            }
+            rt.keep_from.clear();
+            if (o_.under == underflow::flush)
+                for (int k = rt.lo; k <= row_top.hi; ++k) rt.keep_from.push_back(std::max(to_bits(g.flush_of(k)), I(1)));
+        }
+        if (!rt.fits) return vector_row::left;
+        std::fill(out.steps, out.steps + blocks, std::int8_t(0));
+        const std::size_t exact_blocks = kernels::avx512::exponent_row_blocks(w, n, rt.tables, q_.cells().shift, size, *o_.levels, clip_lo,
+                                             rt.keep_from.empty() ? nullptr : rt.keep_from.data(), rt.block_max.data(),
+                                             rt.block_lo.data(), rt.exact.data(), out.tops, out.exps, out.signs, out.lo,
+                                             out.hi);
+        for (std::size_t b = 0; b < blocks && exact_blocks > 0; ++b) {
+            if (!rt.exact[b]) continue;
             // window_for's window, with the exponent from the O(1) cell table instead of a search.
+            const std::size_t start = b * size, len = std::min(n - start, size);
+            const I m = rt.block_max[b];
             const int top = std::clamp(m != 0 ? q_.cells().exponent(m) : 0, clip_lo, clip_hi);
             const channel_state c{std::max(clip_lo, top - (*o_.levels - 1)), top, 0};
             out.tops[b] = static_cast<std::int16_t>(c.hi);
-            out.steps[b] = 0;
             out.lo = std::min(out.lo, c.lo);
             out.hi = std::max(out.hi, c.hi);
-            if (m != 0 && c.lo < lo_r) {  // members may lie below the row tables: the exact scalar route
-                exponent_block(g, c, w + start, len, out.exps + start, out.signs + start,
-                               out.clipped ? out.clipped + start : nullptr);
-                return block_window<T>{};
-            }
-            return block_window<T>{true, I(c.lo), I(c.hi), std::max(flush ? to_bits(g.flush_of(c.lo)) : I(0), I(1))};
-        };
-        kernels::avx512::exponent_row(w, n, t, q_.cells().shift, static_cast<std::size_t>(o_.block_size), out.exps,
-                                      out.signs, window);
-        return true;
+            exponent_block(g, c, w + start, len, out.exps + start, out.signs + start, nullptr);
+        }
+        return vector_row::done;
+    }
+
+    // A thread's register tables for rows with one top (and the scratch of exponent_row_blocks).
+    struct row_tables {
+        std::uint64_t owner = 0;
+        int top = 0, lo = 0;
+        bool fits = false;
+        window_tables<T> tables;
+        std::vector<I> keep_from, block_max, block_lo;
+        std::vector<std::uint8_t> exact;
+    };
+    static row_tables& thread_row_tables() {
+        thread_local row_tables t;
+        return t;
     }
 #endif
 
-    void exponent_row(const T* w, std::size_t n, block_row& out) const {
+    bool exponent_row(const T* w, std::size_t n, block_row& out) const {
 #if GRPHI_X86_DISPATCH
-        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows() &&
-            exponent_row_avx512(w, n, out))
-            return;
+        if (!o_.fit_scale && o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
+            const vector_row done = exponent_row_avx512(w, n, out);
+            if (done != vector_row::left) return done == vector_row::done;
+        }
 #endif
+        if (out.max_magnitude < 0 && quantizer<T, Base>::row_max_bits(w, n) >= cell_table<T, Base>::inf_bits) return false;
         const auto size = static_cast<std::size_t>(o_.block_size);
         const bool searched = o_.fit_scale || o_.search == scale_search::mse;
         const int drops = o_.search == scale_search::mse ? 2 : 1;
@@ -644,12 +707,20 @@ private:
             out.lo = std::min(out.lo, best.lo);
             out.hi = std::max(out.hi, best.hi);
         }
+        return true;
     }
 
     // fp16/e4m3 scales: one block with levels l (built for its scale) on channel window c.
-    void scaled_block(const scaled_levels<T>& l, const channel_state& c, const T* w, std::size_t len,
+    void scaled_block(const scaled_view<T>& l, const channel_state& c, const T* w, std::size_t len,
                       std::int16_t* exps, std::int8_t* signs, std::uint8_t* clipped) const {
-        const T bottom = l.value.front(), top = l.value.back();
+        const T bottom = l.value[0], top = l.value[l.n - 1];
+#if GRPHI_X86_DISPATCH
+        if (clipped == nullptr && avx512_rows()) {
+            kernels::avx512::scaled_block(w, len, l.threshold, l.n, to_bits(bottom), o_.under == underflow::flush, c.lo,
+                                          exps, signs);
+            return;
+        }
+#endif
         for (std::size_t i = 0; i < len; ++i) {
             const T a = std::fabs(w[i]);
             // Flush: below half the lowest value (a + a is exact here: a < bottom <= the largest finite T).
@@ -660,7 +731,7 @@ private:
         }
     }
 
-    double scaled_error(const scaled_levels<T>& l, const channel_state& c, const T* w, const double* importance,
+    double scaled_error(const scaled_view<T>& l, const channel_state& c, const T* w, const double* importance,
                         std::size_t len, const std::int16_t* exps, const std::int8_t* signs, int scale_exp) const {
         double e = 0;
         for (std::size_t i = 0; i < len; ++i) {
@@ -677,15 +748,35 @@ private:
         const auto& unit = q_.grid_of({c.lo, c.hi, 0});
         s.window_levels.clear();
         for (int k = c.lo; k <= c.hi; ++k) s.window_levels.push_back(unit.level_of(k));
-        s.levels.set_window(s.window_levels);
+        s.cache.serve(id_, s.window_levels.size());
+        auto levels_of = [&](std::uint16_t code) {
+            return s.cache.levels(s.window_levels.data(), c.lo, c.hi, o_.block_format, code, o_.round);
+        };
         const T top_level = s.window_levels.back();
         const block_scale format = o_.block_format;
+        out.lo = c.lo;
+        out.hi = c.hi;
+#if GRPHI_X86_DISPATCH
+        if (o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
+            // The loop below without the search, the block maxima and offsets on the row's AVX-512 kernel.
+            if (s.block_max.size() < n / size + 1 + 64 / sizeof(T)) s.block_max.resize(n / size + 1 + 64 / sizeof(T));
+            kernels::avx512::scaled_row(w, n, size, s.window_levels.size(), o_.under == underflow::flush, c.lo,
+                                        s.block_max.data(), out.exps, out.signs, [&](std::size_t b, I max_bits) {
+                                            const T m = from_bits<T>(max_bits);
+                                            const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
+                                            const std::uint16_t code = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
+                                            out.scales[b] = code;
+                                            return levels_of(code);
+                                        });
+            return;
+        }
+#endif
         for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
             const std::size_t len = std::min(n - start, size);
             const T* x = w + start;
             const T m = block_max(x, len);
             const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
-            std::uint16_t code = block_scale_code(format, m > T(0) ? ratio : 1.0);
+            std::uint16_t code = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
             if (o_.search == scale_search::mse && m > T(0)) {
                 const double* importance = importance_ ? importance_ + start : nullptr;
                 const int scale_exp = std::ilogb(m);
@@ -694,9 +785,9 @@ private:
                 auto consider = [&](std::uint16_t candidate) {
                     if (candidate == last) return;
                     last = candidate;
-                    s.levels.build(static_cast<T>(block_scale_value(format, candidate)), o_.round);
-                    scaled_block(s.levels, c, x, len, s.exps.data(), s.signs.data(), nullptr);
-                    const double e = scaled_error(s.levels, c, x, importance, len, s.exps.data(), s.signs.data(), scale_exp);
+                    const scaled_view<T> l = levels_of(candidate);
+                    scaled_block(l, c, x, len, s.exps.data(), s.signs.data(), nullptr);
+                    const double e = scaled_error(l, c, x, importance, len, s.exps.data(), s.signs.data(), scale_exp);
                     if (e < best_error) {
                         best_error = e;
                         best = candidate;
@@ -714,33 +805,31 @@ private:
                     }
                 }
                 for (int u = 0; u <= 2 * scale_denominator; ++u) {
-                    consider(block_scale_code(format, ratio * std::pow(base_value_, -u / double(scale_denominator))));
+                    consider(block_scale_nearest(format, ratio * std::pow(base_value_, -u / double(scale_denominator))).code);
                     double num = 0, den = 0;
                     for (std::size_t j = 0; j < len; ++j) {
                         if (s.signs[j] == 0) continue;
-                        const double unit_level = static_cast<double>(s.levels.unit[static_cast<std::size_t>(s.exps[j] - c.lo)]);
+                        const double unit_level = static_cast<double>(s.window_levels[static_cast<std::size_t>(s.exps[j] - c.lo)]);
                         const double u_scaled = std::ldexp(unit_level, -scale_exp);
                         const double weight = importance ? importance[j] : 1.0;
                         num += weight * std::ldexp(std::fabs(static_cast<double>(x[j])), -scale_exp) * u_scaled;
                         den += weight * u_scaled * u_scaled;
                     }
-                    if (den > 0) consider(block_scale_code(format, num / den));
+                    if (den > 0) consider(block_scale_nearest(format, num / den).code);
                 }
                 code = best;
             }
-            s.levels.build(static_cast<T>(block_scale_value(format, code)), o_.round);
-            scaled_block(s.levels, c, x, len, out.exps + start, out.signs + start,
+            scaled_block(levels_of(code), c, x, len, out.exps + start, out.signs + start,
                          out.clipped ? out.clipped + start : nullptr);
             out.scales[b] = code;
         }
-        out.lo = c.lo;
-        out.hi = c.hi;
     }
 
     const quantizer<T, Base>& q_;
     const options& o_;
     const double* importance_;
     double base_value_;
+    std::uint64_t id_;  // tags this quantizer's entries in the threads' level caches
 };
 
 // Channel windows of fp16/e4m3-scaled tensors (exponent scales: unused, the row loop finds them).
@@ -828,6 +917,7 @@ void fake_quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, Ou
         br.steps = steps.data();
         br.scales = scales.data();
         if constexpr (!std::is_same_v<Mask, std::nullptr_t>) br.clipped = clip.data();
+        br.max_magnitude = static_cast<double>(row_max[static_cast<std::size_t>(r)]);
         const channel_state c = scaled ? plan[static_cast<std::size_t>(opts.per_channel ? r : 0)] : channel_state{};
         bq.row(row_pointer(W, r), n, c, br);
         write_row<T>(out, r, buffer, [&](T* dst) { bq.compose(n, c, exps.data(), signs.data(), steps.data(), scales.data(), dst); });
@@ -844,8 +934,11 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
     const options& opts = q.opts();
     const double* importance = checked_importance(opts, W.cols(), who);
     const bool scaled = opts.block_format != block_scale::exponent;
+    // Per-channel fp16/e4m3 windows depend on their row only: found in the row loop, which then reads the
+    // weights from memory once.
+    const bool scaled_rows = scaled && opts.per_channel;
     std::vector<channel_state> plan;
-    if (scaled) {
+    if (scaled && !scaled_rows) {
         try {
             plan = scaled_channel_plan(q, checked_row_maxima<T, Base>(W, who));
         } catch (...) {
@@ -874,14 +967,8 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
     std::atomic<Eigen::Index> first_bad_row{p.rows};
     for_each_row<T>(p.rows, p.cols, [&](Eigen::Index r, row_scratch<T>&) {
         const T* w = row_pointer(W, r);
-        if (!scaled && quantizer<T, Base>::row_max_bits(w, n) >= cell_table<T, Base>::inf_bits) {
-            Eigen::Index seen = first_bad_row.load();
-            while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
-            }
-            return;
-        }
-        const auto row = static_cast<std::size_t>(r);
         block_row br;
+        const auto row = static_cast<std::size_t>(r);
         br.exps = p.exponents.data() + row * n;
         br.signs = p.signs.data() + row * n;
         if (scaled) {
@@ -890,8 +977,27 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
             br.tops = p.block_top.data() + row * per_row;
             br.steps = p.block_steps.data() + row * per_row;
         }
-        const channel_state c = scaled ? plan[static_cast<std::size_t>(p.channel_of_row(r))] : channel_state{};
-        bq.row(w, n, c, br);
+        channel_state c{};
+        if (scaled_rows) {
+            const auto bits = quantizer<T, Base>::row_max_bits(w, n);
+            if (bits >= cell_table<T, Base>::inf_bits) {
+                Eigen::Index seen = first_bad_row.load();
+                while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+                }
+                return;
+            }
+            c = scaled_channel_window<T, Base>(opts, q.grid_of({0, 0, 0}), from_bits<T>(bits));
+            p.window_lo[row] = static_cast<std::int16_t>(c.lo);
+            p.window_hi[row] = static_cast<std::int16_t>(c.hi);
+        } else if (scaled) {
+            c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
+        }
+        if (!bq.row(w, n, c, br)) {  // exponent scales: the row's own pass finds NaN and Inf
+            Eigen::Index seen = first_bad_row.load();
+            while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
+            }
+            return;
+        }
         row_lo[row] = br.lo;
         row_hi[row] = br.hi;
     });
@@ -900,7 +1006,7 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
         throw_non_finite(W, first_bad_row.load(), who);
     }
     if (scaled) {
-        for (std::size_t ch = 0; ch < channels; ++ch) {
+        for (std::size_t ch = 0; ch < plan.size(); ++ch) {
             p.window_lo[ch] = static_cast<std::int16_t>(plan[ch].lo);
             p.window_hi[ch] = static_cast<std::int16_t>(plan[ch].hi);
         }

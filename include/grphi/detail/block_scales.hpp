@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -51,6 +52,41 @@ inline std::uint16_t block_scale_code(block_scale format, double v) {
     return static_cast<std::uint16_t>(((re - 1 + 7) << 3) | mantissa);
 }
 
+// A block scale code and its value.
+struct scale_choice {
+    std::uint16_t code;
+    double value;  // block_scale_value(format, code)
+};
+
+// block_scale_code(format, v) and its value, from the bits of v instead of frexp/ldexp/nearbyint calls
+// (the per-block hot path): the same binade, quantum and round-half-even, so the same code.
+inline scale_choice block_scale_nearest(block_scale format, double v) {
+    const int mantissa_bits = format == block_scale::fp16 ? 10 : 3;
+    const int min_exponent = format == block_scale::fp16 ? -14 : -6;
+    const int bias = format == block_scale::fp16 ? 15 : 7;
+    auto power_of_two = [](int e) {  // 2^e for normal doubles
+        const std::uint64_t bits = std::uint64_t(e + 1023) << 52;
+        double p;
+        std::memcpy(&p, &bits, sizeof p);
+        return p;
+    };
+    if (v >= 1) return {static_cast<std::uint16_t>(bias << mantissa_bits), 1.0};
+    std::uint64_t bits;
+    std::memcpy(&bits, &v, sizeof v);
+    // v <= 0 and NaN: block_scale_code's binade of 0 (frexp's exponent 0), its quantum 2^(-1 - mantissa_bits).
+    if (!(v > 0))
+        return {static_cast<std::uint16_t>((bias - 1 - mantissa_bits) << mantissa_bits), power_of_two(-1 - mantissa_bits)};
+    const int e = static_cast<int>(bits >> 52) - 1023;  // floor(log2 v) for normal v; denormals fall below
+    const int binade = std::max(e, min_exponent);
+    const int quantum_exponent = binade - mantissa_bits;
+    // v / quantum < 2^(mantissa_bits + 1): adding and taking away 2^52 rounds it to an integer, ties to even.
+    const double q = (v * power_of_two(-quantum_exponent) + 0x1p52) - 0x1p52;
+    const int steps = q == 0 ? 1 : static_cast<int>(q);
+    // The carry of a rounded-up binade lands in the exponent field, as the code's layout wants.
+    const auto code = static_cast<std::uint16_t>(((binade + bias) << mantissa_bits) + steps - (1 << mantissa_bits));
+    return {code, steps * power_of_two(quantum_exponent)};
+}
+
 // Exact predicates on positive finite T (float or double), for the thresholds of scaled levels.
 // t * t >= a * b:
 template <class T>
@@ -88,13 +124,48 @@ bool double_at_least(T t, T a, T b) {
     }
 }
 
-// The smallest T value x with pred(x) (pred monotone, true at `upper`), starting from a guess.
+// The next T above / below a non-negative finite x (x > 0 for below): one step of its bit pattern, the
+// same value std::nextafter gives there without the library call.
+template <class T>
+T next_up_nonnegative(T x) {
+    using U = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
+    U bits;
+    std::memcpy(&bits, &x, sizeof(T));
+    ++bits;
+    std::memcpy(&x, &bits, sizeof(T));
+    return x;
+}
+template <class T>
+T next_down_positive(T x) {
+    using U = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
+    U bits;
+    std::memcpy(&bits, &x, sizeof(T));
+    --bits;
+    std::memcpy(&x, &bits, sizeof(T));
+    return x;
+}
+
+// The smallest T value x with pred(x) (pred monotone, true at `upper` > 0), starting from a guess.
 template <class T, class Pred>
 T smallest_satisfying(T guess, T upper, Pred&& pred) {
     T x = std::min(std::max(guess, T(0)), upper);
-    while (!pred(x)) x = std::nextafter(x, upper);
-    while (x > T(0) && pred(std::nextafter(x, T(0)))) x = std::nextafter(x, T(0));
+    while (x < upper && !pred(x)) x = next_up_nonnegative(x);
+    while (x > T(0) && pred(next_down_positive(x))) x = next_down_positive(x);
     return x;
+}
+
+// Threshold between the adjacent positive levels a < b of a scaled block: the smallest T that rounds to b
+// or above, t * t >= a * b (log rounding) or t + t >= a + b (linear). The guess is within an ulp or two
+// (float: from the exact double product or sum), and the exact predicate walks the rest.
+template <class T>
+T scaled_threshold(T a, T b, rounding round) {
+    if (round == rounding::log) {
+        const T guess = std::is_same_v<T, float> ? static_cast<T>(std::sqrt(double(a) * double(b)))
+                                                 : std::sqrt(a) * std::sqrt(b);
+        return smallest_satisfying<T>(guess, b, [&](T t) { return square_at_least(t, a, b); });
+    }
+    const T guess = std::is_same_v<T, float> ? static_cast<T>(0.5 * (double(a) + double(b))) : a / 2 + b / 2;
+    return smallest_satisfying<T>(guess, b, [&](T t) { return double_at_least(t, a, b); });
 }
 
 }  // namespace grphi::detail

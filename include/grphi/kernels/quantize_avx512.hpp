@@ -78,6 +78,9 @@ struct zmm_bits {
     GRPHI_TARGET_AVX512 static long long reduce_add(__m512i a) {
         if constexpr (wide) return _mm512_reduce_add_epi64(a); else return _mm512_reduce_add_epi32(a);
     }
+    GRPHI_TARGET_AVX512 static long long reduce_min(__m512i a) {
+        if constexpr (wide) return _mm512_reduce_min_epi64(a); else return _mm512_reduce_min_epi32(a);
+    }
     GRPHI_TARGET_AVX512 static long long reduce_max(__m512i a) {
         if constexpr (wide) return _mm512_reduce_max_epi64(a); else return _mm512_reduce_max_epi32(a);
     }
@@ -102,6 +105,11 @@ struct zmm_bits {
     }
     GRPHI_TARGET_AVX512 static mask gt(__m512i a, __m512i b) {
         if constexpr (wide) return _mm512_cmpgt_epi64_mask(a, b); else return _mm512_cmpgt_epi32_mask(a, b);
+    }
+    // Bits of a + a for the non-negative T with bits a (rounded as T adds: to infinity past the largest).
+    GRPHI_TARGET_AVX512 static __m512i twice(__m512i a) {
+        if constexpr (wide) return _mm512_castpd_si512(_mm512_add_pd(_mm512_castsi512_pd(a), _mm512_castsi512_pd(a)));
+        else return _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(a)));
     }
     GRPHI_TARGET_AVX512 static mask nonzero(__m512i a) {
         if constexpr (wide) return _mm512_test_epi64_mask(a, a); else return _mm512_test_epi32_mask(a, a);
@@ -417,6 +425,225 @@ GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::
             zmm::store_int16(exps + start + i, mask, zmm::blend(kept, lo, k));
             zmm::store_int8(signs + start + i, mask, z.sign(bits, kept));
         }
+    }
+}
+
+// Lane g of the result: the largest lane of v[g] (one register of lane-wise maxima per block, as many as
+// lanes), by a tree of shuffles that halves the lanes per block at each level instead of one horizontal
+// reduction per block. The tree leaves block g + 4s at lane 4(g % 4) + s (float; double: 2(g % 4) + s),
+// which the final permute undoes.
+template <class T>
+GRPHI_TARGET_AVX512 inline __m512i pair_maxima(__m512i a, __m512i b, int level) {
+    using zmm = zmm_bits<T>;
+    switch (level) {
+    case 0: return zmm::max(_mm512_shuffle_i64x2(a, b, 0x44), _mm512_shuffle_i64x2(a, b, 0xEE));
+    case 1: return zmm::max(_mm512_shuffle_i64x2(a, b, 0x88), _mm512_shuffle_i64x2(a, b, 0xDD));
+    case 2:
+        if constexpr (zmm::wide) return zmm::max(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+        return zmm::max(_mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(1, 0, 1, 0))),
+                        _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(3, 2, 3, 2))));
+    default:
+        return zmm::max(_mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(2, 0, 2, 0))),
+                        _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(3, 1, 3, 1))));
+    }
+}
+template <class T>
+GRPHI_TARGET_AVX512 inline __m512i transposed_maxima(__m512i* v) {
+    using zmm = zmm_bits<T>;
+    std::size_t count = zmm::lanes;
+    for (int level = 0; count > 1; ++level, count /= 2)
+        for (std::size_t p = 0; p < count / 2; ++p) v[p] = pair_maxima<T>(v[2 * p], v[2 * p + 1], level);
+    if constexpr (zmm::wide)
+        return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), v[0]);
+    else
+        return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v[0]);
+}
+
+// The largest magnitude (bits) of every block of a row; returns the row's (>= the infinity's bits when
+// the row holds NaN or Inf). The first pass of exponent block scales: it reads the row from memory.
+template <class T>
+GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_t block_size, bits_t<T>* block_max) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max());
+    __m512i row = zmm::set1(0);
+    const std::size_t blocks = (n + block_size - 1) / block_size;
+    if (block_size % zmm::lanes == 0) {  // whole registers per block: a register of blocks at a time
+        for (std::size_t first = 0; first < blocks; first += zmm::lanes) {
+            __m512i v[zmm::lanes];
+            for (std::size_t j = 0; j < zmm::lanes; ++j) {
+                __m512i maxima = zmm::set1(0);
+                const std::size_t start = (first + j) * block_size;
+                for (std::size_t i = start; i < start + block_size && i < n; i += zmm::lanes)
+                    maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + i, lanes_at<T>(i, n)), magnitude));
+                row = zmm::max(row, maxima);
+                v[j] = maxima;
+            }
+            zmm::store(block_max + first, transposed_maxima<T>(v), lanes_at<T>(first, blocks));
+        }
+        return I(zmm::reduce_max(row));
+    }
+    for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
+        const std::size_t len = std::min(n - start, block_size);
+        __m512i maxima = zmm::set1(0);
+        for (std::size_t i = 0; i < len; i += zmm::lanes)
+            maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + start + i, lanes_at<T>(i, len)), magnitude));
+        row = zmm::max(row, maxima);
+        block_max[b] = I(zmm::reduce_max(maxima));
+    }
+    return I(zmm::reduce_max(row));
+}
+
+// exponent_row_blocks' one register at w + i: exponents clamped up to the block bottom lo (never above its
+// top: clamping is monotone and the top is the largest magnitude's exponent), signs kept from `keep` up.
+template <class T>
+GRPHI_TARGET_AVX512 inline void exponent_block_lanes(const zmm_window<T>& z, const T* w, std::size_t i,
+                                                     typename zmm_bits<T>::mask m, __m512i lo, __m512i keep,
+                                                     std::int16_t* exps, std::int8_t* signs) {
+    using zmm = zmm_bits<T>;
+    const __m512i bits = zmm::load(w + i, m);
+    const __m512i mag = z.magnitude_of(bits);
+    const __m512i clamped = z.clamp(mag);
+    const __m512i k = zmm::max(z.exponent(clamped, z.cell(clamped)), lo);
+    const auto kept = zmm::ge(mag, keep);
+    zmm::store_int16(exps + i, m, zmm::blend(kept, lo, k));
+    zmm::store_int8(signs + i, m, z.sign(bits, kept));
+}
+
+// Exponent block scales on a row's register tables t (window [t.lo, hi_r]) from its block maxima, in two
+// passes: the blocks' windows, a register of blocks at a time (top = the exponent of the largest magnitude,
+// bottom = max(clip_lo, top - levels + 1)); then each block's clamped exponents and signs. A block whose
+// largest magnitude lies below the tables (or is zero), or whose bottom does, is marked in `exact` and
+// left to the caller (returns how many). keep_from[bottom - t.lo]: the smallest kept magnitude (bits) of each bottom (null: 1).
+// block_max and block_lo (scratch) hold a register more than the blocks. Row window: [row_lo, row_hi]
+// widened by the vectorized blocks.
+template <class T>
+GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, const ::grphi::detail::window_tables<T>& t,
+                                             int shift, std::size_t block_size, int levels, int clip_lo,
+                                             const bits_t<T>* keep_from, const bits_t<T>* block_max, bits_t<T>* block_lo,
+                                             std::uint8_t* exact, std::int16_t* tops, std::int16_t* exps,
+                                             std::int8_t* signs, int& row_lo, int& row_hi) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    using mask = typename zmm::mask;
+    const zmm_window<T> z(t, shift);
+    const std::size_t blocks = (n + block_size - 1) / block_size;
+    const __m512i drop = zmm::set1(levels - 1), bottom_clip = zmm::set1(clip_lo);
+    __m512i lowest = zmm::set1(std::numeric_limits<std::int32_t>::max()), highest = zmm::set1(std::numeric_limits<std::int32_t>::min());
+    std::size_t exact_blocks = 0;
+    for (std::size_t b = 0; b < blocks; b += zmm::lanes) {
+        const mask m = lanes_at<T>(b, blocks);
+        const __m512i mx = zmm::load(block_max + b, m);
+        const __m512i clamped = z.clamp(mx);
+        const __m512i top = z.exponent(clamped, z.cell(clamped));
+        const __m512i bottom = zmm::max(zmm::sub(top, drop), bottom_clip);
+        const mask fast = static_cast<mask>(m & zmm::ge(mx, z.low) & zmm::ge(bottom, z.lo));
+        zmm::store(block_lo + b, bottom, m);
+        zmm::store_int16(tops + b, fast, top);
+        zmm::store_uint8(exact + b, m, zmm::keep_only(static_cast<mask>(m & ~fast), z.one));
+        exact_blocks += static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(m & ~fast)));
+        lowest = zmm::blend(fast, lowest, zmm::min(lowest, bottom));
+        highest = zmm::blend(fast, highest, zmm::max(highest, top));
+    }
+    row_lo = std::min(row_lo, static_cast<int>(zmm::reduce_min(lowest)));
+    row_hi = std::max(row_hi, static_cast<int>(zmm::reduce_max(highest)));
+    const I lo_r = t.lo;
+    // Whole-register blocks are written without a branch per block (the caller rewrites the exact ones).
+    const std::size_t whole = block_size % zmm::lanes == 0 ? n - n % block_size : 0;
+    std::size_t b = 0, start = 0;
+    for (; start < whole; ++b, start += block_size) {
+        const __m512i lo = zmm::set1(block_lo[b]);
+        const __m512i keep = zmm::set1(keep_from && !exact[b] ? keep_from[block_lo[b] - lo_r] : I(1));
+        for (std::size_t i = start; i < start + block_size; i += zmm::lanes) exponent_block_lanes(z, w, i, zmm::all, lo, keep, exps, signs);
+    }
+    for (; b < blocks; ++b, start += block_size) {
+        if (exact[b]) continue;
+        const std::size_t len = std::min(n - start, block_size);
+        const __m512i lo = zmm::set1(block_lo[b]);
+        const __m512i keep = zmm::set1(keep_from ? keep_from[block_lo[b] - lo_r] : I(1));
+        for (std::size_t i = 0; i < len; i += zmm::lanes) exponent_block_lanes(z, w, start + i, lanes_at<T>(i, len), lo, keep, exps, signs);
+    }
+    return exact_blocks;
+}
+
+// fp16/e4m3 block scales, one block on its scaled levels: exponent lo + the number of thresholds at or
+// below |w| (threshold[1..n-1], ascending; non-negative T compare as their bits), and the sign. A zero
+// weight, or under flush one below half the lowest level (bottom_bits), keeps exponent lo and sign 0.
+// Thresholds > 0 is the count n - 1 known at compile time (thresholds in registers, comparisons unrolled);
+// 0: any n.
+template <class T, std::size_t Thresholds = 0>
+GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void scaled_block_lanes(const T* w, std::size_t len, const T* threshold, std::size_t n,
+                                             bits_t<T> bottom_bits, bool flush, int lo, std::int16_t* exps,
+                                             std::int8_t* signs) {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max()), one = zmm::set1(1), base = zmm::set1(lo);
+    const __m512i bottom = zmm::set1(bottom_bits);
+    __m512i fixed[Thresholds > 0 ? Thresholds : 1];
+    if constexpr (Thresholds > 0)
+        for (std::size_t j = 0; j < Thresholds; ++j) fixed[j] = zmm::set1(::grphi::detail::to_bits(threshold[j + 1]));
+    for (std::size_t i = 0; i < len; i += zmm::lanes) {
+        const auto m = lanes_at<T>(i, len);
+        const __m512i bits = zmm::load(w + i, m);
+        const __m512i mag = _mm512_and_si512(bits, magnitude);
+        __m512i k = base;
+        if constexpr (Thresholds > 0) {
+            // Two chains of additions: half the dependent steps.
+            __m512i k2 = zmm::set1(0);
+            for (std::size_t j = 0; j + 1 < Thresholds; j += 2) {
+                k = zmm::add_where(zmm::ge(mag, fixed[j]), k, one);
+                k2 = zmm::add_where(zmm::ge(mag, fixed[j + 1]), k2, one);
+            }
+            if (Thresholds % 2) k = zmm::add_where(zmm::ge(mag, fixed[Thresholds - 1]), k, one);
+            k = zmm::add(k, k2);
+        } else {
+            for (std::size_t j = 1; j < n; ++j)
+                k = zmm::add_where(zmm::ge(mag, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
+        }
+        auto kept = zmm::nonzero(mag);
+        if (flush) kept = static_cast<decltype(kept)>(kept & zmm::ge(zmm::twice(mag), bottom));
+        zmm::store_int16(exps + i, m, zmm::blend(kept, base, k));
+        zmm::store_int8(signs + i, m, zmm::or_where(kept, zmm::sign_fill(bits), one));
+    }
+}
+
+// scaled_block_lanes for any n, called once per block (the searched route).
+template <class T>
+GRPHI_TARGET_AVX512 void scaled_block(const T* w, std::size_t len, const T* threshold, std::size_t n, bits_t<T> bottom_bits,
+                                      bool flush, int lo, std::int16_t* exps, std::int8_t* signs) {
+    scaled_block_lanes<T, 0>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+}
+
+template <class T, std::size_t Thresholds, class Levels>
+GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
+                                         const bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
+                                         Levels& levels) {
+    for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
+        const std::size_t len = std::min(n - start, block_size);
+        const auto l = levels(b, block_max[b]);
+        scaled_block_lanes<T, Thresholds>(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo,
+                                    exps + start, signs + start);
+    }
+}
+
+// fp16/e4m3 block scales on a whole row of window size `window` (levels per block): every block's largest
+// magnitude (bits, into block_max: a register more than the blocks), then per block levels(b, max_bits),
+// which picks the block's scale and returns its levels (value, threshold, n = window); the kernel writes it.
+template <class T, class Levels>
+GRPHI_TARGET_AVX512 void scaled_row(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
+                                    int lo, bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
+                                    Levels&& levels) {
+    block_maxima(w, n, block_size, block_max);
+    switch (window) {  // the common windows with their thresholds in registers
+    case 2: return scaled_row_with<T, 1>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 3: return scaled_row_with<T, 2>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 4: return scaled_row_with<T, 3>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 5: return scaled_row_with<T, 4>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 6: return scaled_row_with<T, 5>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 7: return scaled_row_with<T, 6>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 8: return scaled_row_with<T, 7>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 16: return scaled_row_with<T, 15>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    default: return scaled_row_with<T, 0>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
     }
 }
 
