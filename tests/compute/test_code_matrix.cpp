@@ -228,23 +228,63 @@ TEST_CASE_TEMPLATE("exponent block scales: every block its own window top and st
         }
 }
 
-TEST_CASE("block scales stored as numbers (fp16, e4m3) are refused, naming the option") {
-    const auto W = random_weights<float>(3, 64, 22);
-    for (auto format : {grphi::block_scale::fp16, grphi::block_scale::e4m3}) {
-        grphi::options o;
-        o.levels = 7;
-        o.block_size = 32;
-        o.block_format = format;
-        const auto p = grphi::quantize<grphi::phi>(W, o);
-        try {
-            const grphi::code_matrix<float, grphi::phi> m(p, 4);
-            FAIL("expected std::invalid_argument");
-        } catch (const std::invalid_argument& e) {
-            const std::string what = e.what();
-            CHECK(what.find("block_format") != std::string::npos);
-            CHECK(what.find(format == grphi::block_scale::fp16 ? "fp16" : "e4m3") != std::string::npos);
+TEST_CASE_TEMPLATE("fp16 and e4m3 block scales: a block's levels are its scale times the grid's, exactly the dequantized weights",
+                   C, CODE_COMBOS) {
+    using T = typename C::scalar;
+    using B = typename C::base;
+    auto W = random_weights<T>(5, 150, 22);  // 150 = 4 blocks of 32 and a short one of 22
+    W.row(1).segment(40, 30).setZero();      // whole zero blocks and blocks with zeros
+    W(2, 7) = T(0);
+    for (auto format : {grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (int block : {16, 32, 64, 150}) {
+            grphi::options o;
+            o.levels = 7;  // 7 levels and the flush zero fit a 4-bit block
+            o.block_size = block;
+            o.block_format = format;
+            const auto p = grphi::quantize<B>(W, o);
+            REQUIRE(p.block_scales.size() == p.scale_block_count());
+            CAPTURE(block);
+            CAPTURE(int(format));
+            for (int bits : {4, 8}) {
+                const grphi::code_matrix<T, B> m(p, bits);
+                CHECK(m.block_size() == block);
+                check_equals_dequantize(p, m);
+                // Independent of the table: weight = sign * (scale * b^k) in T, the published rule.
+                const auto per_row = static_cast<std::size_t>(p.scale_blocks_per_row());
+                const auto& g = grphi::grid_for<T, B>(p.opts, 0);
+                bool rule = true;
+                for (Eigen::Index r = 0; r < p.rows; ++r)
+                    for (Eigen::Index c = 0; c < p.cols; ++c) {
+                        const std::size_t i = static_cast<std::size_t>(r * p.cols + c);
+                        const T scale = static_cast<T>(grphi::detail::block_scale_value(
+                            format, p.block_scales[static_cast<std::size_t>(r) * per_row + static_cast<std::size_t>(c / block)]));
+                        const T expected = p.signs[i] == 0 ? T(0) : static_cast<T>(p.signs[i]) * (scale * g.level_of(p.exponent(r, c)));
+                        if (!(m.weight(r, c) == expected)) rule = false;
+                    }
+                CHECK(rule);
+            }
         }
+}
+
+TEST_CASE("fp16 block scales: a block spanning more levels than the code holds names the row and block") {
+    Eigen::MatrixXf W(2, 32);
+    W.setConstant(1.0f);
+    W(1, 3) = 1e-3f;  // 8-bit window, 4-bit codes: block 0 of row 1 spans more than 8 levels
+    grphi::options o;
+    o.levels = 32;
+    o.block_size = 32;
+    o.block_format = grphi::block_scale::fp16;
+    const auto p = grphi::quantize<grphi::phi>(W, o);
+    try {
+        const grphi::code_matrix<float, grphi::phi> m(p, 4);
+        FAIL("expected std::invalid_argument");
+    } catch (const std::invalid_argument& e) {
+        const std::string what = e.what();
+        CHECK(what.find("row 1") != std::string::npos);
+        CHECK(what.find("levels") != std::string::npos);
     }
+    const grphi::code_matrix<float, grphi::phi> wide(p, 8);  // 8-bit codes hold it
+    check_equals_dequantize(p, wide);
 }
 
 TEST_CASE("4-bit byte layout: byte i of a 32-weight chunk holds weights i and i + 16") {

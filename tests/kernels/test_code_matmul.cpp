@@ -151,6 +151,22 @@ TEST_CASE_TEMPLATE("exponent block scales: every path within the bound, GEMM col
         }
 }
 
+TEST_CASE_TEMPLATE("fp16 and e4m3 block scales: every path within the bound, GEMM columns equal GEMV", T, float, double) {
+    // Blocks of 32 and 64 run the SIMD paths, 16 the scalar one; every block has its own table segment.
+    for (auto format : {grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (int block : {16, 32, 64}) {
+            grphi::options o;
+            o.levels = 7;  // 7 levels and the flush zero fit a 4-bit block
+            o.block_size = block;
+            o.block_format = format;
+            const auto p = grphi::quantize<grphi::phi>(random_weights<T>(7, 150, 24), o);
+            for (int bits : {4, 8}) {
+                check_all_paths<float>(p, bits, 3);
+                check_all_paths<double>(p, bits, 2);
+            }
+        }
+}
+
 TEST_CASE("8-bit register tables of every size: narrow, medium and wide windows") {
     grphi::options o;
     for (int levels : {20, 50, 120}) {
@@ -329,4 +345,20 @@ TEST_CASE("codes from a stored tensor (the .grphi reader) equal the packed tenso
     const Eigen::VectorXf x = random_activations<float>(70, 1, 1);
     CHECK(grphi::gemv(any, x) == grphi::gemv(direct, x));
     CHECK(any.bits_per_weight() == direct.bits_per_weight());
+}
+
+TEST_CASE("codes from a stored tensor with e4m3 block scales equal the packed tensor's and Eigen on dequantize") {
+    grphi::options o;
+    o.levels = 7;
+    o.block_size = 32;
+    o.block_format = grphi::block_scale::e4m3;
+    const auto p = grphi::quantize<grphi::phi>(random_weights<float>(9, 96, 25), o);
+    const auto loaded = grphi::deserialize(grphi::serialize({grphi::stored_tensor::from("w", p)}));
+    const auto any = grphi::code_matrix_from<float>(loaded.at(0), 4);
+    const grphi::code_matrix<float, grphi::phi> direct(p, 4);
+    const Eigen::VectorXf x = random_activations<float>(96, 1, 3);
+    const Eigen::VectorXf y = grphi::gemv(any, x);
+    CHECK(y == grphi::gemv(direct, x));
+    const Eigen::VectorXf reference = (grphi::dequantize(p).template cast<double>() * x.cast<double>()).cast<float>();
+    for (Eigen::Index r = 0; r < y.size(); ++r) CHECK(std::abs(y(r) - reference(r)) <= 1e-5f * (1 + std::abs(reference(r))));
 }

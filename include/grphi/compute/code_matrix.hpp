@@ -12,7 +12,8 @@
 // block's 8 levels are one contiguous load. A block is a whole row (per channel), or with
 // options::block_size and exponent block scales (issue 13) that many weights of a row with its own
 // step (fit_scale); block sizes that are multiples of 32 run the SIMD paths, others the scalar one.
-// Block scales stored as numbers (block_format fp16/e4m3) are refused.
+// With block scales stored as numbers (block_format fp16 / e4m3) a block's levels are its scale times
+// the unscaled grid's, rounded in T as dequantize rounds them: one segment per (scale, top) pair.
 // 4-bit byte order: within each 32-weight chunk of a row, byte i holds weight i in its low nibble and
 // weight i + 16 in its high nibble, so one zero-extended byte vector feeds two 16-entry lookups.
 #pragma once
@@ -26,6 +27,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <Eigen/Core>
@@ -34,6 +36,7 @@
 #include "../core/levels.hpp"
 #include "../core/packed.hpp"
 #include "../core/quantize.hpp"
+#include "../detail/block_scales.hpp"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -155,37 +158,33 @@ public:
         if (code_bits != 4 && code_bits != 8)
             throw std::invalid_argument("grphi::code_matrix: code_bits=" + std::to_string(code_bits) + " must be 4 or 8");
         validate(p);
-        if (p.opts.blocked() && p.opts.block_format != block_scale::exponent)
-            throw std::invalid_argument(
-                std::string("grphi::code_matrix: the tensor's options::block_format=") +
-                (p.opts.block_format == block_scale::fp16 ? "fp16" : "e4m3") +
-                " stores block scales as numbers; codes carry block scales as exponents only (block_format=exponent)");
         rows_ = static_cast<std::size_t>(p.rows);
         cols_ = static_cast<std::size_t>(p.cols);
-        // A block per options::block_size weights of a row (exponent scales), else one per row (per channel).
+        // A block per options::block_size weights of a row (block scales), else one per row (per channel).
         const bool blocked = p.opts.blocked();
+        const bool scaled = blocked && p.opts.block_format != block_scale::exponent;  // fp16 / e4m3 numbers
         block_size_ = blocked ? static_cast<std::size_t>(p.opts.block_size) : cols_;
         blocks_per_row_ = rows_ > 0 && cols_ > 0 ? (cols_ + block_size_ - 1) / block_size_ : 0;
         row_bytes_ = (rule_.code_bytes(cols_) + 63) / 64 * 64;
         codes_ = detail::aligned_bytes(rows_ * row_bytes_);
         blocks_.assign(rows_ * blocks_per_row_, 0);
         tops_.assign(blocks_.size(), 0);
-        pure_powers_of_two_ = std::is_same_v<Base, two>;
+        pure_powers_of_two_ = std::is_same_v<Base, two> && !scaled;
 
         std::vector<int> segment_of_step(2 * scale_step_max + 1, -1);  // step -> start of its segment
-        std::vector<int> segment_k_hi;
+        std::unordered_map<std::uint32_t, int> segment_of_scale;  // scale code << 16 | top -> start of its segment
         for (std::size_t r = 0; r < rows_; ++r) {
             const auto ch = static_cast<std::size_t>(p.channel_of_row(static_cast<Eigen::Index>(r)));
             const std::int8_t* signs = p.signs.data() + r * cols_;
             for (std::size_t b = 0; b < blocks_per_row_; ++b) {
-                // The block's scale step: its own with block scales, else its channel's.
-                const int step = blocked ? p.block_steps[r * blocks_per_row_ + b] : p.scale_steps[ch];
+                // The block's scale step: its own with exponent block scales, else its channel's (0 with
+                // fp16 / e4m3 scales, whose levels are the scale times the unscaled grid's).
+                const std::size_t block_index = r * blocks_per_row_ + b;
+                const int step = scaled ? 0 : blocked ? p.block_steps[block_index] : p.scale_steps[ch];
                 if (step != 0) pure_powers_of_two_ = false;
-                int& start = segment_of_step[static_cast<std::size_t>(step + scale_step_max)];
                 const auto& g = grid_for<T, Base>(p.opts, step);
-                if (start < 0) start = append_segment(g);
                 const std::size_t first = b * block_size_, last = std::min(cols_, first + block_size_);
-                int top = blocked ? p.block_top[r * blocks_per_row_ + b] : p.window_hi[ch], bottom = top;
+                int top = scaled ? p.window_hi[ch] : blocked ? p.block_top[block_index] : p.window_hi[ch], bottom = top;
                 bool has_zero = false, any = false;
                 for (std::size_t c = first; c < last; ++c) {
                     if (signs[c] == 0) {
@@ -208,9 +207,22 @@ public:
                         "-bit codes hold at most " + std::to_string(rule_.capacity(reserves)) + " levels" +
                         (code_bits == 4 && has_zero ? " in a block with a zero (8 without)" : ""));
                 if (any) max_span_ = std::max(max_span_, width);
-                const auto index = static_cast<std::uint32_t>(start + (g.k_hi - top));
-                blocks_[r * blocks_per_row_ + b] = index << 1 | (reserves ? 1u : 0u);
-                tops_[r * blocks_per_row_ + b] = top;
+                std::uint32_t index;
+                if (scaled) {
+                    // A segment per (scale, top): the block's levels from its top down, as dequantize
+                    // computes them (scale times level, in T).
+                    const std::uint16_t code = p.block_scales[block_index];
+                    const auto key = std::uint32_t(code) << 16 | std::uint16_t(top);
+                    const auto [it, added] = segment_of_scale.try_emplace(key, 0);
+                    if (added) it->second = append_scaled_segment(g, top, static_cast<T>(detail::block_scale_value(p.opts.block_format, code)));
+                    index = static_cast<std::uint32_t>(it->second);
+                } else {
+                    int& start = segment_of_step[static_cast<std::size_t>(step + scale_step_max)];
+                    if (start < 0) start = append_segment(g);
+                    index = static_cast<std::uint32_t>(start + (g.k_hi - top));
+                }
+                blocks_[block_index] = index << 1 | (reserves ? 1u : 0u);
+                tops_[block_index] = top;
                 for (std::size_t c = first; c < last; ++c) {
                     unsigned code;
                     if (signs[c] == 0) {
@@ -233,8 +245,11 @@ public:
     int code_bits() const { return rule_.bits; }
     Eigen::Index block_size() const { return static_cast<Eigen::Index>(block_size_); }
     std::size_t row_bytes() const { return row_bytes_; }
-    // Bytes the kernels read per product: codes plus block entries (the level table is shared and small).
-    std::size_t weight_bytes() const { return codes_.size() + blocks_.size() * sizeof(std::uint32_t); }
+    // Bytes the kernels read per product: codes, block entries and the float level table (small per
+    // channel or with exponent scales; a segment per distinct (scale, top) with fp16 / e4m3 scales).
+    std::size_t weight_bytes() const {
+        return codes_.size() + blocks_.size() * sizeof(std::uint32_t) + levels_f_.size() * sizeof(float);
+    }
     double bits_per_weight() const {
         return rows_ * cols_ == 0 ? 0.0 : 8.0 * static_cast<double>(weight_bytes()) / static_cast<double>(rows_ * cols_);
     }
@@ -277,6 +292,15 @@ private:
         const int start = static_cast<int>(levels_d_.size());
         for (int k = g.k_hi; k >= g.k_lo; --k) levels_d_.push_back(static_cast<double>(g.level_of(k)));
         levels_d_.insert(levels_d_.end(), 128, 0.0);  // loads of a full table never leave the segment
+        return start;
+    }
+    // Appends the rule's slots of levels scale * level(k) for k = top, top - 1, ... (zero below the
+    // grid); returns the segment start. Kernels read at most the rule's slots from a block's index.
+    template <class G>
+    int append_scaled_segment(const G& g, int top, T scale) {
+        const int start = static_cast<int>(levels_d_.size());
+        for (int k = top; k > top - rule_.slots(); --k)
+            levels_d_.push_back(k >= g.k_lo && k <= g.k_hi ? static_cast<double>(scale * g.level_of(k)) : 0.0);
         return start;
     }
     void put_code(std::size_t r, std::size_t c, unsigned code) {
