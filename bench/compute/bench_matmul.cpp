@@ -153,20 +153,32 @@ void BM_read_bandwidth(benchmark::State& state) {
 
 enum base_id { phi_base, two_base, sqrt2_base };
 
+// Per channel, or with block scales: block_size weights of a row under an exponent / fp16 / e4m3 scale.
+struct code_layout {
+    int block_size = 0;
+    grphi::block_scale format = grphi::block_scale::exponent;
+};
+
 template <class B>
-grphi::code_matrix<float, B> codes_for(Eigen::Index rows, Eigen::Index cols, int bits) {
+grphi::code_matrix<float, B> codes_for(Eigen::Index rows, Eigen::Index cols, int bits, code_layout layout) {
     grphi::options o;
     // 4-bit: 7 levels, so rows with an exact zero fit too (16M float Gaussians hold a few zeros).
     if (bits == 4) o.levels = 7;
+    if (layout.block_size > 0) {
+        o.levels = 7;
+        o.block_size = layout.block_size;
+        o.block_format = layout.format;
+    }
     const auto p = grphi::quantize<B>(weights(rows, cols), o);
     return grphi::code_matrix<float, B>(p, bits);
 }
 
 template <class B>
-void run_codes(benchmark::State& state, int bits, grphi::level_product mode, grphi::kernels::isa cap) {
+void run_codes(benchmark::State& state, int bits, grphi::level_product mode, grphi::kernels::isa cap,
+               code_layout layout = {}) {
     const Eigen::Index rows = state.range(0), cols = state.range(1), m = state.range(2);
     grphi::kernels::scoped_isa_limit limit(cap);
-    const auto first = codes_for<B>(rows, cols, bits);
+    const auto first = codes_for<B>(rows, cols, bits, layout);
     const std::size_t copies = copies_for(first.weight_bytes());
     std::vector<grphi::code_matrix<float, B>> store(copies, first);
     const Eigen::MatrixXf X = activations(cols, m);
@@ -195,6 +207,16 @@ void BM_codes_avx2(benchmark::State& state) {
 }
 void BM_two_exponent_add(benchmark::State& state) {
     run_codes<grphi::two>(state, 4, grphi::level_product::exponent_add, grphi::kernels::isa::avx512);
+}
+
+// φ 4-bit codes with a scale per 32 weights of a row: exponent (the base's own E8M0) or fp16 numbers.
+void BM_codes_block32_exponent(benchmark::State& state) {
+    run_codes<grphi::phi>(state, 4, grphi::level_product::multiply, grphi::kernels::isa::avx512,
+                          {32, grphi::block_scale::exponent});
+}
+void BM_codes_block32_fp16(benchmark::State& state) {
+    run_codes<grphi::phi>(state, 4, grphi::level_product::multiply, grphi::kernels::isa::avx512,
+                          {32, grphi::block_scale::fp16});
 }
 
 template <class Matrix, class Quantize>
@@ -245,6 +267,8 @@ BENCHMARK_TEMPLATE(BM_codes, grphi::phi, 8)->Apply(all_columns);
 BENCHMARK_TEMPLATE(BM_codes, grphi::two, 8)->Apply(all_columns);
 BENCHMARK_TEMPLATE(BM_codes, grphi::sqrt2, 8)->Apply(all_columns);
 BENCHMARK(BM_two_exponent_add)->Apply(gemv_only);
+BENCHMARK(BM_codes_block32_exponent)->Apply(gemv_only);
+BENCHMARK(BM_codes_block32_fp16)->Apply(gemv_only);
 BENCHMARK_TEMPLATE(BM_codes_avx2, grphi::phi, 4)->Apply(gemv_only);
 BENCHMARK(BM_q4_0)->Apply(gemv_only);
 BENCHMARK(BM_q8_0)->Apply(gemv_only);

@@ -365,12 +365,7 @@ private:
         const std::uint8_t* bytes = data_ + s.offset;
         if (limits_.check_checksums && detail::crc32(bytes, static_cast<std::size_t>(s.size)) != s.crc)
             throw format_error(where + ": data section checksum mismatch");
-        p.name = t.name;
-        p.scalar = t.scalar;
-        p.base_name = t.base_name;
-        p.base_value = t.base_value;
-        p.cols = t.cols();
-        p.opts = t.opts;
+        assign_header(t, p);
         p.rows = s.rows;
         detail::byte_reader body(bytes, static_cast<std::size_t>(s.size), where);
         detail::read_tensor_data(p, body, scratch);
@@ -378,14 +373,18 @@ private:
         p.coded_bytes = s.size;
     }
 
-    stored_tensor header_of(const tensor_info& t) const {
-        stored_tensor s;
+    // The record's fields every part of t shares (name, type, base, columns, options).
+    static void assign_header(const tensor_info& t, stored_tensor& s) {
         s.name = t.name;
         s.scalar = t.scalar;
         s.base_name = t.base_name;
         s.base_value = t.base_value;
         s.cols = t.cols();
         s.opts = t.opts;
+    }
+    static stored_tensor header_of(const tensor_info& t) {
+        stored_tensor s;
+        assign_header(t, s);
         return s;
     }
 
