@@ -50,6 +50,35 @@ GRPHI_TARGET_AVX512 inline void decode_chunk4(const std::uint8_t* bytes, __m512 
 template <class Decoder>
 GRPHI_TARGET_AVX512 inline float dot_float(const code_view& v, std::size_t r, const float* x, Decoder& d) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    if (v.block_size == 32 && v.blocks_per_row > 1) {
+        // Blocks of one chunk (the common block format): block b is chunk b, without the general
+        // loop's per-block branches; the same accumulators, so the same sums.
+        const std::size_t full = v.cols / 32;
+        std::size_t b = 0;
+        for (; b + 2 <= full; b += 2) {
+            const std::size_t c = 32 * b;
+            d.start_block(r, b);
+            d.accumulate(c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(x + c + 16), a0, a1);
+            d.start_block(r, b + 1);
+            d.accumulate(c + 32, _mm512_loadu_ps(x + c + 32), _mm512_loadu_ps(x + c + 48), a2, a3);
+        }
+        if (b < full) {
+            d.start_block(r, b);
+            d.accumulate(32 * b, _mm512_loadu_ps(x + 32 * b), _mm512_loadu_ps(x + 32 * b + 16), a0, a1);
+            ++b;
+        }
+        if (b < v.blocks_per_row) {  // the short last block: activations past the row end read as 0
+            const std::size_t c = 32 * b, n = v.cols - c;
+            const __m512 x0 = _mm512_maskz_loadu_ps(first_lanes16(n), x + c);
+            const __m512 x1 = _mm512_maskz_loadu_ps(n > 16 ? first_lanes16(n - 16) : __mmask16(0), x + c + 16);
+            d.start_block(r, b);
+            if (b & 1)
+                d.accumulate(c, x0, x1, a2, a3);
+            else
+                d.accumulate(c, x0, x1, a0, a1);
+        }
+        return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
     std::size_t q = 0;
     for (std::size_t b = 0; b < v.blocks_per_row; ++b) {
         const std::size_t first = b * v.block_size, last = std::min(v.cols, first + v.block_size);
