@@ -114,6 +114,9 @@ struct code_view {
     bool pure_powers_of_two = false;   // base 2 without scale steps: every level is exactly 2^k
     const std::int32_t* top_exponent = nullptr;  // per block: its window top k (for the multiplier-free kernel)
     int max_span = 0;                  // widest block's levels (8-bit kernels size their register tables by it)
+    // 4-bit, when the level table is small: per block entry e, the 16 floats table16 would build from
+    // it (levels, then negated levels; the zero slot zeroed), 64-byte aligned: one load per block.
+    const float* signed_tables = nullptr;
 
     template <class A>
     const A* levels() const {
@@ -238,6 +241,7 @@ public:
         // Float activations read float levels: exact for float weights, rounded once for double weights.
         levels_f_.reserve(levels_d_.size());
         for (double v : levels_d_) levels_f_.push_back(static_cast<float>(v));
+        build_signed_tables();
     }
 
     Eigen::Index rows() const { return static_cast<Eigen::Index>(rows_); }
@@ -248,7 +252,8 @@ public:
     // Bytes the kernels read per product: codes, block entries and the float level table (small per
     // channel or with exponent scales; a segment per distinct (scale, top) with fp16 / e4m3 scales).
     std::size_t weight_bytes() const {
-        return codes_.size() + blocks_.size() * sizeof(std::uint32_t) + levels_f_.size() * sizeof(float);
+        return codes_.size() + blocks_.size() * sizeof(std::uint32_t) + levels_f_.size() * sizeof(float) +
+               signed_tables_.size();
     }
     double bits_per_weight() const {
         return rows_ * cols_ == 0 ? 0.0 : 8.0 * static_cast<double>(weight_bytes()) / static_cast<double>(rows_ * cols_);
@@ -269,6 +274,7 @@ public:
         v.pure_powers_of_two = pure_powers_of_two_;
         v.top_exponent = tops_.data();
         v.max_span = max_span_;
+        v.signed_tables = signed_tables_.size() ? reinterpret_cast<const float*>(signed_tables_.data()) : nullptr;
         return v;
     }
 
@@ -303,6 +309,23 @@ private:
             levels_d_.push_back(k >= g.k_lo && k <= g.k_hi ? static_cast<double>(scale * g.level_of(k)) : 0.0);
         return start;
     }
+    // Signed 16-entry tables for every possible 4-bit entry when they stay small (L1/L2-resident);
+    // fp16 / e4m3 matrices with thousands of segments keep building tables from levels_f per block.
+    void build_signed_tables() {
+        static constexpr std::size_t max_entries = 2048;  // 128 KB of tables
+        const std::size_t entries = 2 * levels_f_.size();
+        // Per channel a row builds its one table once: nothing to gain there.
+        if (rule_.bits != 4 || blocks_per_row_ < 2 || entries == 0 || entries > max_entries) return;
+        signed_tables_ = detail::aligned_bytes(entries * 16 * sizeof(float));
+        auto* t = reinterpret_cast<float*>(signed_tables_.data());
+        for (std::size_t e = 0; e < entries; ++e)
+            for (std::size_t n = 0; n < 16; ++n) {
+                const std::size_t offset = n & 7u, index = (e >> 1) + offset;
+                const bool zero = ((e & 1u) && offset == 7) || index >= levels_f_.size();
+                const float level = zero ? 0.0f : levels_f_[index];
+                t[16 * e + n] = n < 8 ? level : -level;
+            }
+    }
     void put_code(std::size_t r, std::size_t c, unsigned code) {
         std::uint8_t* row = codes_.data() + r * row_bytes_;
         if (rule_.bits == 8) {
@@ -321,6 +344,7 @@ private:
     std::vector<std::int32_t> tops_;
     std::vector<double> levels_d_;
     std::vector<float> levels_f_;
+    detail::aligned_bytes signed_tables_;
     bool pure_powers_of_two_ = false;
     int max_span_ = 0;
 };

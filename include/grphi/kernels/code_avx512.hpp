@@ -118,7 +118,10 @@ struct dot4_multiply {
     const std::uint8_t* row;
     __m512 table;
 
-    GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) { table = table16(v.levels_f, v.block(r, b)); }
+    GRPHI_TARGET_AVX512 void start_block(std::size_t r, std::size_t b) {
+        const std::uint32_t entry = v.block(r, b);
+        table = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(entry)) : table16(v.levels_f, entry);
+    }
     GRPHI_TARGET_AVX512 void accumulate(std::size_t c, __m512 x0, __m512 x1, __m512& lo, __m512& hi) const {
         __m512 w0, w1;
         decode_chunk4(row + c / 2, table, w0, w1);
