@@ -125,6 +125,9 @@ TEST_CASE_TEMPLATE("every path within the bound of the scalar reference and of E
     }
     check_all_paths<float>(quantized<T, grphi::sqrt2>(9, 300, 8, 4), 8, 3);
     check_all_paths<float>(quantized<T, grphi::phi>(101, 600, 7, 4), 4, 33);  // several panels, a short last one
+    // Column counts whose outer-product tiles take 4 vectors of 16, then 3 or 1 (64; 61 padded to 64; 112 = 64 + 48; 77 padded to 64 + 16).
+    for (Eigen::Index m : {64, 61, 112, 77}) check_all_paths<float>(quantized<T, grphi::phi>(13, 300, 7, 6), 4, m);
+    check_all_paths<float>(quantized<T, grphi::phi>(7, 530, 7, 7), 8, 64);
     check_all_paths<float>(quantized<T, grphi::two>(9, 300, 7, 5, true), 4, 3);
 }
 

@@ -423,17 +423,27 @@ GRPHI_TARGET_AVX512 inline void gemm_panel(const code_view& v, std::size_t r0, s
     for (std::size_t c0 = 0; c0 < v.cols; c0 += gemm_panel_cols) {
         const std::size_t k = std::min(gemm_panel_cols, v.cols - c0);
         for (std::size_t i = 0; i < count; ++i) decode_range(v, r0 + i, c0, c0 + k, w + i * gemm_panel_cols);
-        for (std::size_t jb = 0; jb < mp; jb += 32) {
-            const bool two = mp - jb >= 32;
+        // The next step's codes (48 rows, 2 KB apart) while this step computes: the stride defeats the prefetcher.
+        if (c0 + gemm_panel_cols < v.cols)
+            for (std::size_t i = 0; i < count; ++i)
+                for (std::size_t b = 0; b < gemm_panel_cols * v.bits / 8; b += 64)
+                    _mm_prefetch(reinterpret_cast<const char*>(v.row(r0 + i) + (c0 + gemm_panel_cols) * v.bits / 8 + b), _MM_HINT_T0);
+        for (std::size_t jb = 0; jb < mp;) {
+            const std::size_t vectors = std::min<std::size_t>(4, (mp - jb) / 16);
             for (std::size_t i = 0; i < count; i += 6) {
                 const int rows = static_cast<int>(std::min<std::size_t>(6, count - i));
                 float* y = yt + (r0 + i) * mp + jb;
                 const float* wi = w + i * gemm_panel_cols;
-                if (two)
+                if (vectors == 4)
+                    outer_rows<4>(rows, wi, gemm_panel_cols, k, xt + c0 * mp + jb, mp, y, mp);
+                else if (vectors == 3)
+                    outer_rows<3>(rows, wi, gemm_panel_cols, k, xt + c0 * mp + jb, mp, y, mp);
+                else if (vectors == 2)
                     outer_rows<2>(rows, wi, gemm_panel_cols, k, xt + c0 * mp + jb, mp, y, mp);
                 else
                     outer_rows<1>(rows, wi, gemm_panel_cols, k, xt + c0 * mp + jb, mp, y, mp);
             }
+            jb += 16 * vectors;
         }
     }
 }
