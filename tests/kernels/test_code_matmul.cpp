@@ -91,7 +91,8 @@ void check_all_paths(const grphi::packed<T, B>& p, int bits, Eigen::Index m, grp
         std::string why;
         CHECK_MESSAGE(within_bound(Y, reference, D, X, why), why);
         CHECK_MESSAGE(within_bound(Y, eigen, D, X, why), why);
-        if (path == isa::avx512 && std::is_same_v<A, float> && mode == grphi::level_product::multiply) {
+        if (path == isa::avx512 && std::is_same_v<A, float> && mode == grphi::level_product::multiply &&
+            static_cast<std::size_t>(m) > grphi::kernels::gemm_gemv_columns) {
             // Outer-product gemm: the scalar reference's order, so equal to it bit for bit.
             CHECK(Y == reference);
         } else {
@@ -121,7 +122,7 @@ TEST_CASE_TEMPLATE("every path within the bound of the scalar reference and of E
     for (auto shape : {std::pair<int, int>{1, 1}, {1, 31}, {3, 32}, {2, 33}, {5, 64}, {17, 65}, {7, 100}, {3, 127}, {3, 128}, {2, 129}, {33, 257}, {4, 1000}}) {
         const auto p = quantized<T, grphi::phi>(shape.first, shape.second, 7, 3);
         for (int bits : {4, 8})
-            for (Eigen::Index m : {1, 2, 3, 5, 17, 40}) check_all_paths<float>(p, bits, m);
+            for (Eigen::Index m : {1, 2, 3, 5, 8, 9, 17, 40}) check_all_paths<float>(p, bits, m);
     }
     check_all_paths<float>(quantized<T, grphi::sqrt2>(9, 300, 8, 4), 8, 3);
     check_all_paths<float>(quantized<T, grphi::phi>(101, 600, 7, 4), 4, 33);  // several panels, a short last one
