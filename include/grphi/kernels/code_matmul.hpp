@@ -36,15 +36,25 @@ inline isa code_path(const code_view& v, level_product mode) {
     return best;
 }
 
-// Whether the path reads the activations in the AVX2 group order (avx2::to_group_order) instead of
-// column order: the caller permutes x (each column of X) once per product.
+// Whether the path reads the activations in its group order (avx2:: or avx512::to_group_order) instead
+// of column order: the caller permutes x (each column of X) once per product.
 template <class A>
 bool reads_group_order(isa path, const code_view& v, level_product mode) {
 #if GRPHI_X86_DISPATCH
-    return path == isa::avx2 && avx2::reads_groups<A>(v, mode);
+    return (path == isa::avx2 && avx2::reads_groups<A>(v, mode)) || (path == isa::avx512 && avx512::reads_groups<A>(v, mode));
 #else
     (void)path, (void)v, (void)mode;
     return false;
+#endif
+}
+
+// Entries of x in the path's group order (a multiple of 64 bytes).
+inline std::size_t group_padded(isa path, std::size_t cols) {
+#if GRPHI_X86_DISPATCH
+    return path == isa::avx512 ? avx512::group_padded(cols) : avx2::group_padded(cols);
+#else
+    (void)path;
+    return cols;
 #endif
 }
 
@@ -52,10 +62,16 @@ bool reads_group_order(isa path, const code_view& v, level_product mode) {
 template <class A>
 const A* activations_for(isa path, const code_view& v, level_product mode, const A* x, std::vector<A>& store) {
 #if GRPHI_X86_DISPATCH
-    if (reads_group_order<A>(path, v, mode)) {
-        store.resize(avx2::group_padded(v.cols));
-        avx2::to_group_order(x, v.cols, store.data());
-        return store.data();
+    if (reads_group_order<A>(path, v, mode)) {  // 64-byte aligned in store, like the copy below
+        constexpr std::size_t slack = 64 / sizeof(A);
+        store.assign(group_padded(path, v.cols) + slack, A(0));
+        const auto address = reinterpret_cast<std::uintptr_t>(store.data());
+        A* aligned = store.data() + ((64 - address % 64) % 64) / sizeof(A);
+        if (path == isa::avx512)
+            avx512::to_group_order(x, v.cols, aligned);
+        else
+            avx2::to_group_order(x, v.cols, aligned);
+        return aligned;
     }
     // Full-width loads of x must not split cache lines: an x off a 64-byte boundary (Eigen aligns to 16
     // bytes in a build without AVX-512) is copied once; measured 1.3-1.5x slower GEMV otherwise.
@@ -78,6 +94,12 @@ void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, con
     switch (path) {
 #if GRPHI_X86_DISPATCH
     case isa::avx512:
+        if constexpr (std::is_same_v<A, float>) {
+            if (avx512::reads_groups<A>(v, mode)) {
+                for (std::size_t r = r0; r < r1; ++r) y[r] = avx512::dot_row_groups(v, r, x);
+                return;
+            }
+        }
         for (std::size_t r = r0; r < r1; ++r) y[r] = avx512::dot_row(v, r, x, mode);
         return;
     case isa::avx2:
@@ -227,13 +249,16 @@ void gemm(const Codes& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>&
         std::vector<A> x_store, column;
 #if GRPHI_X86_DISPATCH
         if (kernels::reads_group_order<A>(path, v, mode) && m > 0) {
-            ld = kernels::avx2::group_padded(v.cols);
-            x_store.resize(ld * m);
+            ld = kernels::group_padded(path, v.cols);  // a multiple of 64 bytes: every column stays aligned
+            constexpr std::size_t slack = 64 / sizeof(A);
+            x_store.resize(ld * m + slack);
+            const auto address = reinterpret_cast<std::uintptr_t>(x_store.data());
+            A* aligned = x_store.data() + ((64 - address % 64) % 64) / sizeof(A);
             for (std::size_t j = 0; j < m; ++j) {
                 const A* col = kernels::activations_for(path, v, mode, Xs.data() + j * ldx, column);
-                std::copy(col, col + ld, x_store.data() + j * ld);
+                std::copy(col, col + ld, aligned + j * ld);
             }
-            xp = x_store.data();
+            xp = aligned;
         }
 #endif
         const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
