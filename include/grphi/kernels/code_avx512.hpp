@@ -3,8 +3,10 @@
 // twice (vpermps reads the low 4 bits: the low nibble; a shift gives the high one).
 // 8-bit: the block's first 32, 64 or 128 levels in 2, 4 or 8 registers (the matrix's widest block
 // decides), permutes on the low 7 bits, the sign from bit 7.
-// Summation order (float): chunk q of 32 weights adds its two halves into accumulator pair q % 2; the
-// row's sum is ((a0 + a1) + (a2 + a3)) reduced across lanes. gemm follows the same order exactly.
+// Summation order (float GEMV): per-channel 4-bit rows in group order (dot_row_groups); other rows:
+// chunk q of 32 weights adds its two halves into accumulator pair q % 2; the row's sum is
+// ((a0 + a1) + (a2 + a3)) reduced across lanes. gemm with up to 8 columns runs these; wider gemm sums in
+// the scalar reference's order (outer_tile).
 #pragma once
 
 #include <cstddef>
