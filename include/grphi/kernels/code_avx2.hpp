@@ -23,6 +23,7 @@
 #include "../compute/code_matrix.hpp"
 #include "code_scalar.hpp"
 #include "dispatch.hpp"
+#include "group_order.hpp"
 
 #if GRPHI_X86_DISPATCH
 #include <immintrin.h>
@@ -68,29 +69,11 @@ GRPHI_TARGET_AVX2 inline float reduce(const __m256 a[4]) {
     return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
 }
 
-// Group order: lane L of vector j (words shifted by 4j) holds weight group_lane_weight(j, L) of its
-// group: byte i of a 32-weight chunk holds weights i and i + 16, and a word is 4 bytes.
-inline std::size_t group_lane_weight(std::size_t j, std::size_t lane) {
-    return 32 * (lane / 4) + 4 * (lane % 4) + j / 2 + 16 * (j % 2);
-}
-
-// Whether products on v read rows in group order on this path: float activations, the multiply, 4-bit
-// codes, one block per row (a block edge inside a group would need two tables in one register).
-template <class A>
-bool reads_groups(const code_view& v, level_product mode) {
-    return std::is_same_v<A, float> && mode == level_product::multiply && v.bits == 4 && v.blocks_per_row == 1;
-}
-
-// Activations in group order, zero past cols (out holds group_padded(cols) entries).
-inline std::size_t group_padded(std::size_t cols) { return (cols + 63) / 64 * 64; }
+// Group order with 8 lanes (group_order.hpp): groups of 64 weights.
+inline std::size_t group_padded(std::size_t cols) { return kernels::group_padded<8>(cols); }
 template <class A>
 void to_group_order(const A* x, std::size_t cols, A* out) {
-    for (std::size_t g = 0; g < group_padded(cols); g += 64)
-        for (std::size_t j = 0; j < 8; ++j)
-            for (std::size_t lane = 0; lane < 8; ++lane) {
-                const std::size_t c = g + group_lane_weight(j, lane);
-                out[g + 8 * j + lane] = c < cols ? x[c] : A(0);
-            }
+    kernels::to_group_order<8>(x, cols, out);
 }
 
 // Bytes ahead of the codes in use that group64 prefetches.

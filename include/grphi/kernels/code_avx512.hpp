@@ -16,6 +16,7 @@
 #include "../compute/code_matrix.hpp"
 #include "code_scalar.hpp"
 #include "dispatch.hpp"
+#include "group_order.hpp"
 
 #if GRPHI_X86_DISPATCH
 #include <immintrin.h>
@@ -286,24 +287,10 @@ struct dot8_double {
 // 16 weights it is a shift, a permute and an FMA: no byte expansion, one shuffle instead of 1.5. The
 // activations are read in that order, permuted once per call (to_group_order). Summation order: vector j
 // of every group into accumulator j % 4, reduced as ((a0 + a1) + (a2 + a3)).
-// Lane L of vector j: byte i of a 32-weight chunk holds weights i and i + 16, and a dword is 4 bytes.
-inline std::size_t group_lane_weight(std::size_t j, std::size_t lane) {
-    return 32 * (lane / 4) + 4 * (lane % 4) + j / 2 + 16 * (j % 2);
-}
-template <class A>
-bool reads_groups(const code_view& v, level_product mode) {
-    return std::is_same_v<A, float> && mode == level_product::multiply && v.bits == 4 && v.blocks_per_row == 1;
-}
-// Activations in group order, zero past cols (out holds group_padded(cols) entries).
-inline std::size_t group_padded(std::size_t cols) { return (cols + 127) / 128 * 128; }
+inline std::size_t group_padded(std::size_t cols) { return kernels::group_padded<16>(cols); }
 template <class A>
 void to_group_order(const A* x, std::size_t cols, A* out) {
-    for (std::size_t g = 0; g < group_padded(cols); g += 128)
-        for (std::size_t j = 0; j < 8; ++j)
-            for (std::size_t lane = 0; lane < 16; ++lane) {
-                const std::size_t c = g + group_lane_weight(j, lane);
-                out[g + 16 * j + lane] = c < cols ? x[c] : A(0);
-            }
+    kernels::to_group_order<16>(x, cols, out);
 }
 
 // Row r (reads_groups) against activations in group order. A row's codes fill whole 64-byte groups

@@ -41,7 +41,7 @@ inline isa code_path(const code_view& v, level_product mode) {
 template <class A>
 bool reads_group_order(isa path, const code_view& v, level_product mode) {
 #if GRPHI_X86_DISPATCH
-    return (path == isa::avx2 && avx2::reads_groups<A>(v, mode)) || (path == isa::avx512 && avx512::reads_groups<A>(v, mode));
+    return (path == isa::avx2 || path == isa::avx512) && reads_groups<A>(v, mode);
 #else
     (void)path, (void)v, (void)mode;
     return false;
@@ -95,7 +95,7 @@ void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, con
 #if GRPHI_X86_DISPATCH
     case isa::avx512:
         if constexpr (std::is_same_v<A, float>) {
-            if (avx512::reads_groups<A>(v, mode)) {
+            if (reads_groups<A>(v, mode)) {
                 for (std::size_t r = r0; r < r1; ++r) y[r] = avx512::dot_row_groups(v, r, x);
                 return;
             }
@@ -104,7 +104,7 @@ void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, con
         return;
     case isa::avx2:
         if constexpr (std::is_same_v<A, float>) {
-            if (avx2::reads_groups<A>(v, mode)) {
+            if (reads_groups<A>(v, mode)) {
                 for (std::size_t r = r0; r < r1; ++r) y[r] = avx2::dot_row_groups(v, r, x);
                 return;
             }
