@@ -71,10 +71,6 @@ GRPHI_TARGET_AVX2 inline float reduce(const __m256 a[4]) {
 
 // Group order with 8 lanes (group_order.hpp): groups of 64 weights.
 inline std::size_t group_padded(std::size_t cols) { return kernels::group_padded<8>(cols); }
-template <class A>
-void to_group_order(const A* x, std::size_t cols, A* out) {
-    kernels::to_group_order<8>(x, cols, out);
-}
 
 // Bytes ahead of the codes in use that group64 prefetches.
 inline constexpr std::size_t prefetch_distance = 1024;
@@ -244,7 +240,7 @@ GRPHI_TARGET_AVX2 inline void dot_decoded(const float* w, std::size_t n, std::si
     }
 }
 
-// Rows [r0, r1) of Y = W X. When reads_groups(v), X must be in group order (to_group_order per
+// Rows [r0, r1) of Y = W X. When reads_groups(v), X must be in group order (to_group_order<8> per
 // column, leading dimension ldx >= group_padded(cols)), as code_matmul's gemm passes it.
 template <class A>
 GRPHI_TARGET_AVX2 void gemm_rows(const code_view& v, std::size_t r0, std::size_t r1, const A* X, std::size_t ldx,

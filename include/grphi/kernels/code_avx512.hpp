@@ -285,14 +285,8 @@ struct dot8_double {
 // bytes as 16 dwords, shifted right by 4j, hold in lane L the signed code of weight
 // group_lane_weight(j, L) (vpermps reads the low 4 bits: sign and offset, the table is signed), so per
 // 16 weights it is a shift, a permute and an FMA: no byte expansion, one shuffle instead of 1.5. The
-// activations are read in that order, permuted once per call (to_group_order). Summation order: vector j
+// activations are read in that order, permuted once per call (to_group_order<16>). Summation order: vector j
 // of every group into accumulator j % 4, reduced as ((a0 + a1) + (a2 + a3)).
-inline std::size_t group_padded(std::size_t cols) { return kernels::group_padded<16>(cols); }
-template <class A>
-void to_group_order(const A* x, std::size_t cols, A* out) {
-    kernels::to_group_order<16>(x, cols, out);
-}
-
 // Row r (reads_groups) against activations in group order. A row's codes fill whole 64-byte groups
 // (rows are 64-byte aligned); padding codes decode to finite levels, which meet zero activations.
 GRPHI_TARGET_AVX512 inline float dot_row_groups(const code_view& v, std::size_t r, const float* xg) {

@@ -18,6 +18,7 @@
 #include "code_avx512.hpp"
 #include "code_scalar.hpp"
 #include "dispatch.hpp"
+#include "group_order.hpp"
 
 namespace grphi {
 
@@ -36,7 +37,7 @@ inline isa code_path(const code_view& v, level_product mode) {
     return best;
 }
 
-// Whether the path reads the activations in its group order (avx2:: or avx512::to_group_order) instead
+// Whether the path reads the activations in its group order (group_order.hpp) instead
 // of column order: the caller permutes x (each column of X) once per product.
 template <class A>
 bool reads_group_order(isa path, const code_view& v, level_product mode) {
@@ -48,40 +49,48 @@ bool reads_group_order(isa path, const code_view& v, level_product mode) {
 #endif
 }
 
+// Group order's lanes on the path: AVX-512 reads groups of 128 weights, AVX2 of 64.
+inline std::size_t group_lanes(isa path) { return path == isa::avx512 ? 16 : 8; }
+
 // Entries of x in the path's group order (a multiple of 64 bytes).
 inline std::size_t group_padded(isa path, std::size_t cols) {
-#if GRPHI_X86_DISPATCH
-    return path == isa::avx512 ? avx512::group_padded(cols) : avx2::group_padded(cols);
-#else
-    (void)path;
-    return cols;
-#endif
+    return group_lanes(path) == 16 ? group_padded<16>(cols) : group_padded<8>(cols);
 }
 
-// The activations x (cols entries) as the path reads them: x itself, or a copy in group order in store.
+// x (cols entries) permuted into the path's group order at out (group_padded(path, cols) entries).
+template <class A>
+void to_group_order(isa path, const A* x, std::size_t cols, A* out) {
+    if (group_lanes(path) == 16)
+        to_group_order<16>(x, cols, out);
+    else
+        to_group_order<8>(x, cols, out);
+}
+
+// n zeroed entries of store starting on a 64-byte boundary: full-width loads there never split cache lines.
+template <class A>
+A* aligned_zeros(std::vector<A>& store, std::size_t n) {
+    constexpr std::size_t slack = 64 / sizeof(A);
+    store.assign(n + slack, A(0));
+    const auto address = reinterpret_cast<std::uintptr_t>(store.data());
+    return store.data() + ((64 - address % 64) % 64) / sizeof(A);
+}
+
+// The activations x (cols entries) as the path reads them: x itself, or a 64-byte-aligned copy in store
+// (in group order where the path reads it so).
 template <class A>
 const A* activations_for(isa path, const code_view& v, level_product mode, const A* x, std::vector<A>& store) {
 #if GRPHI_X86_DISPATCH
-    if (reads_group_order<A>(path, v, mode)) {  // 64-byte aligned in store, like the copy below
-        constexpr std::size_t slack = 64 / sizeof(A);
-        store.assign(group_padded(path, v.cols) + slack, A(0));
-        const auto address = reinterpret_cast<std::uintptr_t>(store.data());
-        A* aligned = store.data() + ((64 - address % 64) % 64) / sizeof(A);
-        if (path == isa::avx512)
-            avx512::to_group_order(x, v.cols, aligned);
-        else
-            avx2::to_group_order(x, v.cols, aligned);
-        return aligned;
+    if (reads_group_order<A>(path, v, mode)) {
+        A* out = aligned_zeros(store, group_padded(path, v.cols));
+        to_group_order(path, x, v.cols, out);
+        return out;
     }
     // Full-width loads of x must not split cache lines: an x off a 64-byte boundary (Eigen aligns to 16
     // bytes in a build without AVX-512) is copied once; measured 1.3-1.5x slower GEMV otherwise.
     if (path != isa::scalar && reinterpret_cast<std::uintptr_t>(x) % 64 != 0) {
-        constexpr std::size_t slack = 64 / sizeof(A);
-        store.assign(v.cols + slack, A(0));
-        const auto address = reinterpret_cast<std::uintptr_t>(store.data());
-        A* aligned = store.data() + ((64 - address % 64) % 64) / sizeof(A);
-        std::copy(x, x + v.cols, aligned);
-        return aligned;
+        A* out = aligned_zeros(store, v.cols);
+        std::copy(x, x + v.cols, out);
+        return out;
     }
 #endif
     (void)path, (void)v, (void)mode, (void)store;
@@ -246,19 +255,13 @@ void gemm(const Codes& W, const Eigen::MatrixBase<XD>& X, Eigen::MatrixBase<YD>&
         // Columns in the order the path reads rows (a copy only where that is not column order).
         const A* xp = Xs.data();
         std::size_t ld = ldx;
-        std::vector<A> x_store, column;
+        std::vector<A> x_store;
 #if GRPHI_X86_DISPATCH
         if (kernels::reads_group_order<A>(path, v, mode) && m > 0) {
             ld = kernels::group_padded(path, v.cols);  // a multiple of 64 bytes: every column stays aligned
-            constexpr std::size_t slack = 64 / sizeof(A);
-            x_store.resize(ld * m + slack);
-            const auto address = reinterpret_cast<std::uintptr_t>(x_store.data());
-            A* aligned = x_store.data() + ((64 - address % 64) % 64) / sizeof(A);
-            for (std::size_t j = 0; j < m; ++j) {
-                const A* col = kernels::activations_for(path, v, mode, Xs.data() + j * ldx, column);
-                std::copy(col, col + ld, aligned + j * ld);
-            }
-            xp = aligned;
+            A* permuted = kernels::aligned_zeros(x_store, ld * m);
+            for (std::size_t j = 0; j < m; ++j) kernels::to_group_order(path, Xs.data() + j * ldx, v.cols, permuted + j * ld);
+            xp = permuted;
         }
 #endif
         const auto tasks = static_cast<long>((v.rows + kernels::rows_per_task - 1) / kernels::rows_per_task);
