@@ -3,6 +3,8 @@
 // progress line.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -112,6 +114,49 @@ void run_ordered(const std::vector<Job>& jobs, unsigned threads, Work&& work, Co
         throw;
     }
     halt();
+}
+
+// work(job, local) for every job on `threads` workers, in no particular order (jobs start in order; each
+// writes its own result into place, so the output does not depend on the order). `local` is a Local per
+// worker, kept from job to job (reused buffers). The first exception stops the remaining jobs and is
+// rethrown here once every worker has stopped.
+template <class Local, class Job, class Work>
+void run_parallel(const std::vector<Job>& jobs, unsigned threads, Work&& work) {
+    if (threads <= 1 || jobs.size() <= 1) {
+        one_openmp_thread_here();
+        Local local;
+        for (const Job& job : jobs) work(job, local);
+        return;
+    }
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto worker = [&] {
+        one_openmp_thread_here();
+        Local local;
+        for (std::size_t i; !failed.load(std::memory_order_relaxed) && (i = next.fetch_add(1)) < jobs.size();) {
+            try {
+                work(jobs[i], local);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!error) error = std::current_exception();
+                failed = true;
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    const std::size_t count = std::min<std::size_t>(threads, jobs.size());
+    try {
+        for (std::size_t i = 1; i < count; ++i) pool.emplace_back(worker);
+    } catch (...) {  // no thread to be had: stop the ones started, then report
+        failed = true;
+        for (auto& t : pool) t.join();
+        throw;
+    }
+    worker();  // the calling thread is one of the workers
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
 }
 
 // "[12/340 tensors] 1.2/4.0 GB  850 MB/s  ETA 0:03" on stderr, only when stderr is a terminal.

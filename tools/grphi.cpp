@@ -3,10 +3,12 @@
 //
 // Data flow: mapped input -> row chunks (jobs) -> workers: convert, quantize, code -> in-order writer.
 // Every error is one line naming the file (and tensor), exit status 1 (2 for command-line mistakes).
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <cstdint>
 #include <malloc.h>
@@ -441,53 +443,66 @@ int run_info(const arguments& args) {
     return 0;
 }
 
-// One decode job: a quantized tensor's part, or a raw tensor (written straight from the map).
+// One decode job: rows [begin, end) of a quantized tensor (one part, or part of one), or bytes [begin, end)
+// of a raw tensor (copied from the map in pieces, so a large one is spread over the workers too).
 struct decode_job {
     std::size_t tensor = 0;  // index into the chosen tensors
-    std::size_t part = 0;
-    bool last_of_tensor = true;
+    std::uint64_t begin = 0, end = 0;
 };
-struct decoded_rows {
-    row_matrix<float> f;  // the part's values, in the scalar type it was quantized in
+struct decode_buffers {  // a worker's, reused from job to job
+    row_matrix<float> f;  // a part's values, in the scalar type it was quantized in
     row_matrix<double> d;
 };
 
-// Decodes the tensors in order: each part on a worker (the reader decodes it straight into the job's
-// buffer), written in order on the calling thread by write_values(k, values, n) or, for raw tensors,
-// write_bytes(k, bytes, n); tensor_done(k) after the last. At most threads + 1 parts wait.
+// Bytes of a raw tensor per job.
+inline constexpr std::uint64_t raw_job_bytes = std::uint64_t{16} << 20;
+
+// Decodes the chosen tensors on `threads` workers, every job written straight into its place in the
+// output by write_values(k, first_element, values, n) or, for raw tensors, write_bytes(k, byte_offset,
+// bytes, n); tensor_done(k) after a tensor's last job (one call at a time). Jobs finish in any order, the
+// output does not depend on it; each worker holds one part's values.
 template <class Values, class Bytes, class Done>
 void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>& chosen, unsigned threads,
                     Values&& write_values, Bytes&& write_bytes, Done&& tensor_done) {
     std::vector<decode_job> jobs;
+    std::vector<std::atomic<std::size_t>> left(chosen.size());
+    std::vector<const std::uint8_t*> raw_data(chosen.size(), nullptr);  // raw tensors' bytes in the map
     for (std::size_t k = 0; k < chosen.size(); ++k) {
         const tensor_info& t = *chosen[k];
-        const std::size_t parts = t.kind == tensor_kind::raw ? 1 : t.sections.size();
-        for (std::size_t i = 0; i < parts; ++i) jobs.push_back({k, i, i + 1 == parts});
-        if (parts == 0) jobs.push_back({k, 0, true});
+        const std::size_t before = jobs.size();
+        if (t.kind == tensor_kind::raw) {
+            const raw_view view = in.raw(t.name);  // checksum checked once, here, before any byte is written
+            raw_data[k] = view.data;
+            const std::uint64_t bytes = view.size;
+            for (std::uint64_t b = 0; b < bytes; b += raw_job_bytes) jobs.push_back({k, b, std::min(bytes, b + raw_job_bytes)});
+        } else {
+            for (const section_info& s : t.sections)
+                jobs.push_back({k, static_cast<std::uint64_t>(s.first_row), static_cast<std::uint64_t>(s.first_row + s.rows)});
+        }
+        if (jobs.size() == before) jobs.push_back({k, 0, 0});  // empty: nothing to write, but the tensor completes
+        left[k].store(jobs.size() - before);
     }
-    run_ordered<decoded_rows>(
-        jobs, threads,
-        [&](const decode_job& j) {
-            const tensor_info& t = *chosen[j.tensor];
-            decoded_rows rows;
-            if (t.kind == tensor_kind::raw || t.sections.empty()) return rows;
-            const section_info& s = t.sections[j.part];
-            if (t.scalar == scalar_kind::float64) in.dequantize_rows(t.name, s.first_row, s.first_row + s.rows, rows.d);
-            else in.dequantize_rows(t.name, s.first_row, s.first_row + s.rows, rows.f);
-            return rows;
-        },
-        [&](const decode_job& j, decoded_rows&& rows) {
-            const tensor_info& t = *chosen[j.tensor];
-            if (t.kind == tensor_kind::raw) {
-                const raw_view view = in.raw(t.name);
-                write_bytes(j.tensor, view.data, view.size);
-            } else if (t.scalar == scalar_kind::float64) {
-                write_values(j.tensor, rows.d.data(), static_cast<std::size_t>(rows.d.size()));
+    std::mutex done_mutex;
+    run_parallel<decode_buffers>(jobs, threads, [&](const decode_job& j, decode_buffers& buffers) {
+        const tensor_info& t = *chosen[j.tensor];
+        if (t.kind == tensor_kind::raw) {
+            if (j.end > j.begin) write_bytes(j.tensor, j.begin, raw_data[j.tensor] + j.begin, static_cast<std::size_t>(j.end - j.begin));
+        } else if (j.end > j.begin) {
+            const auto begin = static_cast<std::int64_t>(j.begin), end = static_cast<std::int64_t>(j.end);
+            const std::uint64_t first = j.begin * static_cast<std::uint64_t>(t.cols());
+            if (t.scalar == scalar_kind::float64) {
+                in.dequantize_rows(t.name, begin, end, buffers.d);
+                write_values(j.tensor, first, buffers.d.data(), static_cast<std::size_t>(buffers.d.size()));
             } else {
-                write_values(j.tensor, rows.f.data(), static_cast<std::size_t>(rows.f.size()));
+                in.dequantize_rows(t.name, begin, end, buffers.f);
+                write_values(j.tensor, first, buffers.f.data(), static_cast<std::size_t>(buffers.f.size()));
             }
-            if (j.last_of_tensor) tensor_done(j.tensor);
-        });
+        }
+        if (left[j.tensor].fetch_sub(1) == 1) {
+            std::lock_guard<std::mutex> lock(done_mutex);
+            tensor_done(j.tensor);
+        }
+    });
 }
 
 // Decoded dtype: exact tensors keep theirs; quantized ones their source dtype (--dtype source), the values
@@ -575,15 +590,16 @@ int run_decode(const arguments& args) {
         if (!npy::writable(type))
             throw std::runtime_error(in.name() + ": tensor '" + t.name + "': dtype " + safetensors::dtype_name(type) +
                                      " has no NumPy equivalent; decode to .safetensors");
-        npy::writer out(args.output, type, t.shape);
+        npy::parallel_writer out(args.output, type, t.shape);
         decode_tensors(
-            in, chosen, args.thread_count(), [&](std::size_t, const auto* v, std::size_t n) { out.write_values(v, n); },
-            [&](std::size_t, const std::uint8_t* b, std::size_t n) {
-                if (!widen) return out.write_bytes(b, n);
+            in, chosen, args.thread_count(),
+            [&](std::size_t, std::uint64_t first, const auto* v, std::size_t n) { out.write_values(first, v, n); },
+            [&](std::size_t, std::uint64_t offset, const std::uint8_t* b, std::size_t n) {
+                if (!widen) return out.write_bytes(offset / safetensors::dtype_size(type), b, n);
                 std::vector<float> values(n / 2);
                 safetensors::convert_to(safetensors::dtype::BF16, reinterpret_cast<const std::byte*>(b), values.size(),
                                         values.data());
-                out.write_values(values.data(), values.size());
+                out.write_values(offset / 2, values.data(), values.size());
             },
             [&](std::size_t) { release(t); });
         out.finish();
@@ -621,18 +637,26 @@ int run_decode(const arguments& args) {
             else file_metadata.emplace_back(key, value);
         }
         // Every shard is written in full before any is moved into place.
-        std::vector<std::unique_ptr<safetensors::writer>> outs;
+        std::vector<std::unique_ptr<safetensors::parallel_writer>> outs;
         for (std::size_t i = 0; i < groups.size(); ++i)
-            outs.push_back(std::make_unique<safetensors::writer>(paths[i], groups[i], file_metadata));
+            outs.push_back(std::make_unique<safetensors::parallel_writer>(paths[i], groups[i], file_metadata));
         progress_line progress(!args.quiet, chosen.size(), 0);
-        std::vector<safetensors::writer*> shard_of;  // groups hold the tensors in order
+        struct place {
+            safetensors::parallel_writer* out;
+            std::size_t index;  // in its shard
+        };
+        std::vector<place> shard_of;  // groups hold the tensors in order
         for (std::size_t i = 0; i < groups.size(); ++i)
-            for (std::size_t n = 0; n < groups[i].size(); ++n) shard_of.push_back(outs[i].get());
+            for (std::size_t n = 0; n < groups[i].size(); ++n) shard_of.push_back({outs[i].get(), n});
         std::size_t done = 0;
         decode_tensors(
             in, chosen, args.thread_count(),
-            [&](std::size_t k, const auto* v, std::size_t n) { shard_of[k]->write_values(v, n); },
-            [&](std::size_t k, const std::uint8_t* b, std::size_t n) { shard_of[k]->write_bytes(b, n); },
+            [&](std::size_t k, std::uint64_t first, const auto* v, std::size_t n) {
+                shard_of[k].out->write_values(shard_of[k].index, first, v, n);
+            },
+            [&](std::size_t k, std::uint64_t offset, const std::uint8_t* b, std::size_t n) {
+                shard_of[k].out->write_bytes(shard_of[k].index, offset, b, n);
+            },
             [&](std::size_t k) {
                 release(*chosen[k]);
                 progress.update(++done, 0);

@@ -4,11 +4,15 @@
 
 #include <grphi/io/npy.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -118,6 +122,39 @@ TEST_CASE_TEMPLATE("npy: round trip through the writer", T, float, double) {
     const T scalar = T(3);
     npy::save(dir.file("s.npy"), {}, &scalar, type);
     CHECK(npy::reader(dir.file("s.npy")).info().elements() == 1);
+}
+
+TEST_CASE_TEMPLATE("npy: parallel_writer, filled in any order from two threads, writes the streaming writer's bytes", T, float, double) {
+    scratch_dir dir;
+    const std::vector<std::uint64_t> shape = {7, 13};
+    std::vector<T> values(91);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<T>(std::ldexp(1.0 + double(i) / 64, int(i % 40) - 20));
+    values[4] = T(-0.0);
+    for (const auto type : {npy::element_type::F32, npy::element_type::F64, npy::element_type::F16}) {
+        npy::save(dir.file("s.npy"), shape, values.data(), type);
+        {
+            npy::parallel_writer out(dir.file("p.npy"), type, shape);
+            auto half = [&](std::size_t from, std::size_t step) {  // pieces of 3 elements, alternating
+                for (std::size_t f = from; f < values.size(); f += step) out.write_values(f, values.data() + f, std::min<std::size_t>(3, values.size() - f));
+            };
+            std::thread other(half, 3, 6);
+            half(0, 6);
+            other.join();
+            out.finish();
+        }
+        std::ifstream a(dir.file("s.npy"), std::ios::binary), b(dir.file("p.npy"), std::ios::binary);
+        const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+        CHECK(sa == sb);
+    }
+    {
+        const std::int16_t raw[4] = {1, -2, 3, 4};
+        npy::parallel_writer out(dir.file("r.npy"), npy::element_type::I16, {4});
+        CHECK_THROWS_AS(out.write_bytes(0, raw, 3), std::logic_error);  // not whole elements
+        CHECK_THROWS_AS(out.write_bytes(1, raw, 8), std::logic_error);  // past the end
+        out.write_bytes(2, raw + 2, 4);
+        CHECK_THROWS_WITH(out.finish(), doctest::Contains("incomplete"));
+    }
+    CHECK(std::system(("test ! -e '" + dir.file("r.npy") + "' && test -z \"$(ls -A '" + dir.path + "' | grep tmp)\"").c_str()) == 0);
 }
 
 TEST_CASE("npy: versions 2 and 3, Fortran order, old long literals") {

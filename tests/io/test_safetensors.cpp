@@ -4,6 +4,8 @@
 
 #include <grphi/io/safetensors.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/stat.h>
@@ -212,6 +215,86 @@ TEST_CASE("safetensors: a failed or abandoned write leaves no file behind") {
     st::writer writer(path, {{"w", st::dtype::F32, {1}}});
     const float values[2] = {1.0f, 2.0f};
     CHECK_THROWS_AS(writer.write_values(values, 2), std::logic_error);
+}
+
+TEST_CASE("safetensors: parallel_writer, filled in any order from several threads, writes the streaming writer's bytes") {
+    scratch_dir dir;
+    const std::vector<st::tensor_entry> entries = {
+        {"w", st::dtype::F32, {64, 33}}, {"h", st::dtype::F16, {5, 7}}, {"empty", st::dtype::BF16, {0, 3}},
+        {"d", st::dtype::F64, {17}},     {"ids", st::dtype::I32, {9}},   {"scalar", st::dtype::BF16, {}},
+    };
+    const std::vector<std::pair<std::string, std::string>> metadata = {{"format", "pt"}, {"unicode", "\xcf\x86 \xe2\x89\x88 1.618"}};
+    // Values with every kind of rounding for F16/BF16: ties, subnormals, overflow, NaN, signed zero.
+    std::vector<double> values;
+    for (int i = 0; i < 64 * 33 + 35 + 17 + 1; ++i) values.push_back(std::ldexp(1.0 + i / 2048.0, (i % 61) - 30) * (i % 3 ? 1 : -1));
+    values[5] = std::numeric_limits<double>::quiet_NaN();
+    values[6] = -0.0;
+    values[64 * 33 + 3] = 1e6;  // past F16's range
+    std::vector<std::int32_t> ids = {1, -2, 3, 1 << 30, -4, 5, 6, 7, 8};
+    auto value_at = [&](std::size_t k) {  // first value of tensor k in `values`
+        std::size_t first = 0;
+        for (std::size_t i = 0; i < k; ++i)
+            if (entries[i].type != st::dtype::I32) first += static_cast<std::size_t>(entries[i].bytes() / st::dtype_size(entries[i].type));
+        return values.data() + first;
+    };
+    const std::string streamed = dir.file("streamed.safetensors"), parallel = dir.file("parallel.safetensors");
+    {
+        st::writer writer(streamed, entries, metadata);
+        for (std::size_t k = 0; k < entries.size(); ++k) {
+            const auto n = static_cast<std::size_t>(entries[k].bytes() / st::dtype_size(entries[k].type));
+            if (entries[k].type == st::dtype::I32) writer.write_bytes(ids.data(), ids.size() * 4);
+            else writer.write_values(value_at(k), n);
+        }
+        writer.finish();
+    }
+    {
+        st::parallel_writer writer(parallel, entries, metadata);
+        // Pieces of 5 elements (odd, so pieces straddle F16 pairs), taken in reverse by 3 threads.
+        struct piece {
+            std::size_t k;
+            std::uint64_t first, count;
+        };
+        std::vector<piece> pieces;
+        for (std::size_t k = 0; k < entries.size(); ++k) {
+            const std::uint64_t n = entries[k].bytes() / st::dtype_size(entries[k].type);
+            for (std::uint64_t f = 0; f < n; f += 5) pieces.push_back({k, f, std::min<std::uint64_t>(5, n - f)});
+        }
+        std::atomic<std::size_t> next{0};
+        auto work = [&] {
+            for (std::size_t i; (i = next.fetch_add(1)) < pieces.size();) {
+                const piece& p = pieces[pieces.size() - 1 - i];
+                if (entries[p.k].type == st::dtype::I32)
+                    writer.write_bytes(p.k, p.first * 4, ids.data() + p.first, static_cast<std::size_t>(p.count * 4));
+                else
+                    writer.write_values(p.k, p.first, value_at(p.k) + p.first, static_cast<std::size_t>(p.count));
+            }
+        };
+        std::thread a(work), b(work);
+        work();
+        a.join();
+        b.join();
+        CHECK(!exists(parallel));  // nothing visible until finish
+        writer.finish();
+    }
+    CHECK(slurp(parallel) == slurp(streamed));
+}
+
+TEST_CASE("safetensors: parallel_writer refuses ranges past a tensor and an incomplete file, and leaves nothing") {
+    scratch_dir dir;
+    const std::string path = dir.file("p.safetensors");
+    {
+        st::parallel_writer writer(path, {{"w", st::dtype::F32, {2, 2}}, {"b", st::dtype::U8, {3}}});
+        const float four[4] = {1, 2, 3, 4};
+        CHECK_THROWS_WITH_AS(writer.write_values(0, 1, four, 4), doctest::Contains("tensor 'w'"), std::logic_error);
+        CHECK_THROWS_AS(writer.write_values(0, 5, four, 0), std::logic_error);
+        CHECK_THROWS_AS(writer.write_bytes(1, 2, four, 2), std::logic_error);
+        CHECK_THROWS_AS(writer.write_bytes(2, 0, four, 1), std::logic_error);  // no tensor 2
+        writer.write_values(0, 0, four, 4);
+        CHECK_THROWS_WITH(writer.finish(), doctest::Contains("tensor 'b' is incomplete"));
+    }
+    CHECK(!exists(path));
+    CHECK(std::system(("test -z \"$(ls -A '" + dir.path + "')\"").c_str()) == 0);  // no temporary left either
+    CHECK_THROWS_AS(st::parallel_writer(path, {{"a", st::dtype::F32, {1}}, {"a", st::dtype::F32, {1}}}), std::invalid_argument);
 }
 
 TEST_CASE("safetensors: malformed files are refused with the right message") {

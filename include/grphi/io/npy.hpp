@@ -5,6 +5,7 @@
 // literal {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } padded with spaces and ending in '\n'.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -401,6 +402,57 @@ private:
     output_file out_;
     std::uint64_t total_ = 1;
     std::uint64_t done_ = 0;
+};
+
+// The writer of a known shape filled in any order: header written and the file sized at construction;
+// then any thread may write any range of elements (disjoint ranges, each element once); finish() checks
+// that all arrived and moves the file into place.
+class parallel_writer {
+public:
+    parallel_writer(const std::string& path, element_type type, const std::vector<std::uint64_t>& shape)
+        : type_(type), out_(path) {
+        const std::string header = make_header(type, shape);
+        for (const auto extent : shape) total_ *= extent;
+        out_.write(header.data(), header.size());
+        data_offset_ = header.size();
+        out_.set_size(data_offset_ + total_ * safetensors::dtype_size(type));
+    }
+
+    // Elements [first, first + count), converted to the array's type.
+    template <class T>
+    void write_values(std::uint64_t first, const T* values, std::size_t count) {
+        const std::uint64_t width = safetensors::dtype_size(type_);
+        check_range(first, count);
+        safetensors::write_values_at(out_, data_offset_ + first * width, type_, values, count);
+        filled_.fetch_add(count, std::memory_order_relaxed);
+    }
+
+    // Raw little-endian elements [first, first + bytes / width) of the array's own type.
+    void write_bytes(std::uint64_t first, const void* data, std::size_t bytes) {
+        const std::uint64_t width = safetensors::dtype_size(type_);
+        if (bytes % width != 0) throw std::logic_error(out_.path() + ": byte count is not whole elements");
+        check_range(first, bytes / width);
+        out_.write_at(static_cast<std::size_t>(data_offset_ + first * width), data, bytes);
+        filled_.fetch_add(bytes / width, std::memory_order_relaxed);
+    }
+
+    void finish() {
+        if (filled_.load() != total_) throw std::logic_error(out_.path() + ": array incomplete");
+        out_.commit();
+    }
+
+private:
+    void check_range(std::uint64_t first, std::uint64_t count) const {
+        if (first > total_ || count > total_ - first)
+            throw std::logic_error(out_.path() + ": elements [" + std::to_string(first) + ", " + std::to_string(first) + " + " +
+                                   std::to_string(count) + ") are past the array's end");
+    }
+
+    element_type type_;
+    output_file out_;
+    std::uint64_t total_ = 1;
+    std::uint64_t data_offset_ = 0;
+    std::atomic<std::uint64_t> filled_{0};  // elements written
 };
 
 // One-call save of a C-order array.

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,7 @@ public:
 
     void write(const void* data, std::size_t bytes) {
         if (!stream_) throw io_error(path_ + ": write after the output was closed");
+        if (sized_) throw std::logic_error(path_ + ": streaming write after set_size: use write_at");
         if (bytes != 0 && std::fwrite(data, 1, bytes, stream_) != bytes) {
             const int error = errno;
             discard();
@@ -57,11 +59,31 @@ public:
         written_ += bytes;
     }
 
-    // Overwrites bytes already written, from `offset` on: fills in a header whose room was reserved first.
+    // Random access from here on: the file becomes `size` bytes long (what was streamed stays, the rest
+    // reads as zeros until written), write() is refused, and write_at may fill any range below `size`,
+    // from several threads at once. A size the file system or RLIMIT_FSIZE refuses is reported here,
+    // before any data is computed.
+    void set_size(std::uint64_t size) {
+        if (!stream_) throw io_error(path_ + ": set_size after the output was closed");
+        if (size < written_) throw std::logic_error(path_ + ": set_size below the bytes already written");
+        if (std::fflush(stream_) != 0 || ::ftruncate(::fileno(stream_), static_cast<off_t>(size)) != 0) {
+            const int error = errno;
+            discard();
+            throw io_error(path_ + ": cannot make the output " + std::to_string(size) + " bytes long: " +
+                           detail::errno_text(error));
+        }
+        written_ = static_cast<std::size_t>(size);
+        sized_ = true;
+    }
+
+    // Overwrites bytes already written (or, after set_size, any bytes below the size), from `offset` on.
+    // Streaming: fills in a header whose room was reserved first; a failure removes the temporary.
+    // After set_size: thread-safe (one positioned write each); a failure throws and leaves the temporary
+    // to the owner, which removes it as it unwinds.
     void write_at(std::size_t offset, const void* data, std::size_t bytes) {
         if (!stream_) throw io_error(path_ + ": write after the output was closed");
         if (offset > written_ || bytes > written_ - offset) throw io_error(path_ + ": write_at past the written bytes");
-        if (std::fflush(stream_) != 0) {
+        if (!sized_ && std::fflush(stream_) != 0) {
             const int error = errno;
             discard();
             throw io_error(path_ + ": cannot write: " + detail::errno_text(error));
@@ -71,8 +93,8 @@ public:
             const ssize_t done = ::pwrite(::fileno(stream_), p, bytes, static_cast<off_t>(offset));
             if (done < 0 && errno == EINTR) continue;
             if (done <= 0) {
-                const int error = errno;
-                discard();
+                const int error = done == 0 ? EIO : errno;
+                if (!sized_) discard();
                 throw io_error(path_ + ": cannot write: " + detail::errno_text(error));
             }
             p += done;
@@ -128,6 +150,7 @@ private:
     std::vector<char> buffer_;
     std::size_t written_ = 0;
     bool committed_ = false;
+    bool sized_ = false;  // set_size was called: random access
 };
 
 }  // namespace grphi

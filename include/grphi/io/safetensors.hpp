@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -360,6 +361,17 @@ inline std::string make_header(const std::vector<tensor_entry>& tensors,
     return header;
 }
 
+// Tensor names a header can hold: unique, and not the metadata key.
+inline void check_names(const std::string& path, const std::vector<tensor_entry>& tensors) {
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        if (tensors[i].name == "__metadata__")
+            throw std::invalid_argument(path + ": '__metadata__' is reserved and cannot name a tensor");
+        for (std::size_t j = 0; j < i; ++j)
+            if (tensors[j].name == tensors[i].name)
+                throw std::invalid_argument(path + ": tensor '" + tensors[i].name + "' declared twice");
+    }
+}
+
 // Writes the header at once, then each tensor's bytes in declaration order, in as many pieces as the
 // caller likes; finish() checks that every byte arrived and moves the file into place.
 class writer {
@@ -367,13 +379,7 @@ public:
     writer(const std::string& path, std::vector<tensor_entry> tensors,
            const std::vector<std::pair<std::string, std::string>>& metadata = {})
         : tensors_(std::move(tensors)), out_(path) {
-        for (std::size_t i = 0; i < tensors_.size(); ++i) {
-            if (tensors_[i].name == "__metadata__")
-                throw std::invalid_argument(path + ": '__metadata__' is reserved and cannot name a tensor");
-            for (std::size_t j = 0; j < i; ++j)
-                if (tensors_[j].name == tensors_[i].name)
-                    throw std::invalid_argument(path + ": tensor '" + tensors_[i].name + "' declared twice");
-        }
+        check_names(path, tensors_);
         const std::string header = make_header(tensors_, metadata);
         unsigned char length[8];
         grphi::detail::store_u64(length, header.size());
@@ -447,6 +453,95 @@ private:
     output_file out_;
     std::size_t current_ = 0;
     std::uint64_t done_in_current_ = 0;
+};
+
+// Writes `count` values as little-endian `type` at byte `offset` of a sized output (output_file::set_size):
+// as they are when already in that layout, otherwise converted through a small staging buffer.
+// Thread-safe for disjoint ranges.
+template <class T>
+void write_values_at(output_file& out, std::uint64_t offset, dtype type, const T* values, std::size_t count) {
+    const std::size_t width = dtype_size(type);
+    const bool as_is = detail::host_is_little_endian() &&
+                       ((std::is_same_v<T, float> && type == dtype::F32) || (std::is_same_v<T, double> && type == dtype::F64));
+    if (as_is) return out.write_at(static_cast<std::size_t>(offset), values, count * width);
+    constexpr std::size_t chunk = 16384;
+    unsigned char staging[chunk * 8];
+    while (count > 0) {
+        const std::size_t take = std::min(count, chunk);
+        convert_from(values, take, type, staging);
+        out.write_at(static_cast<std::size_t>(offset), staging, take * width);
+        offset += take * width;
+        values += take;
+        count -= take;
+    }
+}
+
+// The writer for a known layout filled in any order: the header is written and the file given its final
+// size at construction; then any thread may write any tensor's elements or bytes by position (disjoint
+// ranges, each byte once); finish() checks that every tensor was filled and moves the file into place.
+// Used to decode parts in parallel straight into their places.
+class parallel_writer {
+public:
+    parallel_writer(const std::string& path, std::vector<tensor_entry> tensors,
+                    const std::vector<std::pair<std::string, std::string>>& metadata = {})
+        : tensors_(std::move(tensors)), filled_(tensors_.size()), out_(path) {
+        check_names(path, tensors_);
+        const std::string header = make_header(tensors_, metadata);
+        unsigned char length[8];
+        grphi::detail::store_u64(length, header.size());
+        out_.write(length, 8);
+        out_.write(header.data(), header.size());
+        std::uint64_t offset = 8 + header.size();
+        for (const auto& t : tensors_) {
+            offsets_.push_back(offset);
+            offset += t.bytes();
+        }
+        out_.set_size(offset);
+        for (auto& f : filled_) f.store(0, std::memory_order_relaxed);
+    }
+
+    const std::vector<tensor_entry>& tensors() const { return tensors_; }
+
+    // Elements [first, first + count) of tensor k, converted to its dtype.
+    template <class T>
+    void write_values(std::size_t k, std::uint64_t first, const T* values, std::size_t count) {
+        const std::uint64_t width = dtype_size(at(k).type);
+        check_range(k, first, count, width);
+        write_values_at(out_, offsets_[k] + first * width, tensors_[k].type, values, count);
+        filled_[k].fetch_add(count * width, std::memory_order_relaxed);
+    }
+
+    // Bytes [offset, offset + bytes) of tensor k, as they are (little-endian, its dtype).
+    void write_bytes(std::size_t k, std::uint64_t offset, const void* data, std::size_t bytes) {
+        check_range(k, offset, bytes, 1);
+        out_.write_at(static_cast<std::size_t>(offsets_[k] + offset), data, bytes);
+        filled_[k].fetch_add(bytes, std::memory_order_relaxed);
+    }
+
+    void finish() {
+        for (std::size_t k = 0; k < tensors_.size(); ++k)
+            if (filled_[k].load() != tensors_[k].bytes())
+                throw std::logic_error(out_.path() + ": tensor '" + tensors_[k].name + "' is incomplete");
+        out_.commit();
+    }
+
+private:
+    const tensor_entry& at(std::size_t k) const {
+        if (k >= tensors_.size())
+            throw std::logic_error(out_.path() + ": tensor " + std::to_string(k) + " of " + std::to_string(tensors_.size()));
+        return tensors_[k];
+    }
+    void check_range(std::size_t k, std::uint64_t first, std::uint64_t count, std::uint64_t width) const {
+        const std::uint64_t total = at(k).bytes() / width;
+        if (first > total || count > total - first)
+            throw std::logic_error(out_.path() + ": tensor '" + tensors_[k].name + "': [" + std::to_string(first) + ", " +
+                                   std::to_string(first) + " + " + std::to_string(count) + ") is past its end");
+    }
+
+    std::vector<tensor_entry> tensors_;
+    std::vector<std::uint64_t> offsets_;        // of each tensor's data in the file
+    std::vector<std::atomic<std::uint64_t>> filled_;  // bytes written per tensor
+    output_file out_;
 };
 
 // The index of a sharded checkpoint, model.safetensors.index.json:
