@@ -458,12 +458,13 @@ struct decode_buffers {  // a worker's, reused from job to job
 inline constexpr std::uint64_t raw_job_bytes = std::uint64_t{16} << 20;
 
 // Decodes the chosen tensors on `threads` workers, every job written straight into its place in the
-// output by write_values(k, first_element, values, n) or, for raw tensors, write_bytes(k, byte_offset,
-// bytes, n); tensor_done(k) after a tensor's last job (one call at a time). Jobs finish in any order, the
-// output does not depend on it; each worker holds one part's values.
-template <class Values, class Bytes, class Done>
-void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>& chosen, unsigned threads,
-                    Values&& write_values, Bytes&& write_bytes, Done&& tensor_done) {
+// output through the sink: sink.values(k, first_element, values, n) for quantized tensors, sink.bytes(k,
+// byte_offset, bytes, n) for raw ones (positioned writes: the workers never wait for one another's order). tensor_done(k) after a tensor's last job (one call at
+// a time). Jobs finish in any order and the output does not depend on it; each worker holds at most one
+// part's values.
+template <class Sink, class Done>
+void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>& chosen, unsigned threads, Sink& sink,
+                    Done&& tensor_done) {
     std::vector<decode_job> jobs;
     std::vector<std::atomic<std::size_t>> left(chosen.size());
     std::vector<const std::uint8_t*> raw_data(chosen.size(), nullptr);  // raw tensors' bytes in the map
@@ -482,21 +483,18 @@ void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>
         if (jobs.size() == before) jobs.push_back({k, 0, 0});  // empty: nothing to write, but the tensor completes
         left[k].store(jobs.size() - before);
     }
+    auto decode = [&](const decode_job& j, const tensor_info& t, auto& buffer) {
+        in.dequantize_rows(t.name, static_cast<std::int64_t>(j.begin), static_cast<std::int64_t>(j.end), buffer);
+        sink.values(j.tensor, j.begin * static_cast<std::uint64_t>(t.cols()), buffer.data(), static_cast<std::size_t>(buffer.size()));
+    };
     std::mutex done_mutex;
     run_parallel<decode_buffers>(jobs, threads, [&](const decode_job& j, decode_buffers& buffers) {
         const tensor_info& t = *chosen[j.tensor];
-        if (t.kind == tensor_kind::raw) {
-            if (j.end > j.begin) write_bytes(j.tensor, j.begin, raw_data[j.tensor] + j.begin, static_cast<std::size_t>(j.end - j.begin));
-        } else if (j.end > j.begin) {
-            const auto begin = static_cast<std::int64_t>(j.begin), end = static_cast<std::int64_t>(j.end);
-            const std::uint64_t first = j.begin * static_cast<std::uint64_t>(t.cols());
-            if (t.scalar == scalar_kind::float64) {
-                in.dequantize_rows(t.name, begin, end, buffers.d);
-                write_values(j.tensor, first, buffers.d.data(), static_cast<std::size_t>(buffers.d.size()));
-            } else {
-                in.dequantize_rows(t.name, begin, end, buffers.f);
-                write_values(j.tensor, first, buffers.f.data(), static_cast<std::size_t>(buffers.f.size()));
-            }
+        if (j.end > j.begin) {
+            if (t.kind == tensor_kind::raw)
+                sink.bytes(j.tensor, j.begin, raw_data[j.tensor] + j.begin, static_cast<std::size_t>(j.end - j.begin));
+            else if (t.scalar == scalar_kind::float64) decode(j, t, buffers.d);
+            else decode(j, t, buffers.f);
         }
         if (left[j.tensor].fetch_sub(1) == 1) {
             std::lock_guard<std::mutex> lock(done_mutex);
@@ -504,6 +502,39 @@ void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>
         }
     });
 }
+
+// decode_tensors' sink for an .npy file (one tensor; BF16 widened to F32, which NumPy has).
+struct npy_sink {
+    npy::parallel_writer& out;
+    bool widen;
+    template <class T>
+    void values(std::size_t, std::uint64_t first, const T* v, std::size_t n) {
+        out.write_values(first, v, n);
+    }
+    void bytes(std::size_t, std::uint64_t offset, const std::uint8_t* b, std::size_t n) {
+        if (!widen) return out.write_bytes(offset / out_width, b, n);
+        std::vector<float> wide(n / 2);
+        safetensors::convert_to(safetensors::dtype::BF16, reinterpret_cast<const std::byte*>(b), wide.size(), wide.data());
+        out.write_values(offset / 2, wide.data(), wide.size());
+    }
+    std::size_t out_width;  // bytes per element of the array
+};
+
+// decode_tensors' sink for safetensors files: tensor k goes to shard_of[k].
+struct safetensors_sink {
+    struct place_in_shard {
+        safetensors::parallel_writer* out;
+        std::size_t index;  // in its shard
+    };
+    std::vector<place_in_shard> shard_of;
+    template <class T>
+    void values(std::size_t k, std::uint64_t first, const T* v, std::size_t n) {
+        shard_of[k].out->write_values(shard_of[k].index, first, v, n);
+    }
+    void bytes(std::size_t k, std::uint64_t offset, const std::uint8_t* b, std::size_t n) {
+        shard_of[k].out->write_bytes(shard_of[k].index, offset, b, n);
+    }
+};
 
 // Decoded dtype: exact tensors keep theirs; quantized ones their source dtype (--dtype source), the values
 // the library computes (f32: float32, or float64 when quantized in double), or float64 (f64).
@@ -591,17 +622,8 @@ int run_decode(const arguments& args) {
             throw std::runtime_error(in.name() + ": tensor '" + t.name + "': dtype " + safetensors::dtype_name(type) +
                                      " has no NumPy equivalent; decode to .safetensors");
         npy::parallel_writer out(args.output, type, t.shape);
-        decode_tensors(
-            in, chosen, args.thread_count(),
-            [&](std::size_t, std::uint64_t first, const auto* v, std::size_t n) { out.write_values(first, v, n); },
-            [&](std::size_t, std::uint64_t offset, const std::uint8_t* b, std::size_t n) {
-                if (!widen) return out.write_bytes(offset / safetensors::dtype_size(type), b, n);
-                std::vector<float> values(n / 2);
-                safetensors::convert_to(safetensors::dtype::BF16, reinterpret_cast<const std::byte*>(b), values.size(),
-                                        values.data());
-                out.write_values(offset / 2, values.data(), values.size());
-            },
-            [&](std::size_t) { release(t); });
+        npy_sink sink{out, widen, safetensors::dtype_size(type)};
+        decode_tensors(in, chosen, args.thread_count(), sink, [&](std::size_t) { release(t); });
         out.finish();
         written = t.elements() * safetensors::dtype_size(type);
     } else {
@@ -641,26 +663,14 @@ int run_decode(const arguments& args) {
         for (std::size_t i = 0; i < groups.size(); ++i)
             outs.push_back(std::make_unique<safetensors::parallel_writer>(paths[i], groups[i], file_metadata));
         progress_line progress(!args.quiet, chosen.size(), 0);
-        struct place {
-            safetensors::parallel_writer* out;
-            std::size_t index;  // in its shard
-        };
-        std::vector<place> shard_of;  // groups hold the tensors in order
+        safetensors_sink sink;  // groups hold the tensors in order
         for (std::size_t i = 0; i < groups.size(); ++i)
-            for (std::size_t n = 0; n < groups[i].size(); ++n) shard_of.push_back({outs[i].get(), n});
+            for (std::size_t n = 0; n < groups[i].size(); ++n) sink.shard_of.push_back({outs[i].get(), n});
         std::size_t done = 0;
-        decode_tensors(
-            in, chosen, args.thread_count(),
-            [&](std::size_t k, std::uint64_t first, const auto* v, std::size_t n) {
-                shard_of[k].out->write_values(shard_of[k].index, first, v, n);
-            },
-            [&](std::size_t k, std::uint64_t offset, const std::uint8_t* b, std::size_t n) {
-                shard_of[k].out->write_bytes(shard_of[k].index, offset, b, n);
-            },
-            [&](std::size_t k) {
-                release(*chosen[k]);
-                progress.update(++done, 0);
-            });
+        decode_tensors(in, chosen, args.thread_count(), sink, [&](std::size_t k) {
+            release(*chosen[k]);
+            progress.update(++done, 0);
+        });
         std::unique_ptr<output_file> index_file;
         if (shards) {
             std::vector<std::pair<std::string, std::string>> weight_map;

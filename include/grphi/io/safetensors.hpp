@@ -361,6 +361,14 @@ inline std::string make_header(const std::vector<tensor_entry>& tensors,
     return header;
 }
 
+// Whether T's values are stored as they are in memory as `type` (float as F32, double as F64, on a
+// little-endian host).
+template <class T>
+bool stored_as_is(dtype type) {
+    return detail::host_is_little_endian() &&
+           ((std::is_same_v<T, float> && type == dtype::F32) || (std::is_same_v<T, double> && type == dtype::F64));
+}
+
 // Tensor names a header can hold: unique, and not the metadata key.
 inline void check_names(const std::string& path, const std::vector<tensor_entry>& tensors) {
     for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -421,8 +429,7 @@ public:
             const std::uint64_t left_in_tensor = (tensors_[current_].bytes() - done_in_current_) / width;
             // Values already in the file's layout (float as F32, double as F64, little-endian host) go
             // out as they are, in one write: no staging copy.
-            const bool as_is = detail::host_is_little_endian() &&
-                               ((std::is_same_v<T, float> && type == dtype::F32) || (std::is_same_v<T, double> && type == dtype::F64));
+            const bool as_is = stored_as_is<T>(type);
             const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>({as_is ? count : chunk, count, left_in_tensor}));
             if (as_is) {
                 write_bytes(reinterpret_cast<const std::uint8_t*>(values), take * width);
@@ -461,9 +468,7 @@ private:
 template <class T>
 void write_values_at(output_file& out, std::uint64_t offset, dtype type, const T* values, std::size_t count) {
     const std::size_t width = dtype_size(type);
-    const bool as_is = detail::host_is_little_endian() &&
-                       ((std::is_same_v<T, float> && type == dtype::F32) || (std::is_same_v<T, double> && type == dtype::F64));
-    if (as_is) return out.write_at(static_cast<std::size_t>(offset), values, count * width);
+    if (stored_as_is<T>(type)) return out.write_at(static_cast<std::size_t>(offset), values, count * width);
     constexpr std::size_t chunk = 16384;
     unsigned char staging[chunk * 8];
     while (count > 0) {
