@@ -380,6 +380,19 @@ inline void check_names(const std::string& path, const std::vector<tensor_entry>
     }
 }
 
+// The file's start, for `tensors` laid out back to back: the header's length (8 bytes) and the header.
+// Returns where the data begin.
+inline std::uint64_t write_preamble(output_file& out, const std::vector<tensor_entry>& tensors,
+                                    const std::vector<std::pair<std::string, std::string>>& metadata) {
+    check_names(out.path(), tensors);
+    const std::string header = make_header(tensors, metadata);
+    unsigned char length[8];
+    grphi::detail::store_u64(length, header.size());
+    out.write(length, 8);
+    out.write(header.data(), header.size());
+    return 8 + header.size();
+}
+
 // Writes the header at once, then each tensor's bytes in declaration order, in as many pieces as the
 // caller likes; finish() checks that every byte arrived and moves the file into place.
 class writer {
@@ -387,12 +400,7 @@ public:
     writer(const std::string& path, std::vector<tensor_entry> tensors,
            const std::vector<std::pair<std::string, std::string>>& metadata = {})
         : tensors_(std::move(tensors)), out_(path) {
-        check_names(path, tensors_);
-        const std::string header = make_header(tensors_, metadata);
-        unsigned char length[8];
-        grphi::detail::store_u64(length, header.size());
-        out_.write(length, 8);
-        out_.write(header.data(), header.size());
+        write_preamble(out_, tensors_, metadata);
         skip_finished_tensors();
     }
 
@@ -490,13 +498,7 @@ public:
     parallel_writer(const std::string& path, std::vector<tensor_entry> tensors,
                     const std::vector<std::pair<std::string, std::string>>& metadata = {})
         : tensors_(std::move(tensors)), filled_(tensors_.size()), out_(path) {
-        check_names(path, tensors_);
-        const std::string header = make_header(tensors_, metadata);
-        unsigned char length[8];
-        grphi::detail::store_u64(length, header.size());
-        out_.write(length, 8);
-        out_.write(header.data(), header.size());
-        std::uint64_t offset = 8 + header.size();
+        std::uint64_t offset = write_preamble(out_, tensors_, metadata);
         for (const auto& t : tensors_) {
             offsets_.push_back(offset);
             offset += t.bytes();
