@@ -1,7 +1,8 @@
 // grphi: quantize real checkpoints (.safetensors files, shards, .npy) to the coded .grphi container, inspect,
 // decode, report.
 //
-// Data flow: mapped input -> row chunks (jobs) -> workers: convert, quantize, code -> in-order writer.
+// Data flow: quantize: mapped input -> row chunks (jobs) -> workers: convert, quantize, code -> in-order
+// writer; decode: mapped .grphi -> parts (jobs) -> workers: decode, convert, positioned write.
 // Every error is one line naming the file (and tensor), exit status 1 (2 for command-line mistakes).
 #include <atomic>
 #include <cerrno>
@@ -459,9 +460,9 @@ inline constexpr std::uint64_t raw_job_bytes = std::uint64_t{16} << 20;
 
 // Decodes the chosen tensors on `threads` workers, every job written straight into its place in the
 // output through the sink: sink.values(k, first_element, values, n) for quantized tensors, sink.bytes(k,
-// byte_offset, bytes, n) for raw ones (positioned writes: the workers never wait for one another's order). tensor_done(k) after a tensor's last job (one call at
-// a time). Jobs finish in any order and the output does not depend on it; each worker holds at most one
-// part's values.
+// byte_offset, bytes, n) for raw ones (positioned writes: no worker waits for another's order).
+// tensor_done(k) after a tensor's last job (one call at a time). Jobs finish in any order and the output
+// does not depend on it; each worker holds at most one part's values.
 template <class Sink, class Done>
 void decode_tensors(const file_reader& in, const std::vector<const tensor_info*>& chosen, unsigned threads, Sink& sink,
                     Done&& tensor_done) {
