@@ -289,12 +289,17 @@ struct dot8_double {
 // of every group into accumulator j % 4, reduced as ((a0 + a1) + (a2 + a3)).
 // Row r (reads_groups) against activations in group order. A row's codes fill whole 64-byte groups
 // (rows are 64-byte aligned); padding codes decode to finite levels, which meet zero activations.
+// Bytes ahead of the codes in use that the group loops prefetch: without it Zen 4 streams the codes at
+// half the read bandwidth (1.5x slower GEMV at 4096x4096).
+inline constexpr std::size_t prefetch_distance = 2048;
+
 GRPHI_TARGET_AVX512 inline float dot_row_groups(const code_view& v, std::size_t r, const float* xg) {
     const std::uint8_t* row = v.row(r);
     const std::uint32_t entry = v.block(r, 0);
     const __m512 table = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(entry)) : table16(v.levels_f, entry);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (std::size_t c = 0; c < v.cols; c += 128) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + c / 2 + prefetch_distance), _MM_HINT_T0);
         const __m512i d = _mm512_loadu_si512(row + c / 2);
         const float* x = xg + c;
         a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d, table), _mm512_loadu_ps(x), a0);
@@ -307,6 +312,41 @@ GRPHI_TARGET_AVX512 inline float dot_row_groups(const code_view& v, std::size_t 
         a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 28), table), _mm512_loadu_ps(x + 112), a3);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+// Rows r and r + 1 (both reads_groups) at once: one pass over the activations for two rows, each row
+// summed in dot_row_groups' order, so each result equals dot_row_groups'.
+GRPHI_TARGET_AVX512 inline void dot_rows2_groups(const code_view& v, std::size_t r, const float* xg, float* y) {
+    const std::uint8_t* row0 = v.row(r);
+    const std::uint8_t* row1 = v.row(r + 1);
+    const std::uint32_t e0 = v.block(r, 0), e1 = v.block(r + 1, 0);
+    const __m512 t0 = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(e0)) : table16(v.levels_f, e0);
+    const __m512 t1 = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(e1)) : table16(v.levels_f, e1);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (std::size_t c = 0; c < v.cols; c += 128) {
+        _mm_prefetch(reinterpret_cast<const char*>(row0 + c / 2 + prefetch_distance), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row1 + c / 2 + prefetch_distance), _MM_HINT_T0);
+        const __m512i d = _mm512_loadu_si512(row0 + c / 2);
+        const __m512i e = _mm512_loadu_si512(row1 + c / 2);
+        const float* x = xg + c;
+        __m512 xv = _mm512_loadu_ps(x);
+        a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d, t0), xv, a0);
+        b0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(e, t1), xv, b0);
+#define GRPHI_STEP2(J, A, B) \
+        xv = _mm512_loadu_ps(x + 16 * J); \
+        A = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 4 * J), t0), xv, A); \
+        B = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(e, 4 * J), t1), xv, B);
+        GRPHI_STEP2(1, a1, b1)
+        GRPHI_STEP2(2, a2, b2)
+        GRPHI_STEP2(3, a3, b3)
+        GRPHI_STEP2(4, a0, b0)
+        GRPHI_STEP2(5, a1, b1)
+        GRPHI_STEP2(6, a2, b2)
+        GRPHI_STEP2(7, a3, b3)
+#undef GRPHI_STEP2
+    }
+    y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)));
 }
 
 template <class A>

@@ -105,7 +105,9 @@ void gemv_rows(isa path, const code_view& v, std::size_t r0, std::size_t r1, con
     case isa::avx512:
         if constexpr (std::is_same_v<A, float>) {
             if (reads_groups<A>(v, mode)) {
-                for (std::size_t r = r0; r < r1; ++r) y[r] = avx512::dot_row_groups(v, r, x);
+                std::size_t r = r0;
+                for (; r + 2 <= r1; r += 2) avx512::dot_rows2_groups(v, r, x, y);
+                for (; r < r1; ++r) y[r] = avx512::dot_row_groups(v, r, x);
                 return;
             }
         }
