@@ -523,3 +523,39 @@ TEST_CASE("block scale codes from the ratio's bits are block_scale_code's, at ev
         }
     }
 }
+
+#if GRPHI_X86_DISPATCH
+TEST_CASE_TEMPLATE("AVX-512 block maxima are every block's largest magnitude, at every block size and row tail", T, float,
+                   double) {
+    if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;  // nothing to run on this CPU
+    using I = grphi::detail::bits_t<T>;
+    std::mt19937 rng(29);
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    const T specials[] = {T(0), -T(0), std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::min(),
+                          std::numeric_limits<T>::max(), -std::numeric_limits<T>::infinity(), std::numeric_limits<T>::quiet_NaN()};
+    for (std::size_t n : {1, 7, 15, 16, 17, 31, 32, 33, 255, 256, 257, 511, 1000, 4099})
+        for (std::size_t size : {8, 16, 24, 32, 48, 64, 128, 256})
+            for (int special = -1; special < 7; ++special) {
+                std::vector<T> w(n);
+                for (auto& x : w) x = static_cast<T>(gauss(rng));
+                if (special >= 0) w[n / 2] = specials[special];
+                const std::size_t blocks = (n + size - 1) / size;
+                std::vector<I> got(blocks + 64 / sizeof(T), I(12345));
+                const I row = grphi::kernels::avx512::block_maxima(w.data(), n, size, got.data());
+                I want_row = 0;
+                bool same = true;
+                for (std::size_t b = 0; b < blocks; ++b) {
+                    I want = 0;
+                    for (std::size_t i = b * size; i < std::min(n, (b + 1) * size); ++i)
+                        want = std::max(want, static_cast<I>(grphi::detail::to_bits(w[i]) & std::numeric_limits<I>::max()));
+                    same = same && got[b] == want;
+                    want_row = std::max(want_row, want);
+                }
+                CAPTURE(n);
+                CAPTURE(size);
+                CAPTURE(special);
+                CHECK(same);
+                CHECK(row == want_row);
+            }
+}
+#endif

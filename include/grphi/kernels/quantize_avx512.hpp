@@ -429,34 +429,55 @@ GRPHI_TARGET_AVX512 void exponent_row(const T* w, std::size_t n, const ::grphi::
 }
 
 // Lane g of the result: the largest lane of v[g] (one register of lane-wise maxima per block, as many as
-// lanes), by a tree of shuffles that halves the lanes per block at each level instead of one horizontal
-// reduction per block. The tree leaves block g + 4s at lane 4(g % 4) + s (float; double: 2(g % 4) + s),
-// which the final permute undoes.
-template <class T>
-GRPHI_TARGET_AVX512 inline __m512i pair_maxima(__m512i a, __m512i b, int level) {
-    using zmm = zmm_bits<T>;
-    switch (level) {
-    case 0: return zmm::max(_mm512_shuffle_i64x2(a, b, 0x44), _mm512_shuffle_i64x2(a, b, 0xEE));
-    case 1: return zmm::max(_mm512_shuffle_i64x2(a, b, 0x88), _mm512_shuffle_i64x2(a, b, 0xDD));
-    case 2:
-        if constexpr (zmm::wide) return zmm::max(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-        return zmm::max(_mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(1, 0, 1, 0))),
-                        _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(3, 2, 3, 2))));
-    default:
-        return zmm::max(_mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(2, 0, 2, 0))),
-                        _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), _MM_SHUFFLE(3, 1, 3, 1))));
+// lanes), by a tree that halves the lanes per block at each level instead of one horizontal reduction
+// per block. A level pairs registers a and b in groups of 2S lanes: max([a's first S, b's last S],
+// [a's last S, b's first S]), a blend and one two-source permute per pair (half the shuffles of taking
+// both halves by shuffles). The tree leaves block g at the lane of g's bit-reversed index, which the
+// final permute undoes (a bit reversal is its own inverse).
+template <class T, std::size_t S>
+struct pair_level {
+    using I = bits_t<T>;
+    static constexpr std::size_t lanes = zmm_bits<T>::lanes;
+    struct index {
+        I lane[lanes];
+    };
+    static constexpr index partner() {  // [a's last S, b's first S] of each group of 2S lanes
+        index x{};
+        for (std::size_t i = 0; i < lanes; ++i)
+            x.lane[i] = static_cast<I>(i % (2 * S) < S ? i + S : lanes + i - S);
+        return x;
     }
+    static constexpr unsigned from_b() {  // lanes taken from b in the blend
+        unsigned m = 0;
+        for (std::size_t i = 0; i < lanes; ++i)
+            if (i % (2 * S) >= S) m |= 1u << i;
+        return m;
+    }
+};
+template <class T, std::size_t S>
+GRPHI_TARGET_AVX512 inline __m512i pair_maxima(__m512i a, __m512i b) {
+    using zmm = zmm_bits<T>;
+    using level = pair_level<T, S>;
+    static constexpr typename level::index partner = level::partner();
+    const __m512i idx = _mm512_loadu_si512(partner.lane);
+    if constexpr (zmm::wide)
+        return zmm::max(_mm512_mask_blend_epi64(static_cast<__mmask8>(level::from_b()), a, b), _mm512_permutex2var_epi64(a, idx, b));
+    else
+        return zmm::max(_mm512_mask_blend_epi32(static_cast<__mmask16>(level::from_b()), a, b), _mm512_permutex2var_epi32(a, idx, b));
+}
+template <class T, std::size_t S = zmm_bits<T>::lanes / 2>
+GRPHI_TARGET_AVX512 inline void tree_levels(__m512i* v, std::size_t count) {
+    for (std::size_t p = 0; p < count / 2; ++p) v[p] = pair_maxima<T, S>(v[2 * p], v[2 * p + 1]);
+    if constexpr (S > 1) tree_levels<T, S / 2>(v, count / 2);
 }
 template <class T>
 GRPHI_TARGET_AVX512 inline __m512i transposed_maxima(__m512i* v) {
     using zmm = zmm_bits<T>;
-    std::size_t count = zmm::lanes;
-    for (int level = 0; count > 1; ++level, count /= 2)
-        for (std::size_t p = 0; p < count / 2; ++p) v[p] = pair_maxima<T>(v[2 * p], v[2 * p + 1], level);
+    tree_levels<T>(v, zmm::lanes);
     if constexpr (zmm::wide)
-        return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), v[0]);
+        return _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 4, 2, 6, 1, 5, 3, 7), v[0]);
     else
-        return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), v[0]);
+        return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15), v[0]);
 }
 
 // The largest magnitude (bits) of every block of a row; returns the row's (>= the infinity's bits when
@@ -472,14 +493,16 @@ GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_
         for (std::size_t first = 0; first < blocks; first += zmm::lanes) {
             __m512i v[zmm::lanes];
             for (std::size_t j = 0; j < zmm::lanes; ++j) {
-                __m512i maxima = zmm::set1(0);
+                // Masked-off lanes and blocks past the row load 0, which no magnitude is below.
                 const std::size_t start = (first + j) * block_size;
-                for (std::size_t i = start; i < start + block_size && i < n; i += zmm::lanes)
+                __m512i maxima = start < n ? _mm512_and_si512(zmm::load(w + start, lanes_at<T>(start, n)), magnitude) : zmm::set1(0);
+                for (std::size_t i = start + zmm::lanes; i < start + block_size && i < n; i += zmm::lanes)
                     maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(w + i, lanes_at<T>(i, n)), magnitude));
-                row = zmm::max(row, maxima);
                 v[j] = maxima;
             }
-            zmm::store(block_max + first, transposed_maxima<T>(v), lanes_at<T>(first, blocks));
+            const __m512i maxima = transposed_maxima<T>(v);
+            row = zmm::max(row, maxima);
+            zmm::store(block_max + first, maxima, lanes_at<T>(first, blocks));
         }
         return I(zmm::reduce_max(row));
     }
@@ -554,7 +577,11 @@ GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, c
     for (; start < whole; ++b, start += block_size) {
         const __m512i lo = zmm::set1(block_lo[b]);
         const __m512i keep = zmm::set1(keep_from && !exact[b] ? keep_from[block_lo[b] - lo_r] : I(1));
-        for (std::size_t i = start; i < start + block_size; i += zmm::lanes) exponent_block_lanes(z, w, i, zmm::all, lo, keep, exps, signs);
+        for (std::size_t i = start; i < start + block_size; i += zmm::lanes) {
+            // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
+            _mm_prefetch(reinterpret_cast<const char*>(w + n + i), _MM_HINT_T1);
+            exponent_block_lanes(z, w, i, zmm::all, lo, keep, exps, signs);
+        }
     }
     for (; b < blocks; ++b, start += block_size) {
         if (exact[b]) continue;
@@ -618,8 +645,11 @@ template <class T, std::size_t Thresholds, class Levels>
 GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
                                          const bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
                                          Levels& levels) {
+    using zmm = zmm_bits<T>;
     for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
         const std::size_t len = std::min(n - start, block_size);
+        // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
+        for (std::size_t i = 0; i < len; i += zmm::lanes) _mm_prefetch(reinterpret_cast<const char*>(w + n + start + i), _MM_HINT_T1);
         const auto l = levels(b, block_max[b]);
         scaled_block_lanes<T, Thresholds>(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo,
                                     exps + start, signs + start);
