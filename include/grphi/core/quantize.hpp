@@ -477,12 +477,26 @@ struct scaled_level_cache {
         data.resize(slots * 2 * n);
     }
 
+    std::size_t slot_of(int lo, int hi, std::uint16_t code) const {
+        return (std::size_t(code) + 977u * std::size_t(std::uint16_t(lo)) + 131u * std::size_t(std::uint16_t(hi))) & mask;
+    }
+
+    // A hint: the entry of code on [lo, hi] will be asked for soon.
+    void prefetch(int lo, int hi, std::uint16_t code) const {
+#if defined(__GNUC__)
+        const std::size_t slot = slot_of(lo, hi, code);
+        __builtin_prefetch(tags.data() + slot);
+        __builtin_prefetch(data.data() + slot * 2 * n + n);  // the thresholds
+#else
+        (void)lo, (void)hi, (void)code;
+#endif
+    }
+
     // The levels of code on window [lo, hi] (unit: its unscaled levels), built on a miss.
     scaled_view<T> levels(const T* unit, int lo, int hi, block_scale format, std::uint16_t code, rounding round) {
         const std::uint64_t tag = (std::uint64_t(code) << 40) | (std::uint64_t(std::uint16_t(lo)) << 24) |
                                   (std::uint64_t(std::uint16_t(hi)) << 8) | 1u;
-        const std::size_t slot = (std::size_t(code) + 977u * std::size_t(std::uint16_t(lo)) +
-                                  131u * std::size_t(std::uint16_t(hi))) & mask;
+        const std::size_t slot = slot_of(lo, hi, code);
         T* value = data.data() + slot * 2 * n;
         T* threshold = value + n;
         if (tags[slot] != tag) {
@@ -760,14 +774,20 @@ private:
         if (o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
             // The loop below without the search, the block maxima and offsets on the row's AVX-512 kernel.
             if (s.block_max.size() < n / size + 1 + 64 / sizeof(T)) s.block_max.resize(n / size + 1 + 64 / sizeof(T));
-            kernels::avx512::scaled_row(w, n, size, s.window_levels.size(), o_.under == underflow::flush, c.lo,
-                                        s.block_max.data(), out.exps, out.signs, [&](std::size_t b, I max_bits) {
-                                            const T m = from_bits<T>(max_bits);
-                                            const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
-                                            const std::uint16_t code = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
-                                            out.scales[b] = code;
-                                            return levels_of(code);
-                                        });
+            const std::size_t blocks = (n + size - 1) / size;
+            kernels::avx512::scaled_row(
+                w, n, size, s.window_levels.size(), o_.under == underflow::flush, c.lo, s.block_max.data(), out.exps,
+                out.signs,
+                [&](std::size_t b, I max_bits) {
+                    const T m = from_bits<T>(max_bits);
+                    const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
+                    out.scales[b] = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
+                },
+                [&](std::size_t b) {
+                    // The levels two blocks ahead on their way from L2 while this block's load.
+                    if (b + 2 < blocks) s.cache.prefetch(c.lo, c.hi, out.scales[b + 2]);
+                    return levels_of(out.scales[b]);
+                });
             return;
         }
 #endif

@@ -643,37 +643,38 @@ GRPHI_TARGET_AVX512 void scaled_block(const T* w, std::size_t len, const T* thre
 
 template <class T, std::size_t Thresholds, class Levels>
 GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
-                                         const bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
-                                         Levels& levels) {
+                                         std::int16_t* exps, std::int8_t* signs, Levels& levels) {
     using zmm = zmm_bits<T>;
     for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
         const std::size_t len = std::min(n - start, block_size);
         // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
         for (std::size_t i = 0; i < len; i += zmm::lanes) _mm_prefetch(reinterpret_cast<const char*>(w + n + start + i), _MM_HINT_T1);
-        const auto l = levels(b, block_max[b]);
+        const auto l = levels(b);
         scaled_block_lanes<T, Thresholds>(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo,
                                     exps + start, signs + start);
     }
 }
 
 // fp16/e4m3 block scales on a whole row of window size `window` (levels per block): every block's largest
-// magnitude (bits, into block_max: a register more than the blocks), then per block levels(b, max_bits),
-// which picks the block's scale and returns its levels (value, threshold, n = window); the kernel writes it.
-template <class T, class Levels>
+// magnitude (bits, into block_max: a register more than the blocks); choose(b, max_bits) for every block,
+// which picks the block's scale (all first: independent, so they overlap); then per block levels(b), which
+// returns its levels (value, threshold, n = window); the kernel writes the block.
+template <class T, class Choose, class Levels>
 GRPHI_TARGET_AVX512 void scaled_row(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
                                     int lo, bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
-                                    Levels&& levels) {
+                                    Choose&& choose, Levels&& levels) {
     block_maxima(w, n, block_size, block_max);
+    for (std::size_t b = 0; b * block_size < n; ++b) choose(b, block_max[b]);
     switch (window) {  // the common windows with their thresholds in registers
-    case 2: return scaled_row_with<T, 1>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 3: return scaled_row_with<T, 2>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 4: return scaled_row_with<T, 3>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 5: return scaled_row_with<T, 4>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 6: return scaled_row_with<T, 5>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 7: return scaled_row_with<T, 6>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 8: return scaled_row_with<T, 7>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    case 16: return scaled_row_with<T, 15>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
-    default: return scaled_row_with<T, 0>(w, n, block_size, flush, lo, block_max, exps, signs, levels);
+    case 2: return scaled_row_with<T, 1>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 3: return scaled_row_with<T, 2>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 4: return scaled_row_with<T, 3>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 5: return scaled_row_with<T, 4>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 6: return scaled_row_with<T, 5>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 7: return scaled_row_with<T, 6>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 8: return scaled_row_with<T, 7>(w, n, block_size, flush, lo, exps, signs, levels);
+    case 16: return scaled_row_with<T, 15>(w, n, block_size, flush, lo, exps, signs, levels);
+    default: return scaled_row_with<T, 0>(w, n, block_size, flush, lo, exps, signs, levels);
     }
 }
 
