@@ -157,6 +157,23 @@ TEST_CASE_TEMPLATE("npy: parallel_writer, filled in any order from two threads, 
     CHECK(std::system(("test ! -e '" + dir.file("r.npy") + "' && test -z \"$(ls -A '" + dir.path + "' | grep tmp)\"").c_str()) == 0);
 }
 
+TEST_CASE("npy: writers refuse shapes whose element count or byte size wraps 64 bits, and leave nothing") {
+    scratch_dir dir;
+    const std::uint64_t big = std::uint64_t{1} << 40;
+    for (const auto& shape : {std::vector<std::uint64_t>{big, big}, {std::uint64_t{1} << 61, 16}, {~std::uint64_t{0}}}) {
+        CHECK_THROWS_AS(npy::writer(dir.file("a.npy"), npy::element_type::F32, shape), std::invalid_argument);
+        CHECK_THROWS_AS(npy::parallel_writer(dir.file("a.npy"), npy::element_type::F32, shape), std::invalid_argument);
+    }
+    // 2^62 elements of 8 bytes: a count within the limit, a byte size past 2^64.
+    CHECK_THROWS_WITH_AS(npy::parallel_writer(dir.file("a.npy"), npy::element_type::F64, {std::uint64_t{1} << 62}),
+                         doctest::Contains("2^64 bytes"), std::invalid_argument);
+    CHECK(std::system(("test -z \"$(ls -A '" + dir.path + "')\"").c_str()) == 0);  // no file, no temporary
+    npy::parallel_writer out(dir.file("b.npy"), npy::element_type::F32, {3});
+    const float one[2] = {1, 2};
+    CHECK_THROWS_WITH_AS(out.write_values(2, one, 2), doctest::Contains("2 elements from 2 run past the array's end (3 elements)"),
+                         std::logic_error);
+}
+
 TEST_CASE("npy: versions 2 and 3, Fortran order, old long literals") {
     scratch_dir dir;
     // Shape (2, 3, 4) in Fortran order: element (i, j, k) is stored at i + 2*(j + 3*k).

@@ -297,6 +297,26 @@ TEST_CASE("safetensors: parallel_writer refuses ranges past a tensor and an inco
     CHECK_THROWS_AS(st::parallel_writer(path, {{"a", st::dtype::F32, {1}}, {"a", st::dtype::F32, {1}}}), std::invalid_argument);
 }
 
+TEST_CASE("safetensors: writers refuse shapes and layouts past 2^64 bytes, and leave nothing") {
+    scratch_dir dir;
+    const std::string path = dir.file("big.safetensors");
+    const std::uint64_t big = std::uint64_t{1} << 40;
+    const std::vector<st::tensor_entry> wrapping[] = {
+        {{"w", st::dtype::F32, {big, big}}},                               // 2^80 elements
+        {{"w", st::dtype::F64, {std::uint64_t{1} << 62}}},                 // 2^62 elements, 2^65 bytes
+        {{"a", st::dtype::U8, {std::uint64_t{1} << 62}}, {"b", st::dtype::U8, {std::uint64_t{1} << 62}},
+         {"c", st::dtype::U8, {std::uint64_t{1} << 62}}, {"d", st::dtype::U8, {std::uint64_t{1} << 62}}},  // offsets reach 2^64
+    };
+    for (const auto& tensors : wrapping) {
+        CHECK_THROWS_AS(st::parallel_writer(path, tensors), std::invalid_argument);
+        CHECK_THROWS_AS(st::writer(path, tensors), std::invalid_argument);
+    }
+    CHECK(std::system(("test -z \"$(ls -A '" + dir.path + "')\"").c_str()) == 0);  // no file, no temporary
+    st::parallel_writer writer(dir.file("p.safetensors"), {{"w", st::dtype::F32, {3}}});
+    const float two[2] = {1, 2};
+    CHECK_THROWS_WITH_AS(writer.write_values(0, 2, two, 2), doctest::Contains("2 elements from 2 run past its end (3)"), std::logic_error);
+}
+
 TEST_CASE("safetensors: malformed files are refused with the right message") {
     scratch_dir dir;
     const std::string good_entry = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";

@@ -356,14 +356,22 @@ inline std::string make_header(element_type type, const std::vector<std::uint64_
     throw std::invalid_argument("npy: header too long");
 }
 
+// The element count of an array to write, checked: std::invalid_argument when the shape holds more than
+// 2^62 elements or its data more than 2^64 bytes (a wrapped product would size the file wrongly).
+inline std::uint64_t checked_elements(element_type type, const std::vector<std::uint64_t>& shape) {
+    const std::uint64_t count = element_count(shape), width = safetensors::dtype_size(type);
+    if (count > std::numeric_limits<std::uint64_t>::max() / width)
+        throw std::invalid_argument("npy: an array of shape " + std::to_string(shape.size()) + "-D holds more than 2^64 bytes");
+    return count;
+}
+
 // Streams one C-order array: values in row-major order, in any number of pieces.
 class writer {
 public:
     writer(const std::string& path, element_type type, std::vector<std::uint64_t> shape)
         : type_(type), out_(path) {
         const std::string header = make_header(type, shape);
-        total_ = 1;
-        for (const auto extent : shape) total_ *= extent;
+        total_ = checked_elements(type, shape);
         out_.write(header.data(), header.size());
     }
 
@@ -412,7 +420,7 @@ public:
     parallel_writer(const std::string& path, element_type type, const std::vector<std::uint64_t>& shape)
         : type_(type), out_(path) {
         const std::string header = make_header(type, shape);
-        for (const auto extent : shape) total_ *= extent;
+        total_ = checked_elements(type, shape);
         out_.write(header.data(), header.size());
         data_offset_ = header.size();
         out_.set_size(data_offset_ + total_ * safetensors::dtype_size(type));
@@ -444,8 +452,8 @@ public:
 private:
     void check_range(std::uint64_t first, std::uint64_t count) const {
         if (first > total_ || count > total_ - first)
-            throw std::logic_error(out_.path() + ": elements [" + std::to_string(first) + ", " + std::to_string(first) + " + " +
-                                   std::to_string(count) + ") are past the array's end");
+            throw std::logic_error(out_.path() + ": " + std::to_string(count) + " elements from " + std::to_string(first) +
+                                   " run past the array's end (" + std::to_string(total_) + " elements)");
     }
 
     element_type type_;

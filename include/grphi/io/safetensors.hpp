@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/channels.hpp"
 #include "../core/dtype.hpp"
 #include "../detail/bytes.hpp"
 #include "../detail/json.hpp"
@@ -320,10 +321,12 @@ struct tensor_entry {
     dtype type = dtype::F32;
     std::vector<std::uint64_t> shape;
 
+    // Throws std::invalid_argument when the shape holds more than 2^62 elements or 2^64 bytes.
     std::uint64_t bytes() const {
-        std::uint64_t count = dtype_size(type);
-        for (const auto extent : shape) count *= extent;
-        return count;
+        const std::uint64_t count = element_count(shape), width = dtype_size(type);
+        if (count > std::numeric_limits<std::uint64_t>::max() / width)
+            throw std::invalid_argument("safetensors: tensor " + name + " holds more than 2^64 bytes");
+        return count * width;
     }
 };
 
@@ -352,7 +355,10 @@ inline std::string make_header(const std::vector<tensor_entry>& tensors,
             if (i) header += ',';
             header += std::to_string(tensor.shape[i]);
         }
-        const std::uint64_t end = offset + tensor.bytes();
+        const std::uint64_t bytes = tensor.bytes();
+        if (bytes > std::numeric_limits<std::uint64_t>::max() - offset)
+            throw std::invalid_argument("safetensors: the tensors hold more than 2^64 bytes");
+        const std::uint64_t end = offset + bytes;
         header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(end) + "]}";
         offset = end;
     }
@@ -541,8 +547,9 @@ private:
     void check_range(std::size_t k, std::uint64_t first, std::uint64_t count, std::uint64_t width) const {
         const std::uint64_t total = at(k).bytes() / width;
         if (first > total || count > total - first)
-            throw std::logic_error(out_.path() + ": tensor '" + tensors_[k].name + "': [" + std::to_string(first) + ", " +
-                                   std::to_string(first) + " + " + std::to_string(count) + ") is past its end");
+            throw std::logic_error(out_.path() + ": tensor '" + tensors_[k].name + "': " + std::to_string(count) +
+                                   (width == 1 ? " bytes" : " elements") + " from " + std::to_string(first) +
+                                   " run past its end (" + std::to_string(total) + ")");
     }
 
     std::vector<tensor_entry> tensors_;
