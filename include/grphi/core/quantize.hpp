@@ -784,7 +784,7 @@ private:
                     out.scales[b] = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
                 },
                 [&](std::size_t b) {
-                    // The levels two blocks ahead on their way from L2 while this block's load.
+                    // Fetch the entry two blocks ahead from L2 while this block is quantized.
                     if (b + 2 < blocks) s.cache.prefetch(c.lo, c.hi, out.scales[b + 2]);
                     return levels_of(out.scales[b]);
                 });

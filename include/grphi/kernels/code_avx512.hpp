@@ -281,6 +281,10 @@ struct dot8_double {
     }
 };
 
+// Bytes ahead of the codes in use that the group loops prefetch: without it Zen 4 streams the codes at
+// half the read bandwidth (1.5x slower GEMV at 4096x4096).
+inline constexpr std::size_t prefetch_distance = 2048;
+
 // Group order (4-bit rows of one block, float activations, the multiply): a 128-weight group's 64
 // bytes as 16 dwords, shifted right by 4j, hold in lane L the signed code of weight
 // group_lane_weight(j, L) (vpermps reads the low 4 bits: sign and offset, the table is signed), so per
@@ -289,10 +293,6 @@ struct dot8_double {
 // of every group into accumulator j % 4, reduced as ((a0 + a1) + (a2 + a3)).
 // Row r (reads_groups) against activations in group order. A row's codes fill whole 64-byte groups
 // (rows are 64-byte aligned); padding codes decode to finite levels, which meet zero activations.
-// Bytes ahead of the codes in use that the group loops prefetch: without it Zen 4 streams the codes at
-// half the read bandwidth (1.5x slower GEMV at 4096x4096).
-inline constexpr std::size_t prefetch_distance = 2048;
-
 GRPHI_TARGET_AVX512 inline float dot_row_groups(const code_view& v, std::size_t r, const float* xg) {
     const std::uint8_t* row = v.row(r);
     const std::uint32_t entry = v.block(r, 0);
