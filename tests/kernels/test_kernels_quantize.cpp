@@ -495,26 +495,32 @@ TEST_CASE_TEMPLATE("block-scaled quantize on every path is the exact definition 
     check_block_paths_against_definition<T, grphi::two>();
 }
 
+// Ratios at every scale code of format f, the midpoints between adjacent codes and an ulp either side,
+// the special values, and random ratios over 30 binades.
+std::vector<double> scale_code_probes(grphi::block_scale f) {
+    std::vector<double> values;
+    for (unsigned c = 0; c < (f == grphi::block_scale::fp16 ? 65536u : 256u); ++c)
+        if (grphi::detail::valid_block_scale_code(f, static_cast<std::uint16_t>(c)))
+            values.push_back(grphi::detail::block_scale_value(f, static_cast<std::uint16_t>(c)));
+    std::sort(values.begin(), values.end());
+    std::vector<double> probes = {0.0, -0.0, -1.0, 2.0, 1.0, 1e-300, 5e-324, std::numeric_limits<double>::quiet_NaN(),
+                                  values.front() / 2, values.front() / 4};
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        probes.push_back(values[i]);
+        if (i + 1 < values.size()) {
+            const double mid = values[i] / 2 + values[i + 1] / 2;  // exact: adjacent codes are close
+            for (double d : {mid, std::nextafter(mid, 0.0), std::nextafter(mid, 2.0)}) probes.push_back(d);
+        }
+    }
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<double> u(0.0, 1.2);
+    for (int i = 0; i < 100000; ++i) probes.push_back(std::ldexp(u(rng), -static_cast<int>(rng() % 30)));
+    return probes;
+}
+
 TEST_CASE("block scale codes from the ratio's bits are block_scale_code's, at every code and midpoint") {
     for (auto f : {grphi::block_scale::fp16, grphi::block_scale::e4m3}) {
-        std::vector<double> values;
-        for (unsigned c = 0; c < (f == grphi::block_scale::fp16 ? 65536u : 256u); ++c)
-            if (grphi::detail::valid_block_scale_code(f, static_cast<std::uint16_t>(c)))
-                values.push_back(grphi::detail::block_scale_value(f, static_cast<std::uint16_t>(c)));
-        std::sort(values.begin(), values.end());
-        std::vector<double> probes = {0.0, -0.0, -1.0, 2.0, 1.0, 1e-300, 5e-324, std::numeric_limits<double>::quiet_NaN(),
-                                      values.front() / 2, values.front() / 4};
-        for (std::size_t i = 0; i < values.size(); ++i) {
-            probes.push_back(values[i]);
-            if (i + 1 < values.size()) {
-                const double mid = values[i] / 2 + values[i + 1] / 2;  // exact: adjacent codes are close
-                for (double d : {mid, std::nextafter(mid, 0.0), std::nextafter(mid, 2.0)}) probes.push_back(d);
-            }
-        }
-        std::mt19937_64 rng(5);
-        std::uniform_real_distribution<double> u(0.0, 1.2);
-        for (int i = 0; i < 100000; ++i) probes.push_back(std::ldexp(u(rng), -static_cast<int>(rng() % 30)));
-        for (double v : probes) {
+        for (double v : scale_code_probes(f)) {
             CAPTURE(v);
             const auto got = grphi::detail::block_scale_nearest(f, v);
             const std::uint16_t want = grphi::detail::block_scale_code(f, v);
@@ -523,6 +529,44 @@ TEST_CASE("block scale codes from the ratio's bits are block_scale_code's, at ev
         }
     }
 }
+
+#if GRPHI_X86_DISPATCH
+TEST_CASE_TEMPLATE("AVX-512 block scale codes are block_scale_nearest's of max / top, at every code, midpoint and tail", T,
+                   float, double) {
+    if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;  // nothing to run on this CPU
+    using I = grphi::detail::bits_t<T>;
+    for (auto f : {grphi::block_scale::fp16, grphi::block_scale::e4m3}) {
+        const auto fields = grphi::detail::code_fields(f);
+        std::vector<T> maxima;  // magnitudes: the probes that are not negative or NaN, in T
+        for (double v : scale_code_probes(f))
+            if (v >= 0) maxima.push_back(static_cast<T>(v));
+        maxima.push_back(std::numeric_limits<T>::denorm_min());
+        maxima.push_back(std::numeric_limits<T>::max());
+        // top 1: the ratio is the maximum itself; the others round the division (and 2^1000 underflows
+        // double's smallest ratios to 0).
+        for (double top : {1.0, 0.75, 3.0, 1.6180339887498949, 0x1p1000}) {
+            CAPTURE(top);
+            CAPTURE(static_cast<int>(f));
+            std::vector<I> bits(maxima.size());
+            for (std::size_t i = 0; i < maxima.size(); ++i) bits[i] = grphi::detail::to_bits(maxima[i]);
+            for (std::size_t blocks : {maxima.size(), std::size_t(13), std::size_t(8), std::size_t(1), std::size_t(0)}) {
+                std::vector<std::uint16_t> got(blocks + 9, 0xBEEF);
+                grphi::kernels::avx512::block_scale_codes<T>(bits.data(), blocks, top, fields.mantissa_bits, fields.min_exponent,
+                                                             fields.bias, got.data());
+                for (std::size_t i = 0; i < blocks; ++i) {
+                    const T m = maxima[i];
+                    const std::uint16_t want = grphi::detail::block_scale_nearest(f, m > T(0) ? static_cast<double>(m) / top : 1.0).code;
+                    if (got[i] != want) {
+                        CAPTURE(m);
+                        CHECK(got[i] == want);
+                    }
+                }
+                for (std::size_t i = blocks; i < got.size(); ++i) CHECK(got[i] == 0xBEEF);  // nothing past the blocks
+            }
+        }
+    }
+}
+#endif
 
 #if GRPHI_X86_DISPATCH
 TEST_CASE_TEMPLATE("AVX-512 block maxima are every block's largest magnitude, at every block size and row tail", T, float,

@@ -756,39 +756,86 @@ private:
         return e;
     }
 
-    void scaled_row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
-        const auto size = static_cast<std::size_t>(o_.block_size);
-        scratch& s = thread_scratch(size);
+    // A row's unscaled window levels and the thread's level cache for them; returns code -> levels.
+    auto prepare_levels(const channel_state& c, block_row& out, scratch& s) const {
         const auto& unit = q_.grid_of({c.lo, c.hi, 0});
         s.window_levels.clear();
         for (int k = c.lo; k <= c.hi; ++k) s.window_levels.push_back(unit.level_of(k));
         s.cache.serve(id_, s.window_levels.size());
-        auto levels_of = [&](std::uint16_t code) {
-            return s.cache.levels(s.window_levels.data(), c.lo, c.hi, o_.block_format, code, o_.round);
-        };
-        const T top_level = s.window_levels.back();
-        const block_scale format = o_.block_format;
         out.lo = c.lo;
         out.hi = c.hi;
+        return [this, &s, c](std::uint16_t code) {
+            return s.cache.levels(s.window_levels.data(), c.lo, c.hi, o_.block_format, code, o_.round);
+        };
+    }
+
 #if GRPHI_X86_DISPATCH
-        if (o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows()) {
-            // The loop below without the search, the block maxima and offsets on the row's AVX-512 kernel.
-            if (s.block_max.size() < n / size + 1 + 64 / sizeof(T)) s.block_max.resize(n / size + 1 + 64 / sizeof(T));
-            const std::size_t blocks = (n + size - 1) / size;
-            kernels::avx512::scaled_row(
-                w, n, size, s.window_levels.size(), o_.under == underflow::flush, c.lo, s.block_max.data(), out.exps,
-                out.signs,
-                [&](std::size_t b, I max_bits) {
-                    const T m = from_bits<T>(max_bits);
-                    const double ratio = static_cast<double>(m) / static_cast<double>(top_level);
-                    out.scales[b] = block_scale_nearest(format, m > T(0) ? ratio : 1.0).code;
-                },
-                [&](std::size_t b) {
-                    // Fetch the entry two blocks ahead from L2 while this block is quantized.
-                    if (b + 2 < blocks) s.cache.prefetch(c.lo, c.hi, out.scales[b + 2]);
-                    return levels_of(out.scales[b]);
-                });
-            return;
+    // fp16/e4m3 rows without the search on AVX-512: block maxima, codes and offsets on the row kernels.
+    bool maxima_route(const block_row& out) const {
+        return o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows();
+    }
+
+    // Room for an n-weight row's block maxima and a register more (the kernel stores whole registers).
+    void block_maxima_room(scratch& s, std::size_t n) const {
+        const std::size_t need = n / static_cast<std::size_t>(o_.block_size) + 1 + 64 / sizeof(T);
+        if (s.block_max.size() < need) s.block_max.resize(need);
+    }
+
+    // scaled_row's loop without the search, on the row's block maxima (in s.block_max): every block's
+    // code first (vectorized), then its weights on its levels.
+    template <class LevelsOf>
+    void scaled_row_from_maxima(const T* w, std::size_t n, block_row& out, scratch& s, LevelsOf& levels_of) const {
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        const std::size_t blocks = (n + size - 1) / size;
+        const scale_code_fields f = code_fields(o_.block_format);
+        kernels::avx512::block_scale_codes<T>(s.block_max.data(), blocks, static_cast<double>(s.window_levels.back()),
+                                              f.mantissa_bits, f.min_exponent, f.bias, out.scales);
+        kernels::avx512::scaled_blocks(w, n, size, s.window_levels.size(), o_.under == underflow::flush, out.lo, out.exps,
+                                       out.signs, [&](std::size_t b) {
+                                           // Fetch the entry two blocks ahead from L2 while this block is quantized.
+                                           if (b + 2 < blocks) s.cache.prefetch(out.lo, out.hi, out.scales[b + 2]);
+                                           return levels_of(out.scales[b]);
+                                       });
+    }
+#endif
+
+public:
+    // fp16/e4m3 per-channel rows: the row on the channel window window_of(its largest magnitude), which
+    // it returns in c; false, writing nothing, when the row holds NaN or Inf. On the AVX-512 route the
+    // block maxima give that magnitude, so the row is read once less.
+    template <class WindowOf>
+    bool scaled_channel_row(const T* w, std::size_t n, WindowOf&& window_of, block_row& out, channel_state& c) const {
+#if GRPHI_X86_DISPATCH
+        if (maxima_route(out)) {
+            scratch& s = thread_scratch(static_cast<std::size_t>(o_.block_size));
+            block_maxima_room(s, n);
+            const I bits = kernels::avx512::block_maxima(w, n, static_cast<std::size_t>(o_.block_size), s.block_max.data());
+            if (bits >= cell_table<T, Base>::inf_bits) return false;
+            c = window_of(from_bits<T>(bits));
+            auto levels_of = prepare_levels(c, out, s);
+            scaled_row_from_maxima(w, n, out, s, levels_of);
+            return true;
+        }
+#endif
+        const I bits = quantizer<T, Base>::row_max_bits(w, n);
+        if (bits >= cell_table<T, Base>::inf_bits) return false;
+        c = window_of(from_bits<T>(bits));
+        scaled_row(w, n, c, out);
+        return true;
+    }
+
+private:
+    void scaled_row(const T* w, std::size_t n, const channel_state& c, block_row& out) const {
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        scratch& s = thread_scratch(size);
+        auto levels_of = prepare_levels(c, out, s);
+        const T top_level = s.window_levels.back();
+        const block_scale format = o_.block_format;
+#if GRPHI_X86_DISPATCH
+        if (maxima_route(out)) {
+            block_maxima_room(s, n);
+            kernels::avx512::block_maxima(w, n, size, s.block_max.data());
+            return scaled_row_from_maxima(w, n, out, s, levels_of);
         }
 #endif
         for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {
@@ -998,21 +1045,19 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
             br.steps = p.block_steps.data() + row * per_row;
         }
         channel_state c{};
+        bool finite = true;
         if (scaled_rows) {
-            const auto bits = quantizer<T, Base>::row_max_bits(w, n);
-            if (bits >= cell_table<T, Base>::inf_bits) {
-                Eigen::Index seen = first_bad_row.load();
-                while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
-                }
-                return;
-            }
-            c = scaled_channel_window<T, Base>(opts, q.grid_of({0, 0, 0}), from_bits<T>(bits));
+            // The row's window from its largest magnitude, found by the row's own pass.
+            finite = bq.scaled_channel_row(w, n, [&](T max_magnitude) {
+                return scaled_channel_window<T, Base>(opts, q.grid_of({0, 0, 0}), max_magnitude);
+            }, br, c);
             p.window_lo[row] = static_cast<std::int16_t>(c.lo);
             p.window_hi[row] = static_cast<std::int16_t>(c.hi);
-        } else if (scaled) {
-            c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
+        } else {
+            if (scaled) c = plan[static_cast<std::size_t>(p.channel_of_row(r))];
+            finite = bq.row(w, n, c, br);  // exponent scales: the row's own pass finds NaN and Inf
         }
-        if (!bq.row(w, n, c, br)) {  // exponent scales: the row's own pass finds NaN and Inf
+        if (!finite) {
             Eigen::Index seen = first_bad_row.load();
             while (r < seen && !first_bad_row.compare_exchange_weak(seen, r)) {
             }

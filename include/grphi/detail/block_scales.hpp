@@ -58,12 +58,20 @@ struct scale_choice {
     double value;  // block_scale_value(format, code)
 };
 
+// The fields of a scale format's codes (fp16 or e4m3), as block_scale_nearest and its vector kernel read them.
+struct scale_code_fields {
+    int mantissa_bits;
+    int min_exponent;  // of the smallest normal
+    int bias;
+};
+inline scale_code_fields code_fields(block_scale format) {
+    return format == block_scale::fp16 ? scale_code_fields{10, -14, 15} : scale_code_fields{3, -6, 7};
+}
+
 // block_scale_code(format, v) and its value, from the bits of v instead of frexp/ldexp/nearbyint calls
 // (the per-block hot path): the same binade, quantum and round-half-even, so the same code.
 inline scale_choice block_scale_nearest(block_scale format, double v) {
-    const int mantissa_bits = format == block_scale::fp16 ? 10 : 3;
-    const int min_exponent = format == block_scale::fp16 ? -14 : -6;
-    const int bias = format == block_scale::fp16 ? 15 : 7;
+    const auto [mantissa_bits, min_exponent, bias] = code_fields(format);
     auto power_of_two = [](int e) {  // 2^e for normal doubles
         const std::uint64_t bits = std::uint64_t(e + 1023) << 52;
         double p;

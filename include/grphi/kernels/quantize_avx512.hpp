@@ -655,16 +655,47 @@ GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t 
     }
 }
 
-// fp16/e4m3 block scales on a whole row of window size `window` (levels per block): every block's largest
-// magnitude (bits, into block_max: a register more than the blocks); choose(b, max_bits) for every block,
-// which picks the block's scale (all first: independent, so they overlap); then per block levels(b), which
-// returns its levels (value, threshold, n = window); the kernel writes the block.
-template <class T, class Choose, class Levels>
-GRPHI_TARGET_AVX512 void scaled_row(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
-                                    int lo, bits_t<T>* block_max, std::int16_t* exps, std::int8_t* signs,
-                                    Choose&& choose, Levels&& levels) {
-    block_maxima(w, n, block_size, block_max);
-    for (std::size_t b = 0; b * block_size < n; ++b) choose(b, block_max[b]);
+// fp16/e4m3 block scale codes of `blocks` blocks from their largest magnitudes (bits), eight blocks per
+// register: block_scale_nearest(max / top) in double lanes (a zero block: the code of 1). The format's
+// fields: mantissa bits, smallest normal exponent, bias (detail::code_fields).
+template <class T>
+GRPHI_TARGET_AVX512 void block_scale_codes(const bits_t<T>* block_max, std::size_t blocks, double top, int mantissa_bits,
+                                           int min_exponent, int bias, std::uint16_t* codes) {
+    const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd(), top_v = _mm512_set1_pd(top), round = _mm512_set1_pd(0x1p52);
+    const __m512i code_of_one = _mm512_set1_epi64(std::int64_t(bias) << mantissa_bits);
+    const __m512i code_of_zero = _mm512_set1_epi64(std::int64_t(bias - 1 - mantissa_bits) << mantissa_bits);
+    const __m512i smallest = _mm512_set1_epi64(min_exponent), exponent_bias = _mm512_set1_epi64(1023);
+    const __m512i code_bias = _mm512_set1_epi64(bias), unit = _mm512_set1_epi64(1);
+    const __m512i mantissa = _mm512_set1_epi64(mantissa_bits), implicit = _mm512_set1_epi64(std::int64_t(1) << mantissa_bits);
+    for (std::size_t b = 0; b < blocks; b += 8) {
+        const auto m = static_cast<__mmask8>(blocks - b >= 8 ? 0xFF : (1u << (blocks - b)) - 1u);
+        __m512d max;
+        if constexpr (std::is_same_v<T, float>) max = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_maskz_loadu_epi32(m, block_max + b)));
+        else max = _mm512_castsi512_pd(_mm512_maskz_loadu_epi64(m, block_max + b));
+        const __m512d v = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(max, zero, _CMP_EQ_OQ), _mm512_div_pd(max, top_v), one);
+        const __mmask8 at_least_one = _mm512_cmp_pd_mask(v, one, _CMP_GE_OQ);
+        const __mmask8 not_positive = _mm512_cmp_pd_mask(v, zero, _CMP_NGT_UQ);  // an underflowed ratio (double T)
+        const __m512i e = _mm512_sub_epi64(_mm512_srli_epi64(_mm512_castpd_si512(v), 52), exponent_bias);
+        const __m512i binade = _mm512_max_epi64(e, smallest);
+        const __m512i quantum_exponent = _mm512_sub_epi64(binade, mantissa);
+        // v / quantum < 2^(mantissa_bits + 1): adding and taking away 2^52 rounds it to an integer, ties to even.
+        const __m512d inverse_quantum = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_sub_epi64(exponent_bias, quantum_exponent), 52));
+        const __m512d q = _mm512_sub_pd(_mm512_add_pd(_mm512_mul_pd(v, inverse_quantum), round), round);
+        __m512i steps = _mm512_cvttpd_epi64(q);
+        steps = _mm512_mask_blend_epi64(_mm512_cmpeq_epi64_mask(steps, _mm512_setzero_si512()), steps, unit);
+        // The carry of a rounded-up binade lands in the exponent field, as the code's layout wants.
+        __m512i code = _mm512_sub_epi64(_mm512_add_epi64(_mm512_sllv_epi64(_mm512_add_epi64(binade, code_bias), mantissa), steps), implicit);
+        code = _mm512_mask_blend_epi64(not_positive, code, code_of_zero);
+        code = _mm512_mask_blend_epi64(at_least_one, code, code_of_one);
+        _mm512_mask_cvtepi64_storeu_epi16(codes + b, m, code);
+    }
+}
+
+// fp16/e4m3 block scales on a row of window size `window` (levels per block) whose codes are chosen: per
+// block, levels(b) returns its levels (value, threshold, n = window) and the kernel writes the block.
+template <class T, class Levels>
+GRPHI_TARGET_AVX512 void scaled_blocks(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
+                                       int lo, std::int16_t* exps, std::int8_t* signs, Levels&& levels) {
     switch (window) {  // the common windows with their thresholds in registers
     case 2: return scaled_row_with<T, 1>(w, n, block_size, flush, lo, exps, signs, levels);
     case 3: return scaled_row_with<T, 2>(w, n, block_size, flush, lo, exps, signs, levels);
