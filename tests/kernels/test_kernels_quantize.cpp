@@ -569,6 +569,48 @@ TEST_CASE_TEMPLATE("AVX-512 block scale codes are block_scale_nearest's of max /
 #endif
 
 #if GRPHI_X86_DISPATCH
+TEST_CASE("AVX-512 scaled levels are scale * unit and scaled_threshold's, for every window size, code and rounding") {
+    if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;  // nothing to run on this CPU
+    // Windows of the phi and base-2 grids at the top, the middle and the denormal end of float's range
+    // (scaled values there round, flush to denormals, or to zero).
+    std::vector<std::vector<float>> units;
+    for (double base : {1.6180339887498949, 2.0, 1.0718})
+        for (int top : {127, 0, -130, -140})
+            for (std::size_t n = 1; n <= 16; ++n) {
+                std::vector<float> u;
+                for (std::size_t j = 0; j < n; ++j)
+                    u.push_back(static_cast<float>(std::pow(base, static_cast<double>(top) * std::log(2.0) / std::log(base) - double(n - 1 - j))));
+                units.push_back(u);
+            }
+    std::mt19937_64 rng(11);
+    std::size_t checked = 0;
+    for (auto f : {grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (unsigned code = 0; code < (f == grphi::block_scale::fp16 ? 0x3C01u : 0x80u); ++code) {
+            if (!grphi::detail::valid_block_scale_code(f, static_cast<std::uint16_t>(code))) continue;
+            if (f == grphi::block_scale::fp16 && code % 7 != 0 && code > 0x400 && code < 0x3B00) continue;  // a sample of the middle
+            const float scale = static_cast<float>(grphi::detail::block_scale_value(f, static_cast<std::uint16_t>(code)));
+            const auto& unit = units[rng() % units.size()];
+            for (auto round : {grphi::rounding::log, grphi::rounding::linear}) {
+                const std::size_t n = unit.size();
+                std::vector<float> value(17, -1.0f), threshold(17, -1.0f);
+                grphi::kernels::avx512::scaled_levels(unit.data(), n, scale, round == grphi::rounding::log, value.data(), threshold.data());
+                CAPTURE(code);
+                CAPTURE(n);
+                CAPTURE(static_cast<int>(round));
+                bool same = threshold[0] == 0.0f && value[n] == -1.0f && threshold[n] == -1.0f;  // nothing past n
+                for (std::size_t j = 0; j < n; ++j) same = same && grphi::detail::to_bits(value[j]) == grphi::detail::to_bits(scale * unit[j]);
+                for (std::size_t j = 1; j < n; ++j)
+                    same = same && grphi::detail::to_bits(threshold[j]) ==
+                                       grphi::detail::to_bits(grphi::detail::scaled_threshold(value[j - 1], value[j], round));
+                CHECK(same);
+                ++checked;
+            }
+        }
+    CHECK(checked > 4000);
+}
+#endif
+
+#if GRPHI_X86_DISPATCH
 TEST_CASE_TEMPLATE("AVX-512 block maxima are every block's largest magnitude, at every block size and row tail", T, float,
                    double) {
     if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;  // nothing to run on this CPU

@@ -501,10 +501,18 @@ struct scaled_level_cache {
         T* threshold = value + n;
         if (tags[slot] != tag) {
             const T scale = static_cast<T>(block_scale_value(format, code));
+            tags[slot] = tag;
+#if GRPHI_X86_DISPATCH
+            if constexpr (std::is_same_v<T, float>) {
+                if (n <= 16 && avx512_rows()) {
+                    kernels::avx512::scaled_levels(unit, n, scale, round == rounding::log, value, threshold);
+                    return {value, threshold, n};
+                }
+            }
+#endif
             for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
             threshold[0] = T(0);
             for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
-            tags[slot] = tag;
         }
         return {value, threshold, n};
     }

@@ -655,6 +655,38 @@ GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t 
     }
 }
 
+// The scaled levels of a float block, branch-free (the level cache's miss path): value[j] = scale *
+// unit[j] for j < n <= 16, threshold[0] = 0 and, for j >= 1, scaled_threshold(value[j - 1], value[j]):
+// the smallest float t with t * t >= a * b (log) or t + t >= a + b (linear), exact in double. The float
+// nearest to the double root (or midpoint) is within an ulp of it, so one comparison settles t: that
+// float, or the next one up.
+GRPHI_TARGET_AVX512 inline void scaled_levels(const float* unit, std::size_t n, float scale, bool log_rounding,
+                                             float* value, float* threshold) {
+    const auto all = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1u);
+    const auto upper = static_cast<__mmask16>(all & ~1u);  // thresholds 1 .. n-1
+    const __m512 v = _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_maskz_loadu_ps(all, unit));
+    _mm512_mask_storeu_ps(value, all, v);
+    // Lane j: a = value[j - 1], b = value[j] (lane 0 unused).
+    const __m512 a = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14), v);
+    __m512 t[2];
+    for (int half = 0; half < 2; ++half) {
+        const __m512d ad = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(a, 1) : _mm512_castps512_ps256(a));
+        const __m512d bd = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v));
+        const __m512d target = log_rounding ? _mm512_mul_pd(ad, bd) : _mm512_add_pd(ad, bd);  // exact
+        const __m512d centre = log_rounding ? _mm512_sqrt_pd(target) : _mm512_mul_pd(target, _mm512_set1_pd(0.5));
+        const __m256 g = _mm512_cvtpd_ps(centre);
+        const __m512d gd = _mm512_cvtps_pd(g);
+        const __m512d lhs = log_rounding ? _mm512_mul_pd(gd, gd) : _mm512_add_pd(gd, gd);
+        const __mmask8 enough = _mm512_cmp_pd_mask(lhs, target, _CMP_GE_OQ);
+        const __m256i gi = _mm256_castps_si256(g);
+        const __m256i next = _mm256_mask_add_epi32(gi, static_cast<__mmask8>(~enough), gi, _mm256_set1_epi32(1));
+        t[half] = _mm512_castps256_ps512(_mm256_castsi256_ps(next));
+    }
+    const __m512 thresholds = _mm512_insertf32x8(t[0], _mm512_castps512_ps256(t[1]), 1);
+    _mm512_mask_storeu_ps(threshold, upper, thresholds);
+    threshold[0] = 0.0f;
+}
+
 // fp16/e4m3 block scale codes of `blocks` blocks from their largest magnitudes (bits), eight blocks per
 // register: block_scale_nearest(max / top) in double lanes (a zero block: the code of 1). The format's
 // fields: mantissa bits, smallest normal exponent, bias (detail::code_fields).
