@@ -783,10 +783,12 @@ private:
         return o_.search == scale_search::absmax && out.clipped == nullptr && avx512_rows();
     }
 
-    // Room for an n-weight row's block maxima and a register more (the kernel stores whole registers).
-    void block_maxima_room(scratch& s, std::size_t n) const {
-        const std::size_t need = n / static_cast<std::size_t>(o_.block_size) + 1 + 64 / sizeof(T);
-        if (s.block_max.size() < need) s.block_max.resize(need);
+    // The row's block maxima into s.block_max (room for a register more: the kernel stores whole
+    // registers); returns the row's largest magnitude (bits).
+    I row_block_maxima(const T* w, std::size_t n, scratch& s) const {
+        const auto size = static_cast<std::size_t>(o_.block_size);
+        if (s.block_max.size() < n / size + 1 + 64 / sizeof(T)) s.block_max.resize(n / size + 1 + 64 / sizeof(T));
+        return kernels::avx512::block_maxima(w, n, size, s.block_max.data());
     }
 
     // scaled_row's loop without the search, on the row's block maxima (in s.block_max): every block's
@@ -816,8 +818,7 @@ public:
 #if GRPHI_X86_DISPATCH
         if (maxima_route(out)) {
             scratch& s = thread_scratch(static_cast<std::size_t>(o_.block_size));
-            block_maxima_room(s, n);
-            const I bits = kernels::avx512::block_maxima(w, n, static_cast<std::size_t>(o_.block_size), s.block_max.data());
+            const I bits = row_block_maxima(w, n, s);
             if (bits >= cell_table<T, Base>::inf_bits) return false;
             c = window_of(from_bits<T>(bits));
             auto levels_of = prepare_levels(c, out, s);
@@ -841,8 +842,7 @@ private:
         const block_scale format = o_.block_format;
 #if GRPHI_X86_DISPATCH
         if (maxima_route(out)) {
-            block_maxima_room(s, n);
-            kernels::avx512::block_maxima(w, n, size, s.block_max.data());
+            row_block_maxima(w, n, s);
             return scaled_row_from_maxima(w, n, out, s, levels_of);
         }
 #endif
@@ -1053,7 +1053,7 @@ void quantize_blocked(const quantizer<T, Base>& q, const row_view<T>& W, packed<
             br.steps = p.block_steps.data() + row * per_row;
         }
         channel_state c{};
-        bool finite = true;
+        bool finite;
         if (scaled_rows) {
             // The row's window from its largest magnitude, found by the row's own pass.
             finite = bq.scaled_channel_row(w, n, [&](T max_magnitude) {
