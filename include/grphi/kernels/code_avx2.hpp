@@ -72,14 +72,11 @@ GRPHI_TARGET_AVX2 inline float reduce(const __m256 a[4]) {
 // Group order with 8 lanes (group_order.hpp): groups of 64 weights.
 inline std::size_t group_padded(std::size_t cols) { return kernels::group_padded<8>(cols); }
 
-// Bytes ahead of the codes in use that group64 prefetches.
-inline constexpr std::size_t prefetch_distance = 1024;
-
 // One 64-weight group (codes at group, activations xg in group order) into the four accumulators.
 GRPHI_TARGET_AVX2 inline void group64(const std::uint8_t* group, const float* xg, __m256 table, __m256& a0, __m256& a1,
-                                      __m256& a2, __m256& a3) {
+                                      __m256& a2, __m256& a3, std::size_t ahead) {
     // Compute-bound loop: fetch the codes ahead (rows are contiguous, so this runs into the next rows).
-    _mm_prefetch(reinterpret_cast<const char*>(group + prefetch_distance), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(group + ahead), _MM_HINT_T1);
     const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
     a0 = _mm256_fmadd_ps(lookup4(table, d), _mm256_loadu_ps(xg), a0);
     a1 = _mm256_fmadd_ps(lookup4(table, _mm256_srli_epi32(d, 4)), _mm256_loadu_ps(xg + 8), a1);
@@ -97,7 +94,8 @@ GRPHI_TARGET_AVX2 inline float dot_row_groups(const code_view& v, std::size_t r,
     const __m256 table = table8(v.levels_f, v.block(r, 0));
     __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m256 a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];  // registers, not the array
-    for (std::size_t c = 0; c < v.cols; c += 64) group64(row + c / 2, xg + c, table, a0, a1, a2, a3);
+    const std::size_t ahead = prefetch_ahead(v);
+    for (std::size_t c = 0; c < v.cols; c += 64) group64(row + c / 2, xg + c, table, a0, a1, a2, a3, ahead);
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;

@@ -281,10 +281,6 @@ struct dot8_double {
     }
 };
 
-// Bytes ahead of the codes in use that the group loops prefetch: without it Zen 4 streams the codes at
-// half the read bandwidth (1.5x slower GEMV at 4096x4096).
-inline constexpr std::size_t prefetch_distance = 2048;
-
 // Group order (4-bit rows of one block, float activations, the multiply): a 128-weight group's 64
 // bytes as 16 dwords, shifted right by 4j, hold in lane L the signed code of weight
 // group_lane_weight(j, L) (vpermps reads the low 4 bits: sign and offset, the table is signed), so per
@@ -297,9 +293,10 @@ GRPHI_TARGET_AVX512 inline float dot_row_groups(const code_view& v, std::size_t 
     const std::uint8_t* row = v.row(r);
     const std::uint32_t entry = v.block(r, 0);
     const __m512 table = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(entry)) : table16(v.levels_f, entry);
+    const std::size_t ahead = prefetch_ahead(v);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (std::size_t c = 0; c < v.cols; c += 128) {
-        _mm_prefetch(reinterpret_cast<const char*>(row + c / 2 + prefetch_distance), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row + c / 2 + ahead), _MM_HINT_T1);
         const __m512i d = _mm512_loadu_si512(row + c / 2);
         const float* x = xg + c;
         a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(d, table), _mm512_loadu_ps(x), a0);
@@ -322,10 +319,11 @@ GRPHI_TARGET_AVX512 inline void dot_rows2_groups(const code_view& v, std::size_t
     const std::uint32_t e0 = v.block(r, 0), e1 = v.block(r + 1, 0);
     const __m512 t0 = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(e0)) : table16(v.levels_f, e0);
     const __m512 t1 = v.signed_tables ? _mm512_load_ps(v.signed_tables + 16 * std::size_t(e1)) : table16(v.levels_f, e1);
+    const std::size_t ahead = prefetch_ahead(v);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     for (std::size_t c = 0; c < v.cols; c += 128) {
-        _mm_prefetch(reinterpret_cast<const char*>(row0 + c / 2 + prefetch_distance), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(row1 + c / 2 + prefetch_distance), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row0 + c / 2 + ahead), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(row1 + c / 2 + ahead), _MM_HINT_T1);
         const __m512i d = _mm512_loadu_si512(row0 + c / 2);
         const __m512i e = _mm512_loadu_si512(row1 + c / 2);
         const float* x = xg + c;

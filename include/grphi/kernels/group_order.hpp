@@ -6,6 +6,7 @@
 // groups of 128 (16 lanes).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <type_traits>
 
@@ -23,6 +24,14 @@ inline std::size_t group_lane_weight(std::size_t j, std::size_t lane) {
 template <class A>
 bool reads_groups(const code_view& v, level_product mode) {
     return std::is_same_v<A, float> && mode == level_product::multiply && v.bits == 4 && v.blocks_per_row == 1;
+}
+
+// Bytes ahead of the codes in use that the group loops prefetch into L2: whole row pairs (the AVX-512 GEMV
+// reads rows two at a time, so a distance inside the pair fetches what the other row loads now), at least
+// 8 KB. Zen 4, 4096 x 4096 from memory: no prefetch 2x slower, 2 KB ahead into L1 1.2x slower.
+inline std::size_t prefetch_ahead(const code_view& v) {
+    const std::size_t pair = 2 * v.row_bytes;
+    return pair * std::max<std::size_t>(1, (8192 + pair - 1) / pair);
 }
 
 // Activations in group order: group_padded<Lanes>(cols) entries, zero past cols.
