@@ -425,6 +425,121 @@ TEST_CASE("rans: tables of power-of-two frequencies (the vector encoders' shift 
     }
 }
 
+namespace {
+
+// Decodes payload on the AVX-512, AVX2 and scalar paths (where the CPU has them): each must give s and
+// read the whole payload.
+void check_every_decoder_path(const rans::decoder_table& dec, const std::vector<std::uint8_t>& payload,
+                              const std::vector<symbol>& s) {
+    for (int path = 0; path < 3; ++path) {
+        CAPTURE(path);
+        rans::detail::avx512_paths_allowed() = path == 0;
+        rans::detail::vector_paths_allowed() = path < 2;
+        std::vector<symbol> back(s.size(), symbol(0xffff));
+        rans::byte_reader in(payload.data(), payload.size());
+        rans::decode_symbols(dec, in, payload.size(), back.data(), back.size());
+        CHECK(in.remaining() == 0);
+        CHECK(back == s);
+        rans::detail::avx512_paths_allowed() = true;
+        rans::detail::vector_paths_allowed() = true;
+    }
+}
+
+// The outcome of decoding payload on one path: the symbols, or the error message.
+std::string decode_outcome(const rans::decoder_table& dec, const std::vector<std::uint8_t>& payload, std::size_t n) {
+    std::vector<symbol> back(n);
+    try {
+        rans::byte_reader in(payload.data(), payload.size());
+        rans::decode_symbols(dec, in, payload.size(), back.data(), back.size());
+    } catch (const grphi::format_error& e) {
+        return std::string("error: ") + e.what();
+    }
+    return std::string(reinterpret_cast<const char*>(back.data()), back.size() * sizeof(symbol));
+}
+
+}  // namespace
+
+TEST_CASE("rans: the AVX-512 (comparison), AVX2 and scalar decoders agree on small alphabets") {
+    // Up to compare_decode_alphabet symbols the AVX-512 decoder finds a slot's symbol by comparisons;
+    // 9 and 16 symbols take the AVX2 gathers. Scales from the smallest that fits to 16, tables with
+    // frequency-0 symbols inside the alphabet, stream lengths around the group and guard sizes.
+    std::uint64_t seed = 40;
+    std::vector<rans::frequency_table> tables;
+    for (int alphabet : {2, 3, 4, 5, 6, 7, 8, 9, 16})
+        for (unsigned scale : {0u, 12u, 16u}) {
+            const auto s = laplacian(5000, 0.3, alphabet / 2, alphabet, seed++);
+            const auto counts = rans::histogram(s);
+            const auto table = rans::normalize(counts, scale == 0 ? rans::choose_scale_bits(counts) : scale);
+            if (!table.single_symbol()) tables.push_back(table);
+        }
+    for (const std::vector<std::uint32_t>& freq :  // symbols of frequency 0, first, inside and next to the last
+         {std::vector<std::uint32_t>{0, 3, 1}, {2, 0, 0, 2}, {5, 0, 1, 0, 7, 0, 0, 3}, {1, 1}, {65535, 1}}) {
+        rans::frequency_table t;
+        t.freq = freq;
+        std::uint32_t total = 0;
+        for (auto f : freq) total += f;
+        t.scale_bits = rans::detail::ceil_log2(total);
+        t.freq.back() += (1u << t.scale_bits) - total;  // the sum is a power of two
+        tables.push_back(t);
+    }
+    std::mt19937_64 rng(3);
+    for (const auto& table : tables) {
+        const auto enc = rans::build_encoder(table);
+        const auto dec = rans::build_decoder(table);
+        CHECK(dec.freq.size() == (table.alphabet() <= rans::compare_decode_alphabet ? table.alphabet() : 0));
+        std::discrete_distribution<int> pick(table.freq.begin(), table.freq.end());
+        for (std::size_t n : {1, 15, 16, 17, 31, 32, 33, 64, 65, 1000, 20011}) {
+            std::vector<symbol> s(n);
+            for (auto& v : s) v = static_cast<symbol>(pick(rng));
+            for (unsigned lanes_log2 : {4u, 5u}) {
+                CAPTURE(table.alphabet());
+                CAPTURE(table.scale_bits);
+                CAPTURE(n);
+                CAPTURE(lanes_log2);
+                std::vector<std::uint8_t> payload;
+                rans::encode_symbols(enc, s.data(), s.size(), lanes_log2, payload);
+                REQUIRE(payload == reference_payload(table, s, lanes_log2));
+                check_every_decoder_path(dec, payload, s);
+            }
+        }
+    }
+}
+
+TEST_CASE("rans: corrupted and truncated streams decode alike on the AVX-512, AVX2 and scalar paths") {
+    // The vector loops stop 2 x lanes bytes before the end and leave the rest to the checked loop, so
+    // every path must give the same symbols or the same error for any damage.
+    const std::vector<symbol> s = laplacian(3000, 0.35, 2, 3, 77);  // 3 symbols: the sign stream's alphabet
+    const auto table = rans::normalize(rans::histogram(s), 10);
+    const auto dec = rans::build_decoder(table);
+    REQUIRE(dec.freq.size() == 3);
+    std::vector<std::uint8_t> payload;
+    rans::encode_symbols(rans::build_encoder(table), s.data(), s.size(), 5, payload);
+    std::mt19937_64 rng(12);
+    std::size_t differing_from_s = 0;
+    for (int trial = 0; trial < 400; ++trial) {
+        std::vector<std::uint8_t> bad = payload;
+        if (trial % 4 == 3) {
+            bad.resize(bad.size() - 1 - rng() % 200);  // truncated (an odd length is refused up front)
+        } else {
+            const std::size_t at = 129 + rng() % (bad.size() - 129);  // a word, not a lane state
+            bad[at] = static_cast<std::uint8_t>(bad[at] ^ (1u + rng() % 255));
+        }
+        std::string outcome[3];
+        for (int path = 0; path < 3; ++path) {
+            rans::detail::avx512_paths_allowed() = path == 0;
+            rans::detail::vector_paths_allowed() = path < 2;
+            outcome[path] = decode_outcome(dec, bad, s.size());
+        }
+        rans::detail::avx512_paths_allowed() = true;
+        rans::detail::vector_paths_allowed() = true;
+        CAPTURE(trial);
+        CHECK(outcome[0] == outcome[2]);
+        CHECK(outcome[1] == outcome[2]);
+        differing_from_s += outcome[2].rfind("error: ", 0) == 0;
+    }
+    CHECK(differing_from_s > 300);  // nearly every damaged stream is refused (the final-state check)
+}
+
 TEST_CASE("rans: the AVX-512 encoder flags a symbol outside the table") {
     std::vector<symbol> s = laplacian(4096, 0.3, 4, 9, 21);
     const auto table = rans::normalize(rans::histogram(s), 10);
