@@ -267,6 +267,41 @@ TEST_CASE("container: rows with and without zeros decode alike, and an exponent 
     }
 }
 
+TEST_CASE("container: a sign symbol other than 0, 1 or 2 is refused, naming the first one") {
+    grphi::options o;
+    o.levels = 6;
+    const auto p = grphi::quantize<grphi::phi>(weights<float>(8, 40, 5, 0.0), o);
+    const grphi::stored_tensor t = grphi::stored_tensor::from("x", p);
+    std::vector<std::uint8_t> data;
+    grphi::detail::write_tensor_data(t, data);
+    const std::size_t signs_at = 5 * 8;  // after the 8 channels' state (no block scales)
+    grphi::rans::byte_reader r(data.data() + signs_at, data.size() - signs_at);
+    const std::vector<grphi::rans::symbol> symbols = grphi::rans::decode(r);
+    REQUIRE(symbols.size() == 320);
+    const std::size_t rest = data.size() - r.remaining();  // the exponent stream
+    for (const std::size_t at : {0, 77, 318})
+        for (const grphi::rans::symbol bad : {3, 4095})
+            for (const bool later : {false, true}) {
+                CAPTURE(at);
+                CAPTURE(bad);
+                CAPTURE(later);
+                std::vector<grphi::rans::symbol> s = symbols;
+                s[at] = bad;
+                if (later) s[319] = 7;  // a later bad symbol too: the message names the first
+                std::vector<std::uint8_t> forged(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(signs_at));
+                grphi::rans::encode(s.data(), s.size(), forged);
+                forged.insert(forged.end(), data.begin() + static_cast<std::ptrdiff_t>(rest), data.end());
+                grphi::stored_tensor back = grphi::stored_tensor::from("x", p);
+                grphi::detail::byte_reader in(forged.data(), forged.size());
+                const std::string expected = "sign symbol " + std::to_string(bad) + " at weight " + std::to_string(at) + " is not 0, 1 or 2";
+                CHECK_THROWS_WITH(grphi::detail::read_tensor_data(back, in), doctest::Contains(expected.c_str()));
+            }
+    grphi::stored_tensor back = grphi::stored_tensor::from("x", p);  // the untouched section reads back
+    grphi::detail::byte_reader in(data.data(), data.size());
+    grphi::detail::read_tensor_data(back, in);
+    CHECK(back.signs == t.signs);
+}
+
 TEST_CASE("container: a zero weight whose exponent is not window_lo still round-trips (all exponents stored)") {
     grphi::options o;
     o.levels = 5;

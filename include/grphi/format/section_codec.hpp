@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/channels.hpp"
@@ -669,17 +670,21 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in, section_scratch&
         rans::decode_into(in, signs, static_cast<std::size_t>(t.size()));
         if (signs.size() != t.size())
             in.fail("sign stream has " + std::to_string(signs.size()) + " symbols, expected " + std::to_string(t.size()));
-        // Checked first, converted after: both loops vectorise, and the message still names the first bad symbol.
-        rans::symbol largest = 0;
-        for (const rans::symbol s : signs) largest = std::max(largest, s);
-        if (largest > 2) {
+        // Converted and checked in one pass that vectorises; the first bad symbol is searched only on failure.
+        t.signs.resize(signs.size());
+        const rans::symbol* __restrict from = signs.data();
+        std::int8_t* __restrict to = t.signs.data();
+        std::uint32_t bad_symbol = 0;
+        const std::size_t count = signs.size();  // a local: int8 stores could otherwise move the vector's end
+        for (std::size_t i = 0; i < count; ++i) {
+            bad_symbol |= static_cast<std::uint32_t>(from[i] > 2);
+            to[i] = static_cast<std::int8_t>(static_cast<int>(from[i]) - 1);
+        }
+        if (bad_symbol != 0) {
             const auto bad = std::find_if(signs.begin(), signs.end(), [](rans::symbol s) { return s > 2; });
             in.fail("sign symbol " + std::to_string(*bad) + " at weight " + std::to_string(bad - signs.begin()) +
                     " is not 0, 1 or 2");
         }
-        t.signs.resize(signs.size());
-        std::transform(signs.begin(), signs.end(), t.signs.begin(),
-                       [](rans::symbol s) { return static_cast<std::int8_t>(static_cast<int>(s) - 1); });
     }
 
     const std::uint8_t mode_byte = in.u8("exponent mode");
@@ -737,6 +742,18 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in, section_scratch&
         const bool relative = mode == container::exponent_mode::below_window_top;
         std::size_t next = 0;
         bool inside = true;
+        // k = origin -/+ symbol without a multiply: the direction is a compile-time constant in each loop.
+        auto copy_row = [&](const rans::symbol* row_sym, std::int32_t origin, std::int32_t lo, std::int32_t hi,
+                            std::int16_t* row_k, auto direction) {
+            std::uint32_t outside = 0;
+            for (std::uint64_t i = 0; i < g.cols; ++i) {
+                const std::int32_t k = decltype(direction)::value < 0 ? origin - static_cast<std::int32_t>(row_sym[i])
+                                                                      : origin + static_cast<std::int32_t>(row_sym[i]);
+                outside |= static_cast<std::uint32_t>(k < lo) | static_cast<std::uint32_t>(k > hi);
+                row_k[i] = static_cast<std::int16_t>(k);
+            }
+            return outside == 0;
+        };
         for (std::uint64_t r = 0; r < g.rows; ++r) {
             const std::uint64_t ch = g.channel_of_row(r);
             const std::int32_t lo = t.window_lo[ch], hi = t.window_hi[ch];
@@ -745,13 +762,9 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in, section_scratch&
             std::int16_t* row_k = t.exponents.data() + r * g.cols;
             if (stored_per_row[static_cast<std::size_t>(r)] == g.cols) {  // no zeros in the row: a straight copy
                 const rans::symbol* row_sym = sym + next;
-                std::uint32_t outside = 0;
-                for (std::uint64_t i = 0; i < g.cols; ++i) {
-                    const std::int32_t k = origin + direction * static_cast<std::int32_t>(row_sym[i]);
-                    outside |= static_cast<std::uint32_t>(k < lo) | static_cast<std::uint32_t>(k > hi);
-                    row_k[i] = static_cast<std::int16_t>(k);
-                }
-                inside = inside && outside == 0;
+                const bool ok = relative ? copy_row(row_sym, origin, lo, hi, row_k, std::integral_constant<int, -1>{})
+                                         : copy_row(row_sym, origin, lo, hi, row_k, std::integral_constant<int, 1>{});
+                inside = inside && ok;
                 next += static_cast<std::size_t>(g.cols);
                 continue;
             }
