@@ -120,6 +120,43 @@ void BM_rans_decode_one_call(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(s.size()));
 }
 
+// 16M symbols of a small alphabet: 3 (sign-like: -1 and +1 about equally, 1 % zeros) or 8 (geometric, the
+// offsets below an 8-level window's top).
+std::vector<symbol> small_alphabet_symbols(int alphabet) {
+    std::vector<symbol> s(symbol_count);
+    std::mt19937_64 rng(20261204);
+    if (alphabet == 3) {
+        std::discrete_distribution<int> sign({49.5, 1.0, 49.5});
+        for (auto& v : s) v = static_cast<symbol>(sign(rng));
+    } else {
+        std::geometric_distribution<int> offset(0.45);
+        for (auto& v : s) v = static_cast<symbol>(std::min(offset(rng), alphabet - 1));
+    }
+    return s;
+}
+
+// Decoding a small alphabet, 32 lanes: range(1) = 0 lets the AVX-512 comparison decoder run (where the
+// CPU has it), 1 caps it to the AVX2 gathers: the two in one run.
+void BM_rans_decode_small_alphabet(benchmark::State& state) {
+    const auto s = small_alphabet_symbols(static_cast<int>(state.range(0)));
+    const auto counts = grphi::rans::histogram(s);
+    const auto table = grphi::rans::normalize(counts, grphi::rans::choose_scale_bits(counts));
+    std::vector<std::uint8_t> payload;
+    grphi::rans::encode_symbols(grphi::rans::build_encoder(table), s.data(), s.size(), 5, payload);
+    const auto dec = grphi::rans::build_decoder(table);
+    std::vector<symbol> out(s.size());
+    grphi::rans::detail::avx512_paths_allowed() = state.range(1) == 0;
+    for (auto _ : state) {
+        grphi::rans::byte_reader in(payload.data(), payload.size());
+        grphi::rans::decode_symbols(dec, in, payload.size(), out.data(), out.size());
+        benchmark::DoNotOptimize(out.data());
+    }
+    grphi::rans::detail::avx512_paths_allowed() = true;
+    if (out != s) state.SkipWithError("rANS round trip differs");
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(s.size()));
+    state.counters["scale_bits"] = table.scale_bits;
+}
+
 // zstd sees each symbol as one byte (alphabet < 256), the densest plain byte stream of the same data.
 const std::vector<std::uint8_t>& symbol_bytes() {
     static const std::vector<std::uint8_t> bytes = [] {
@@ -159,6 +196,8 @@ void BM_zstd19_decompress(benchmark::State& state) {
 BENCHMARK(BM_memcpy_symbols)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rans_encode)->ArgName("lanes_log2")->Arg(3)->Arg(4)->Arg(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rans_decode)->ArgName("lanes_log2")->Arg(3)->Arg(4)->Arg(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_rans_decode_small_alphabet)->ArgNames({"alphabet", "avx2_only"})->Args({3, 0})->Args({3, 1})->Args({8, 0})->Args({8, 1})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rans_encode_one_call)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rans_decode_one_call)->Unit(benchmark::kMillisecond);
 // zstd -19 is slow (about 1 MB/s): one iteration is enough for its size and speed.
