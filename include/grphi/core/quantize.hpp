@@ -1327,11 +1327,21 @@ void validate_block_scales(const packed<T, Base>& p, Fail&& fail) {
         }
     }
 }
+
+// validate(p); with values == false the per-weight scans (exponents inside their windows, signs in
+// {-1, 0, +1}) are left out: for a reader that has just checked exactly those while decoding them.
+template <class T, class Base>
+void validate_packed(const packed<T, Base>& p, bool values);
 }  // namespace detail
 
 // Checks a packed tensor's internal consistency; throws std::invalid_argument naming the problem.
 template <class T, class Base>
 void validate(const packed<T, Base>& p) {
+    detail::validate_packed(p, true);
+}
+
+template <class T, class Base>
+void detail::validate_packed(const packed<T, Base>& p, bool values) {
     check_scalar<T>();
     check_base<Base>();
     const char* who = "grphi::validate(packed)";
@@ -1370,6 +1380,7 @@ void validate(const packed<T, Base>& p) {
                  std::to_string(k_hi) + "]");
     }
     detail::validate_block_scales(p, fail);
+    if (!values) return;
     // Branch-free min/max scans (they vectorize); the first offender is searched only on failure.
     const auto per_row = static_cast<std::size_t>(p.blocks_per_row());
     for (Eigen::Index r = 0; r < p.rows; ++r) {

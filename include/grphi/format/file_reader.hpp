@@ -244,10 +244,10 @@ public:
             const section_info& s = t.sections[part];
             const auto buffers = buffer_pool_->take();
             read_part_into(t, part, buffers->part, buffers->scratch);
-            packed<T, Base> p = std::move(buffers->part).template as<T, Base>();
+            packed<T, Base> p = std::move(buffers->part).template as_decoded<T, Base>();  // values checked by the decoder
             const std::int64_t a = std::max(begin, s.first_row), b = std::min(end, s.first_row + s.rows);
             detail::keep_rows(p, static_cast<Eigen::Index>(a - s.first_row), static_cast<Eigen::Index>(b - s.first_row));
-            // as<T, Base>() validated the part: no second pass before composing the values.
+            // as_decoded validated the part's layout, the decoder its values: no second pass before composing.
             detail::dequantize_valid(p, out.middleRows(static_cast<Eigen::Index>(a - begin), static_cast<Eigen::Index>(b - a)));
             buffers->part = stored_tensor::from_valid(std::string(), std::move(p));  // the arrays, for the next part
         });

@@ -74,12 +74,18 @@ struct stored_tensor {
     // format_error when the content is not a valid packed tensor (e.g. a window outside the base's range).
     template <class T, class Base>
     packed<T, Base> as() const& {
-        return to_packed<T, Base>(*this);
+        return to_packed<T, Base>(*this, true);
     }
     // The same, moving the arrays out of a temporary.
     template <class T, class Base>
     packed<T, Base> as() && {
-        return to_packed<T, Base>(std::move(*this));
+        return to_packed<T, Base>(std::move(*this), true);
+    }
+    // as() && for a tensor that detail::read_tensor_data has just filled, which checked its values (signs,
+    // exponents inside their windows) on the way: only the layout is validated again. For the readers.
+    template <class T, class Base>
+    packed<T, Base> as_decoded() && {
+        return to_packed<T, Base>(std::move(*this), false);
     }
 
     template <class T, class Base>
@@ -113,7 +119,7 @@ struct stored_tensor {
     }
 private:
     template <class T, class Base, class Self>
-    static packed<T, Base> to_packed(Self&& self) {
+    static packed<T, Base> to_packed(Self&& self, bool check_values) {
         if (!self.template holds<T, Base>())
             throw std::invalid_argument("grphi::stored_tensor::as: tensor '" + self.name + "' is " + scalar_kind_name(self.scalar) +
                                         " with base " + self.base_name + ", not " + scalar_kind_name(scalar_kind_of<T>()) +
@@ -138,7 +144,7 @@ private:
         p.block_steps = std::forward<Self>(self).block_steps;
         p.block_scales = std::forward<Self>(self).block_scales;
         try {
-            validate(p);
+            detail::validate_packed(p, check_values);
         } catch (const std::invalid_argument& e) {
             throw format_error("grphi: tensor '" + self.name + "': " + e.what());
         }
