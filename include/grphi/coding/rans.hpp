@@ -25,8 +25,8 @@
 #include "../kernels/dispatch.hpp"
 #include "../kernels/histogram.hpp"
 
-// x86-64 with GCC/Clang: an AVX2 decoder for 16 and 32 lanes, chosen at run time (target attributes,
-// so no -mavx2 is needed); it reads and writes exactly what the scalar decoder does.
+// x86-64 with GCC/Clang: AVX2 and AVX-512 coders for 16 and 32 lanes, chosen at run time (target
+// attributes, so no -mavx2 is needed); they read and write exactly what the scalar coder does.
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define GRPHI_RANS_AVX2 1
 #include <immintrin.h>
