@@ -19,6 +19,8 @@
 
 namespace grphi {
 
+class file_reader;
+
 enum class scalar_kind : std::uint8_t { float32 = 1, float64 = 2 };
 
 template <class T>
@@ -81,12 +83,6 @@ struct stored_tensor {
     packed<T, Base> as() && {
         return to_packed<T, Base>(std::move(*this), true);
     }
-    // as() && for a tensor that detail::read_tensor_data has just filled, which checked its values (signs,
-    // exponents inside their windows) on the way: only the layout is validated again. For the readers.
-    template <class T, class Base>
-    packed<T, Base> as_decoded() && {
-        return to_packed<T, Base>(std::move(*this), false);
-    }
 
     template <class T, class Base>
     static stored_tensor from(std::string name, const packed<T, Base>& p) {
@@ -118,6 +114,14 @@ struct stored_tensor {
         return s;
     }
 private:
+    friend class file_reader;
+    // as() && for a tensor that detail::read_tensor_data has just filled, which checked its values (signs,
+    // exponents inside their windows) on the way: only the layout is validated again. Private, so that
+    // only the reader, which fills and converts a part with nothing in between, can skip the checks.
+    template <class T, class Base>
+    packed<T, Base> as_decoded() && {
+        return to_packed<T, Base>(std::move(*this), false);
+    }
     template <class T, class Base, class Self>
     static packed<T, Base> to_packed(Self&& self, bool check_values) {
         if (!self.template holds<T, Base>())
