@@ -787,7 +787,8 @@ private:
     // registers); returns the row's largest magnitude (bits).
     I row_block_maxima(const T* w, std::size_t n, scratch& s) const {
         const auto size = static_cast<std::size_t>(o_.block_size);
-        if (s.block_max.size() < n / size + 1 + 64 / sizeof(T)) s.block_max.resize(n / size + 1 + 64 / sizeof(T));
+        const std::size_t room = n / size + 1 + 64 / sizeof(T);
+        if (s.block_max.size() < room) s.block_max.resize(room);
         return kernels::avx512::block_maxima(w, n, size, s.block_max.data());
     }
 

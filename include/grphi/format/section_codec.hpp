@@ -742,13 +742,12 @@ inline void read_tensor_data(stored_tensor& t, byte_reader& in, section_scratch&
         const bool relative = mode == container::exponent_mode::below_window_top;
         std::size_t next = 0;
         bool inside = true;
-        // k = origin -/+ symbol without a multiply: the direction is a compile-time constant in each loop.
+        // The direction is a compile-time constant in each loop: no multiply per weight.
         auto copy_row = [&](const rans::symbol* row_sym, std::int32_t origin, std::int32_t lo, std::int32_t hi,
                             std::int16_t* row_k, auto direction) {
             std::uint32_t outside = 0;
             for (std::uint64_t i = 0; i < g.cols; ++i) {
-                const std::int32_t k = decltype(direction)::value < 0 ? origin - static_cast<std::int32_t>(row_sym[i])
-                                                                      : origin + static_cast<std::int32_t>(row_sym[i]);
+                const std::int32_t k = origin + decltype(direction)::value * static_cast<std::int32_t>(row_sym[i]);
                 outside |= static_cast<std::uint32_t>(k < lo) | static_cast<std::uint32_t>(k > hi);
                 row_k[i] = static_cast<std::int16_t>(k);
             }
