@@ -641,3 +641,96 @@ TEST_CASE_TEMPLATE("AVX-512 block maxima are every block's largest magnitude, at
             }
 }
 #endif
+
+#if GRPHI_X86_DISPATCH
+TEST_CASE_TEMPLATE("AVX-512 searched scaled blocks equal the comparison per threshold, for every window, tie and tail", T,
+                   float, double) {
+    if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;  // nothing to run on this CPU
+    using I = grphi::detail::bits_t<T>;
+    std::mt19937 rng(31);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    std::size_t checked = 0;
+    for (std::size_t n = 1; n <= 20; ++n)
+        for (int ties = 0; ties < 3; ++ties)
+            for (std::size_t len : {1, 7, 8, 15, 16, 17, 33})
+                for (bool flush : {false, true}) {
+                    // Ascending thresholds; ties > 0 repeats some (a collapsed window), threshold[0] is never read.
+                    std::vector<T> threshold(n);
+                    double t = 0.01;
+                    for (std::size_t j = 0; j < n; ++j) {
+                        if (!(ties > 0 && j > 1 && rng() % (ties == 1 ? 4 : 2) == 0)) t *= 1.0 + u(rng);
+                        threshold[j] = static_cast<T>(t);
+                    }
+                    // Weights at each threshold, an ulp either side, zeros, denormals and beyond the top.
+                    std::vector<T> w(len);
+                    for (std::size_t i = 0; i < len; ++i) {
+                        const T at = threshold[rng() % n];
+                        const T choices[] = {at, std::nextafter(at, T(0)), std::nextafter(at, T(10)), T(0), -T(0),
+                                             std::numeric_limits<T>::denorm_min(), static_cast<T>(threshold[n - 1] * 3),
+                                             static_cast<T>(u(rng) * t)};
+                        const T x = choices[rng() % 8];
+                        w[i] = rng() % 2 ? -x : x;
+                    }
+                    const T lowest = static_cast<T>(threshold[0] / 2);  // the lowest level: flush keeps |w| >= half of it
+                    const I bottom = grphi::detail::to_bits(lowest);
+                    std::vector<std::int16_t> want_e(len), got_e(len);
+                    std::vector<std::int8_t> want_s(len), got_s(len);
+                    grphi::kernels::avx512::scaled_block_lanes<T, -1>(w.data(), len, threshold.data(), n, bottom, flush, -7,
+                                                                       want_e.data(), want_s.data());
+                    grphi::kernels::avx512::scaled_block<T>(w.data(), len, threshold.data(), n, bottom, flush, -7, got_e.data(),
+                                                            got_s.data());
+                    CAPTURE(n);
+                    CAPTURE(ties);
+                    CAPTURE(len);
+                    CAPTURE(flush);
+                    CHECK(got_e == want_e);
+                    CHECK(got_s == want_s);
+                    // The reference itself: exponent -7 + the thresholds at or below |w|, for a kept weight.
+                    bool defined = true;
+                    for (std::size_t i = 0; i < len; ++i) {
+                        const T mag = std::fabs(w[i]);
+                        const bool kept = mag != 0 && (!flush || mag + mag >= lowest);
+                        int k = 0;
+                        for (std::size_t j = 1; j < n; ++j) k += mag >= threshold[j];
+                        defined = defined && want_e[i] == (kept ? -7 + k : -7) && want_s[i] == (kept ? (w[i] < 0 ? -1 : 1) : 0);
+                    }
+                    CHECK(defined);
+                    ++checked;
+                }
+    CHECK(checked == 20 * 3 * 7 * 2);
+}
+#endif
+
+TEST_CASE_TEMPLATE("fp16 block scales over thousands of distinct codes give the scalar result on every path (the level cache evicts)",
+                   T, float, double) {
+    std::mt19937 rng(37);
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    std::uniform_real_distribution<double> spread(-12.0, 12.0);
+    for (int levels : {8, 16})
+        for (int block : {16, 32}) {
+            grphi::options o;
+            o.levels = levels;
+            o.block_size = block;
+            o.block_format = grphi::block_scale::fp16;
+            const Eigen::Index rows = 48, cols = 150 * block + 5;
+            matrix<T> W(rows, cols);
+            for (Eigen::Index r = 0; r < rows; ++r)
+                for (Eigen::Index b = 0; b < cols; b += block) {
+                    const double scale = std::exp2(spread(rng));  // a fresh scale code for almost every block
+                    for (Eigen::Index c = b; c < std::min<Eigen::Index>(cols, b + block); ++c)
+                        W(r, c) = static_cast<T>(scale * gauss(rng));
+                }
+            grphi::packed<T, grphi::phi> want;
+            {
+                grphi::kernels::scoped_isa_limit scalar(grphi::kernels::isa::scalar);
+                want = grphi::quantize<grphi::phi>(W, o);
+            }
+            CAPTURE(levels);
+            CAPTURE(block);
+            for (int i = 0; i < grphi::kernels::available_isa_count(); ++i) {
+                grphi::kernels::scoped_isa_limit guard(grphi::kernels::available_isa(i));
+                CAPTURE(grphi::kernels::isa_name(grphi::kernels::available_isa(i)));
+                check_same_packed(grphi::quantize<grphi::phi>(W, o), want);
+            }
+        }
+}

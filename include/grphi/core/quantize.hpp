@@ -464,6 +464,8 @@ struct scaled_level_cache {
     std::size_t n = 0, mask = 0;
     std::vector<std::uint64_t> tags;  // 0: empty
     std::vector<T> data;              // per slot: n values, then n thresholds
+    std::vector<std::uint32_t> handed;  // per slot: the last batch that handed it out (see batch_levels)
+    std::uint32_t batch = 1;
 
     // Empties the cache unless it already serves this owner with n levels per window.
     void serve(std::uint64_t who, std::size_t levels) {
@@ -475,46 +477,86 @@ struct scaled_level_cache {
         mask = slots - 1;
         tags.assign(slots, 0);
         data.resize(slots * 2 * n);
+        handed.assign(slots, 0);
+        batch = 1;
     }
 
-    std::size_t slot_of(int lo, int hi, std::uint16_t code) const {
-        return (std::size_t(code) + 977u * std::size_t(std::uint16_t(lo)) + 131u * std::size_t(std::uint16_t(hi))) & mask;
+    // Starts a batch of batch_levels lookups: the entries it hands out stay put until it ends.
+    void new_batch() {
+        if (++batch == 0) {  // wrapped: no slot may look handed out in the new batch
+            std::fill(handed.begin(), handed.end(), 0u);
+            batch = 1;
+        }
     }
 
-    // A hint: the entry of code on [lo, hi] will be asked for soon.
-    void prefetch(int lo, int hi, std::uint16_t code) const {
-#if defined(__GNUC__)
-        const std::size_t slot = slot_of(lo, hi, code);
-        __builtin_prefetch(tags.data() + slot);
-        __builtin_prefetch(data.data() + slot * 2 * n + n);  // the thresholds
-#else
-        (void)lo, (void)hi, (void)code;
-#endif
+    static std::size_t window_hash(int lo, int hi) {
+        return 977u * std::size_t(std::uint16_t(lo)) + 131u * std::size_t(std::uint16_t(hi));
     }
+    std::size_t slot_of(int lo, int hi, std::uint16_t code) const { return (std::size_t(code) + window_hash(lo, hi)) & mask; }
 
     // The levels of code on window [lo, hi] (unit: its unscaled levels), built on a miss.
     scaled_view<T> levels(const T* unit, int lo, int hi, block_scale format, std::uint16_t code, rounding round) {
-        const std::uint64_t tag = (std::uint64_t(code) << 40) | (std::uint64_t(std::uint16_t(lo)) << 24) |
-                                  (std::uint64_t(std::uint16_t(hi)) << 8) | 1u;
         const std::size_t slot = slot_of(lo, hi, code);
-        T* value = data.data() + slot * 2 * n;
-        T* threshold = value + n;
-        if (tags[slot] != tag) {
-            const T scale = static_cast<T>(block_scale_value(format, code));
-            tags[slot] = tag;
-#if GRPHI_X86_DISPATCH
-            if constexpr (std::is_same_v<T, float>) {
-                if (n <= 16 && avx512_rows()) {
-                    kernels::avx512::scaled_levels(unit, n, scale, round == rounding::log, value, threshold);
-                    return {value, threshold, n};
-                }
+        const std::uint64_t tag = tag_of(lo, hi, code);
+        if (tags[slot] != tag) build(slot, tag, unit, format, code, round);
+        return {data.data() + slot * 2 * n, data.data() + slot * 2 * n + n, n};
+    }
+
+    // The levels of codes[0 .. count) on window [lo, hi] within the current batch, into levels[] (each:
+    // its n values, then its n thresholds, valid until the batch ends; misses build their entries). Returns
+    // how many it resolved: count, or fewer where the next entry would evict one this batch handed out.
+    std::size_t batch_levels(const T* unit, int lo, int hi, block_scale format, rounding round, const std::uint16_t* codes,
+                             std::size_t count, const T** levels) {
+        // Locals, so the stores of a miss do not make the loop reload them.
+        const std::uint64_t* tag = tags.data();
+        std::uint32_t* hand = handed.data();
+        const T* entries = data.data();
+        const std::size_t entry = 2 * n, window = window_hash(lo, hi);
+        const std::uint64_t window_tag = tag_of(lo, hi, 0);
+        const std::uint32_t current = batch;
+        const std::size_t slots = mask;
+        constexpr std::size_t ahead = 8;  // lookups in flight: the tags and entries come from L2
+        for (std::size_t b = 0; b < count; ++b) {
+#if defined(__GNUC__)
+            if (b + ahead < count) {
+                const std::size_t next = (codes[b + ahead] + window) & slots;
+                __builtin_prefetch(tag + next);
+                __builtin_prefetch(entries + next * entry + n);
             }
 #endif
-            for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
-            threshold[0] = T(0);
-            for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
+            const std::size_t slot = (codes[b] + window) & slots;
+            const std::uint64_t want = window_tag | (std::uint64_t(codes[b]) << 40);
+            if (tag[slot] != want) {
+                if (hand[slot] == current) return b;
+                build(slot, want, unit, format, codes[b], round);
+            }
+            hand[slot] = current;
+            levels[b] = entries + slot * entry;
         }
-        return {value, threshold, n};
+        return count;
+    }
+
+private:
+    static std::uint64_t tag_of(int lo, int hi, std::uint16_t code) {
+        return (std::uint64_t(code) << 40) | (std::uint64_t(std::uint16_t(lo)) << 24) | (std::uint64_t(std::uint16_t(hi)) << 8) | 1u;
+    }
+
+    void build(std::size_t slot, std::uint64_t tag, const T* unit, block_scale format, std::uint16_t code, rounding round) {
+        T* value = data.data() + slot * 2 * n;
+        T* threshold = value + n;
+        const T scale = static_cast<T>(block_scale_value(format, code));
+        tags[slot] = tag;
+#if GRPHI_X86_DISPATCH
+        if constexpr (std::is_same_v<T, float>) {
+            if (n <= 16 && avx512_rows()) {
+                kernels::avx512::scaled_levels(unit, n, scale, round == rounding::log, value, threshold);
+                return;
+            }
+        }
+#endif
+        for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
+        threshold[0] = T(0);
+        for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
     }
 };
 
@@ -571,6 +613,7 @@ private:
         scaled_level_cache<T> cache;
         std::vector<T> window_levels;
         std::vector<I> block_max;  // of a row's blocks (the AVX-512 route)
+        std::vector<const T*> block_levels;  // per block of a row: its levels in the cache (the AVX-512 route)
     };
     static scratch& thread_scratch(std::size_t size) {
         thread_local scratch s;
@@ -792,21 +835,32 @@ private:
         return kernels::avx512::block_maxima(w, n, size, s.block_max.data());
     }
 
-    // scaled_row's loop without the search, on the row's block maxima (in s.block_max): every block's
-    // code first (vectorized), then its weights on its levels.
-    template <class LevelsOf>
-    void scaled_row_from_maxima(const T* w, std::size_t n, block_row& out, scratch& s, LevelsOf& levels_of) const {
+    // scaled_row's loop without the search, on the row's block maxima (in s.block_max), after
+    // prepare_levels: every block's code first (vectorized), then the levels of a run of blocks (misses
+    // build their entries), then the run's weights on the kernel, so its loop holds no cache lookups. A run
+    // ends where an entry would evict one the run still needs.
+    void scaled_row_from_maxima(const T* w, std::size_t n, block_row& out, scratch& s) const {
         const auto size = static_cast<std::size_t>(o_.block_size);
         const std::size_t blocks = (n + size - 1) / size;
         const scale_code_fields f = code_fields(o_.block_format);
         kernels::avx512::block_scale_codes<T>(s.block_max.data(), blocks, static_cast<double>(s.window_levels.back()),
                                               f.mantissa_bits, f.min_exponent, f.bias, out.scales);
-        kernels::avx512::scaled_blocks(w, n, size, s.window_levels.size(), o_.under == underflow::flush, out.lo, out.exps,
-                                       out.signs, [&](std::size_t b) {
-                                           // Fetch the entry two blocks ahead from L2 while this block is quantized.
-                                           if (b + 2 < blocks) s.cache.prefetch(out.lo, out.hi, out.scales[b + 2]);
-                                           return levels_of(out.scales[b]);
-                                       });
+        if (s.block_levels.size() < blocks) s.block_levels.resize(blocks);
+        const std::size_t window = s.window_levels.size();
+        const bool flush = o_.under == underflow::flush;
+        std::size_t first = 0;  // of the run
+        auto run_kernel = [&](std::size_t end) {
+            const std::size_t start = first * size, stop = std::min(n, end * size);
+            kernels::avx512::scaled_blocks(w + start, stop - start, size, window, flush, out.lo, out.exps + start,
+                                           out.signs + start, s.block_levels.data() + first);
+            first = end;
+        };
+        for (std::size_t b = 0; b < blocks;) {
+            s.cache.new_batch();
+            b += s.cache.batch_levels(s.window_levels.data(), out.lo, out.hi, o_.block_format, o_.round, out.scales + b,
+                                      blocks - b, s.block_levels.data() + b);
+            run_kernel(b);
+        }
     }
 #endif
 
@@ -822,8 +876,8 @@ public:
             const I bits = row_block_maxima(w, n, s);
             if (bits >= cell_table<T, Base>::inf_bits) return false;
             c = window_of(from_bits<T>(bits));
-            auto levels_of = prepare_levels(c, out, s);
-            scaled_row_from_maxima(w, n, out, s, levels_of);
+            (void)prepare_levels(c, out, s);
+            scaled_row_from_maxima(w, n, out, s);
             return true;
         }
 #endif
@@ -844,7 +898,7 @@ private:
 #if GRPHI_X86_DISPATCH
         if (maxima_route(out)) {
             row_block_maxima(w, n, s);
-            return scaled_row_from_maxima(w, n, out, s, levels_of);
+            return scaled_row_from_maxima(w, n, out, s);
         }
 #endif
         for (std::size_t b = 0, start = 0; start < n; ++b, start += size) {

@@ -53,6 +53,14 @@ struct zmm_bits {
     GRPHI_TARGET_AVX512 static __m512i load(const void* p, mask m) {
         if constexpr (wide) return _mm512_maskz_loadu_epi64(m, p); else return _mm512_maskz_loadu_epi32(m, p);
     }
+    // The lanes of m from p, the others from fill.
+    GRPHI_TARGET_AVX512 static __m512i load_or(const void* p, mask m, __m512i fill) {
+        if constexpr (wide) return _mm512_mask_loadu_epi64(fill, m, p); else return _mm512_mask_loadu_epi32(fill, m, p);
+    }
+    // Lane L: t's lane i[L] (the index's low bits).
+    GRPHI_TARGET_AVX512 static __m512i permute(__m512i t, __m512i i) {
+        if constexpr (wide) return _mm512_permutexvar_epi64(i, t); else return _mm512_permutexvar_epi32(i, t);
+    }
     GRPHI_TARGET_AVX512 static void store(void* p, __m512i v, mask m) {
         if constexpr (wide) _mm512_mask_storeu_epi64(p, m, v); else _mm512_mask_storeu_epi32(p, m, v);
     }
@@ -480,6 +488,29 @@ GRPHI_TARGET_AVX512 inline __m512i transposed_maxima(__m512i* v) {
         return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15), v[0]);
 }
 
+// block_maxima on `blocks` (a multiple of the lane count) whole blocks of Registers registers each, their
+// row maximum into row; returns blocks.
+template <class T, std::size_t Registers>
+GRPHI_TARGET_AVX512 inline std::size_t whole_block_maxima(const T* w, std::size_t blocks, bits_t<T>* block_max, __m512i& row, std::size_t ahead) {
+    using zmm = zmm_bits<T>;
+    const __m512i magnitude = zmm::set1(std::numeric_limits<bits_t<T>>::max());
+    for (std::size_t first = 0; first < blocks; first += zmm::lanes) {
+        const T* x = w + first * Registers * zmm::lanes;
+        __m512i v[zmm::lanes];
+        for (std::size_t j = 0; j < zmm::lanes; ++j) {
+            for (std::size_t r = 0; r < Registers; ++r) _mm_prefetch(reinterpret_cast<const char*>(x + ahead + (j * Registers + r) * zmm::lanes), _MM_HINT_T1);
+            __m512i maxima = _mm512_and_si512(zmm::load(x + j * Registers * zmm::lanes), magnitude);
+            for (std::size_t r = 1; r < Registers; ++r)
+                maxima = zmm::max(maxima, _mm512_and_si512(zmm::load(x + (j * Registers + r) * zmm::lanes), magnitude));
+            v[j] = maxima;
+        }
+        const __m512i maxima = transposed_maxima<T>(v);
+        row = zmm::max(row, maxima);
+        zmm::store(block_max + first, maxima, zmm::all);
+    }
+    return blocks;
+}
+
 // The largest magnitude (bits) of every block of a row; returns the row's (>= the infinity's bits when
 // the row holds NaN or Inf). The first pass of exponent block scales: it reads the row from memory.
 template <class T>
@@ -490,7 +521,17 @@ GRPHI_TARGET_AVX512 bits_t<T> block_maxima(const T* w, std::size_t n, std::size_
     __m512i row = zmm::set1(0);
     const std::size_t blocks = (n + block_size - 1) / block_size;
     if (block_size % zmm::lanes == 0) {  // whole registers per block: a register of blocks at a time
-        for (std::size_t first = 0; first < blocks; first += zmm::lanes) {
+        std::size_t first = 0;
+        // Groups of whole blocks inside the row, unrolled for the common sizes (the loop below does the rest).
+        const std::size_t whole = n / (block_size * zmm::lanes) * zmm::lanes;
+        switch (block_size / zmm::lanes) {
+        case 1: first = whole_block_maxima<T, 1>(w, whole, block_max, row, n); break;
+        case 2: first = whole_block_maxima<T, 2>(w, whole, block_max, row, n); break;
+        case 4: first = whole_block_maxima<T, 4>(w, whole, block_max, row, n); break;
+        case 8: first = whole_block_maxima<T, 8>(w, whole, block_max, row, n); break;
+        default: break;
+        }
+        for (; first < blocks; first += zmm::lanes) {
             __m512i v[zmm::lanes];
             for (std::size_t j = 0; j < zmm::lanes; ++j) {
                 // Masked-off lanes and blocks past the row load 0, which no magnitude is below.
@@ -593,65 +634,88 @@ GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, c
     return exact_blocks;
 }
 
-// fp16/e4m3 block scales, one block on its scaled levels: exponent lo + the number of thresholds at or
-// below |w| (threshold[1..n-1], ascending; non-negative T compare as their bits), and the sign. A zero
-// weight, or under flush one below half the lowest level (bottom_bits), keeps exponent lo and sign 0.
-// Thresholds > 0 is the count n - 1 known at compile time (thresholds in registers, comparisons unrolled);
-// 0: any n.
-template <class T, std::size_t Thresholds = 0>
+// fp16/e4m3 block scales, one block on its scaled levels: exponent lo + the offset, the number of
+// thresholds at or below |w| (threshold[1..n-1], ascending; non-negative T compare as their bits), and the
+// sign. A zero weight, or under flush one below half the lowest level (bottom_bits), keeps exponent lo and
+// sign 0. Steps >= 0: n <= 2^Steps <= lanes, and the offset is found by binary search, one comparison per
+// halving (table s, lane L: threshold[L + 2^s], or +inf past the last, the one to compare once the offset
+// so far is L). Steps < 0: any n, a comparison per threshold.
+template <class T, int Steps = -1>
 GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void scaled_block_lanes(const T* w, std::size_t len, const T* threshold, std::size_t n,
                                              bits_t<T> bottom_bits, bool flush, int lo, std::int16_t* exps,
                                              std::int8_t* signs) {
     using zmm = zmm_bits<T>;
     using I = bits_t<T>;
+    static_assert(Steps < 0 || (std::size_t(1) << Steps) <= zmm::lanes, "grphi: the search tables are one register");
     const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max()), one = zmm::set1(1), base = zmm::set1(lo);
     const __m512i bottom = zmm::set1(bottom_bits);
-    __m512i fixed[Thresholds > 0 ? Thresholds : 1];
-    if constexpr (Thresholds > 0)
-        for (std::size_t j = 0; j < Thresholds; ++j) fixed[j] = zmm::set1(::grphi::detail::to_bits(threshold[j + 1]));
+    __m512i table[Steps > 0 ? Steps : 1];
+    if constexpr (Steps > 0) {
+        table[Steps - 1] = zmm::set1(::grphi::detail::to_bits(threshold[std::size_t(1) << (Steps - 1)]));
+        for (int s = 0; s + 1 < Steps; ++s) {
+            const std::size_t stride = std::size_t(1) << s;
+            table[s] = zmm::load_or(threshold + stride, zmm::first(n - stride), magnitude);
+        }
+    }
     for (std::size_t i = 0; i < len; i += zmm::lanes) {
         const auto m = lanes_at<T>(i, len);
         const __m512i bits = zmm::load(w + i, m);
         const __m512i mag = _mm512_and_si512(bits, magnitude);
-        __m512i k = base;
-        if constexpr (Thresholds > 0) {
-            // Two chains of additions: half the dependent steps.
-            __m512i k2 = zmm::set1(0);
-            for (std::size_t j = 0; j + 1 < Thresholds; j += 2) {
-                k = zmm::add_where(zmm::ge(mag, fixed[j]), k, one);
-                k2 = zmm::add_where(zmm::ge(mag, fixed[j + 1]), k2, one);
-            }
-            if (Thresholds % 2) k = zmm::add_where(zmm::ge(mag, fixed[Thresholds - 1]), k, one);
-            k = zmm::add(k, k2);
+        __m512i k;
+        if constexpr (Steps > 0) {
+            k = zmm::keep_only(zmm::ge(mag, table[Steps - 1]), zmm::set1(std::int64_t(1) << (Steps - 1)));
+            for (int s = Steps - 2; s >= 0; --s)
+                k = zmm::add_where(zmm::ge(mag, zmm::permute(table[s], k)), k, zmm::set1(std::int64_t(1) << s));
         } else {
+            k = zmm::set1(0);
             for (std::size_t j = 1; j < n; ++j)
                 k = zmm::add_where(zmm::ge(mag, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
         }
         auto kept = zmm::nonzero(mag);
         if (flush) kept = static_cast<decltype(kept)>(kept & zmm::ge(zmm::twice(mag), bottom));
-        zmm::store_int16(exps + i, m, zmm::blend(kept, base, k));
+        zmm::store_int16(exps + i, m, zmm::add_where(kept, base, k));
         zmm::store_int8(signs + i, m, zmm::or_where(kept, zmm::sign_fill(bits), one));
     }
+}
+
+// The binary search's step count for a window of n levels: ceil(log2 n), or -1 when its tables would
+// not fit in a register (a comparison per threshold then).
+template <class T>
+constexpr int scaled_search_steps(std::size_t n) {
+    int steps = 0;
+    while ((std::size_t(1) << steps) < n) ++steps;
+    return (std::size_t(1) << steps) <= zmm_bits<T>::lanes ? steps : -1;
 }
 
 // scaled_block_lanes for any n, called once per block (the searched route).
 template <class T>
 GRPHI_TARGET_AVX512 void scaled_block(const T* w, std::size_t len, const T* threshold, std::size_t n, bits_t<T> bottom_bits,
                                       bool flush, int lo, std::int16_t* exps, std::int8_t* signs) {
-    scaled_block_lanes<T, 0>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    switch (scaled_search_steps<T>(n)) {
+    case 0: return scaled_block_lanes<T, 0>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    case 1: return scaled_block_lanes<T, 1>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    case 2: return scaled_block_lanes<T, 2>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    case 3: return scaled_block_lanes<T, 3>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    case 4:
+        if constexpr (zmm_bits<T>::lanes >= 16) return scaled_block_lanes<T, 4>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+        [[fallthrough]];
+    default: return scaled_block_lanes<T, -1>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    }
 }
 
-template <class T, std::size_t Thresholds, class Levels>
-GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, bool flush, int lo,
-                                         std::int16_t* exps, std::int8_t* signs, Levels& levels) {
+// Every block of a row on its levels: levels[b] points at block b's `window` values, then its `window`
+// thresholds.
+template <class T, int Steps>
+GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
+                                         int lo, std::int16_t* exps, std::int8_t* signs, const T* const* levels) {
     using zmm = zmm_bits<T>;
     for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
         const std::size_t len = std::min(n - start, block_size);
         // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
         for (std::size_t i = 0; i < len; i += zmm::lanes) _mm_prefetch(reinterpret_cast<const char*>(w + n + start + i), _MM_HINT_T1);
-        const auto l = levels(b);
-        scaled_block_lanes<T, Thresholds>(w + start, len, l.threshold, l.n, ::grphi::detail::to_bits(l.value[0]), flush, lo,
-                                    exps + start, signs + start);
+        const T* value = levels[b];
+        scaled_block_lanes<T, Steps>(w + start, len, value + window, window, ::grphi::detail::to_bits(value[0]), flush, lo,
+                                     exps + start, signs + start);
     }
 }
 
@@ -668,8 +732,8 @@ GRPHI_TARGET_AVX512 inline void scaled_levels(const float* unit, std::size_t n, 
     _mm512_mask_storeu_ps(value, all, v);
     // Lane j: a = value[j - 1], b = value[j] (lane 0 unused).
     const __m512 a = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14), v);
-    __m512 t[2];
-    for (int half = 0; half < 2; ++half) {
+    __m512 t[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int half = 0; half < (n > 8 ? 2 : 1); ++half) {  // thresholds 8 .. 15 only for windows past 8
         const __m512d ad = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(a, 1) : _mm512_castps512_ps256(a));
         const __m512d bd = _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v));
         const __m512d target = log_rounding ? _mm512_mul_pd(ad, bd) : _mm512_add_pd(ad, bd);  // exact
@@ -723,21 +787,20 @@ GRPHI_TARGET_AVX512 void block_scale_codes(const bits_t<T>* block_max, std::size
     }
 }
 
-// fp16/e4m3 block scales on a row of window size `window` (levels per block) whose codes are chosen: per
-// block, levels(b) returns its levels (value, threshold, n = window) and the kernel writes the block.
-template <class T, class Levels>
+// fp16/e4m3 block scales on a row of window size `window` (levels per block) whose codes are chosen:
+// levels[b] points at block b's `window` values, then its `window` thresholds.
+template <class T>
 GRPHI_TARGET_AVX512 void scaled_blocks(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
-                                       int lo, std::int16_t* exps, std::int8_t* signs, Levels&& levels) {
-    switch (window) {  // the common windows with their thresholds in registers
-    case 2: return scaled_row_with<T, 1>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 3: return scaled_row_with<T, 2>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 4: return scaled_row_with<T, 3>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 5: return scaled_row_with<T, 4>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 6: return scaled_row_with<T, 5>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 7: return scaled_row_with<T, 6>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 8: return scaled_row_with<T, 7>(w, n, block_size, flush, lo, exps, signs, levels);
-    case 16: return scaled_row_with<T, 15>(w, n, block_size, flush, lo, exps, signs, levels);
-    default: return scaled_row_with<T, 0>(w, n, block_size, flush, lo, exps, signs, levels);
+                                       int lo, std::int16_t* exps, std::int8_t* signs, const T* const* levels) {
+    switch (scaled_search_steps<T>(window)) {  // the search tables in registers
+    case 0: return scaled_row_with<T, 0>(w, n, block_size, window, flush, lo, exps, signs, levels);
+    case 1: return scaled_row_with<T, 1>(w, n, block_size, window, flush, lo, exps, signs, levels);
+    case 2: return scaled_row_with<T, 2>(w, n, block_size, window, flush, lo, exps, signs, levels);
+    case 3: return scaled_row_with<T, 3>(w, n, block_size, window, flush, lo, exps, signs, levels);
+    case 4:
+        if constexpr (zmm_bits<T>::lanes >= 16) return scaled_row_with<T, 4>(w, n, block_size, window, flush, lo, exps, signs, levels);
+        [[fallthrough]];
+    default: return scaled_row_with<T, -1>(w, n, block_size, window, flush, lo, exps, signs, levels);
     }
 }
 
