@@ -687,37 +687,54 @@ constexpr int scaled_search_steps(std::size_t n) {
     return (std::size_t(1) << steps) <= zmm_bits<T>::lanes ? steps : -1;
 }
 
+// Runs Kernel<T, Steps>::run(args...) with Steps = scaled_search_steps<T>(n): the one place a window
+// size becomes the search's compile-time step count.
+template <template <class, int> class Kernel, class T, class... Args>
+GRPHI_TARGET_AVX512 inline void with_search_steps(std::size_t n, Args... args) {
+    switch (scaled_search_steps<T>(n)) {
+    case 0: return Kernel<T, 0>::run(args...);
+    case 1: return Kernel<T, 1>::run(args...);
+    case 2: return Kernel<T, 2>::run(args...);
+    case 3: return Kernel<T, 3>::run(args...);
+    case 4:
+        if constexpr (zmm_bits<T>::lanes >= 16) return Kernel<T, 4>::run(args...);
+        [[fallthrough]];
+    default: return Kernel<T, -1>::run(args...);
+    }
+}
+
+template <class T, int Steps>
+struct scaled_block_kernel {
+    GRPHI_TARGET_AVX512 static void run(const T* w, std::size_t len, const T* threshold, std::size_t n, bits_t<T> bottom_bits,
+                                        bool flush, int lo, std::int16_t* exps, std::int8_t* signs) {
+        scaled_block_lanes<T, Steps>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
+    }
+};
+
 // scaled_block_lanes for any n, called once per block (the searched route).
 template <class T>
 GRPHI_TARGET_AVX512 void scaled_block(const T* w, std::size_t len, const T* threshold, std::size_t n, bits_t<T> bottom_bits,
                                       bool flush, int lo, std::int16_t* exps, std::int8_t* signs) {
-    switch (scaled_search_steps<T>(n)) {
-    case 0: return scaled_block_lanes<T, 0>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
-    case 1: return scaled_block_lanes<T, 1>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
-    case 2: return scaled_block_lanes<T, 2>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
-    case 3: return scaled_block_lanes<T, 3>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
-    case 4:
-        if constexpr (zmm_bits<T>::lanes >= 16) return scaled_block_lanes<T, 4>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
-        [[fallthrough]];
-    default: return scaled_block_lanes<T, -1>(w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
-    }
+    with_search_steps<scaled_block_kernel, T>(n, w, len, threshold, n, bottom_bits, flush, lo, exps, signs);
 }
 
 // Every block of a row on its levels: levels[b] points at block b's `window` values, then its `window`
 // thresholds.
 template <class T, int Steps>
-GRPHI_TARGET_AVX512 void scaled_row_with(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
-                                         int lo, std::int16_t* exps, std::int8_t* signs, const T* const* levels) {
-    using zmm = zmm_bits<T>;
-    for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
-        const std::size_t len = std::min(n - start, block_size);
-        // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
-        for (std::size_t i = 0; i < len; i += zmm::lanes) _mm_prefetch(reinterpret_cast<const char*>(w + n + start + i), _MM_HINT_T1);
-        const T* value = levels[b];
-        scaled_block_lanes<T, Steps>(w + start, len, value + window, window, ::grphi::detail::to_bits(value[0]), flush, lo,
-                                     exps + start, signs + start);
+struct scaled_row_kernel {
+    GRPHI_TARGET_AVX512 static void run(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
+                                        int lo, std::int16_t* exps, std::int8_t* signs, const T* const* levels) {
+        using zmm = zmm_bits<T>;
+        for (std::size_t b = 0, start = 0; start < n; ++b, start += block_size) {
+            const std::size_t len = std::min(n - start, block_size);
+            // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
+            for (std::size_t i = 0; i < len; i += zmm::lanes) _mm_prefetch(reinterpret_cast<const char*>(w + n + start + i), _MM_HINT_T1);
+            const T* value = levels[b];
+            scaled_block_lanes<T, Steps>(w + start, len, value + window, window, ::grphi::detail::to_bits(value[0]), flush, lo,
+                                         exps + start, signs + start);
+        }
     }
-}
+};
 
 // The scaled levels of a float block, branch-free (the level cache's miss path): value[j] = scale *
 // unit[j] for j < n <= 16, threshold[0] = 0 and, for j >= 1, scaled_threshold(value[j - 1], value[j]):
@@ -792,16 +809,7 @@ GRPHI_TARGET_AVX512 void block_scale_codes(const bits_t<T>* block_max, std::size
 template <class T>
 GRPHI_TARGET_AVX512 void scaled_blocks(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
                                        int lo, std::int16_t* exps, std::int8_t* signs, const T* const* levels) {
-    switch (scaled_search_steps<T>(window)) {  // the search tables in registers
-    case 0: return scaled_row_with<T, 0>(w, n, block_size, window, flush, lo, exps, signs, levels);
-    case 1: return scaled_row_with<T, 1>(w, n, block_size, window, flush, lo, exps, signs, levels);
-    case 2: return scaled_row_with<T, 2>(w, n, block_size, window, flush, lo, exps, signs, levels);
-    case 3: return scaled_row_with<T, 3>(w, n, block_size, window, flush, lo, exps, signs, levels);
-    case 4:
-        if constexpr (zmm_bits<T>::lanes >= 16) return scaled_row_with<T, 4>(w, n, block_size, window, flush, lo, exps, signs, levels);
-        [[fallthrough]];
-    default: return scaled_row_with<T, -1>(w, n, block_size, window, flush, lo, exps, signs, levels);
-    }
+    with_search_steps<scaled_row_kernel, T>(window, w, n, block_size, window, flush, lo, exps, signs, levels);
 }
 
 }  // namespace grphi::kernels::avx512
