@@ -643,6 +643,14 @@ TEST_CASE_TEMPLATE("AVX-512 block maxima are every block's largest magnitude, at
 #endif
 
 #if GRPHI_X86_DISPATCH
+// The comparison per threshold is always_inline: a caller compiled without -mavx512f needs this AVX-512 frame around it.
+template <typename T>
+GRPHI_TARGET_AVX512 void scaled_block_by_comparison(const T* w, std::size_t len, const T* threshold, std::size_t n,
+                                                    grphi::detail::bits_t<T> bottom, bool flush, int origin,
+                                                    std::int16_t* exponent, std::int8_t* sign) {
+    grphi::kernels::avx512::scaled_block_lanes<T, -1>(w, len, threshold, n, bottom, flush, origin, exponent, sign);
+}
+
 TEST_CASE_TEMPLATE("AVX-512 searched scaled blocks equal the comparison per threshold, for every window, tie and tail", T,
                    float, double) {
     if (grphi::kernels::detected_isa() != grphi::kernels::isa::avx512) return;  // nothing to run on this CPU
@@ -675,8 +683,8 @@ TEST_CASE_TEMPLATE("AVX-512 searched scaled blocks equal the comparison per thre
                     const I bottom = grphi::detail::to_bits(lowest);
                     std::vector<std::int16_t> want_e(len), got_e(len);
                     std::vector<std::int8_t> want_s(len), got_s(len);
-                    grphi::kernels::avx512::scaled_block_lanes<T, -1>(w.data(), len, threshold.data(), n, bottom, flush, -7,
-                                                                       want_e.data(), want_s.data());
+                    scaled_block_by_comparison<T>(w.data(), len, threshold.data(), n, bottom, flush, -7, want_e.data(),
+                                                  want_s.data());
                     grphi::kernels::avx512::scaled_block<T>(w.data(), len, threshold.data(), n, bottom, flush, -7, got_e.data(),
                                                             got_s.data());
                     CAPTURE(n);
