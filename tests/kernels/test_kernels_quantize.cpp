@@ -342,7 +342,7 @@ struct block_definition {
 // scaled levels for fp16/e4m3, the grid's for exponent scales) and one ulp either side, the flush point,
 // zeros and denormals; a row with ±max; a short last block.
 template <class T, class Base>
-matrix<T> block_stress_input(const grphi::options& o, Eigen::Index cols, std::uint64_t seed) {
+matrix<T> block_stress_input(const grphi::options& o, Eigen::Index cols, std::uint64_t seed, int binades = 0) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> unit(0.3, 1.0);
     const block_definition<T, Base> def{o};
@@ -352,7 +352,7 @@ matrix<T> block_stress_input(const grphi::options& o, Eigen::Index cols, std::ui
     matrix<T> W = matrix<T>::Zero(rows, cols);
     const T denormal = std::numeric_limits<T>::denorm_min();
     for (Eigen::Index r = 0; r < rows; ++r) {
-        const T row_max = static_cast<T>(std::ldexp(unit(rng), static_cast<int>(rng() % 9) - 6));
+        const T row_max = static_cast<T>(std::ldexp(unit(rng), static_cast<int>(rng() % 9) - 6 + binades));
         W(r, 0) = row_max;
         if (r == 3) {  // ±max, a denormal and a zero among tiny weights
             W(r, 0) = std::numeric_limits<T>::max();
@@ -495,6 +495,74 @@ TEST_CASE_TEMPLATE("block-scaled quantize on every path is the exact definition 
     check_block_paths_against_definition<T, grphi::two>();
 }
 
+// The AVX-512 fp16/e4m3 route shares one set of levels among the scales with the same mantissa,
+// shifted by the scale's binade; blocks whose shifted levels would leave T's normal range take their own.
+// Rows at the ends of T's range (levels there are denormal or near the largest finite), and per-channel
+// windows that change from row to row and between calls, must give the scalar route's result.
+TEST_CASE_TEMPLATE("fp16/e4m3 blocks at the ends of the range and on changing windows give the exact result on every path", T,
+                   float, double) {
+    const bool single = std::is_same_v<T, float>;
+    const std::vector<int> far = single ? std::vector<int>{-146, -140, -133, -125, -118, 100, 118}
+                                        : std::vector<int>{-1070, -1060, -1040, -1020, 1000, 1015};
+    std::uint64_t seed = 900;
+    for (auto format : {grphi::block_scale::fp16, grphi::block_scale::e4m3})
+        for (auto round : {grphi::rounding::log, grphi::rounding::linear})
+            for (auto under : {grphi::underflow::clamp, grphi::underflow::flush})
+                for (int binades : far)
+                    for (int block : {7, 32, 64}) {  // a tail-only block and whole blocks of 2 and 4 (float) registers
+                        grphi::options o;
+                        o.levels = single && block == 7 ? 16 : 8;
+                        o.block_size = block;
+                        o.block_format = format;
+                        o.round = round;
+                        o.under = under;
+                        const matrix<T> W = block_stress_input<T, grphi::phi>(o, 5 * block + 3, seed++, binades);
+                        grphi::packed<T, grphi::phi> want;
+                        {
+                            grphi::kernels::scoped_isa_limit scalar(grphi::kernels::isa::scalar);
+                            want = grphi::quantize<grphi::phi>(W, o);
+                        }
+                        CAPTURE(static_cast<int>(format));
+                        CAPTURE(static_cast<int>(round));
+                        CAPTURE(static_cast<int>(under));
+                        CAPTURE(binades);
+                        CAPTURE(block);
+                        for (int i = 0; i < grphi::kernels::available_isa_count(); ++i) {
+                            grphi::kernels::scoped_isa_limit guard(grphi::kernels::available_isa(i));
+                            CAPTURE(grphi::kernels::isa_name(grphi::kernels::available_isa(i)));
+                            const auto got = grphi::quantize<grphi::phi>(W, o);
+                            check_same_packed(got, want);
+                            check_blocks_against_definition<T, grphi::phi>(W, o, got);
+                        }
+                    }
+    // Rows on six windows in turn (more than a thread keeps), quantized with each rounding in turn: every
+    // row's levels are those of its own window and rounding.
+    std::mt19937 rng(41);
+    std::normal_distribution<double> gauss(0.0, 1.0);
+    const Eigen::Index rows = 36, cols = 32 * 40 + 9;
+    matrix<T> W(rows, cols);
+    for (Eigen::Index r = 0; r < rows; ++r)
+        for (Eigen::Index c = 0; c < cols; ++c) W(r, c) = static_cast<T>(std::ldexp(gauss(rng), static_cast<int>(r % 6) * 3 - 9));
+    for (int pass = 0; pass < 4; ++pass) {
+        grphi::options o;
+        o.levels = 8;
+        o.block_size = 32;
+        o.block_format = pass == 3 ? grphi::block_scale::e4m3 : grphi::block_scale::fp16;
+        o.round = pass % 2 ? grphi::rounding::linear : grphi::rounding::log;
+        grphi::packed<T, grphi::phi> want;
+        {
+            grphi::kernels::scoped_isa_limit scalar(grphi::kernels::isa::scalar);
+            want = grphi::quantize<grphi::phi>(W, o);
+        }
+        CAPTURE(pass);
+        for (int i = 0; i < grphi::kernels::available_isa_count(); ++i) {
+            grphi::kernels::scoped_isa_limit guard(grphi::kernels::available_isa(i));
+            CAPTURE(grphi::kernels::isa_name(grphi::kernels::available_isa(i)));
+            check_same_packed(grphi::quantize<grphi::phi>(W, o), want);
+        }
+    }
+}
+
 // Ratios at every scale code of format f, the midpoints between adjacent codes and an ulp either side,
 // the special values, and random ratios over 30 binades.
 std::vector<double> scale_code_probes(grphi::block_scale f) {
@@ -551,8 +619,9 @@ TEST_CASE_TEMPLATE("AVX-512 block scale codes are block_scale_nearest's of max /
             for (std::size_t i = 0; i < maxima.size(); ++i) bits[i] = grphi::detail::to_bits(maxima[i]);
             for (std::size_t blocks : {maxima.size(), std::size_t(13), std::size_t(8), std::size_t(1), std::size_t(0)}) {
                 std::vector<std::uint16_t> got(blocks + 9, 0xBEEF);
+                std::vector<std::int32_t> parts(blocks + 9, 0x7EEF);
                 grphi::kernels::avx512::block_scale_codes<T>(bits.data(), blocks, top, fields.mantissa_bits, fields.min_exponent,
-                                                             fields.bias, got.data());
+                                                             fields.bias, got.data(), (blocks % 2) ? parts.data() : nullptr);
                 for (std::size_t i = 0; i < blocks; ++i) {
                     const T m = maxima[i];
                     const std::uint16_t want = grphi::detail::block_scale_nearest(f, m > T(0) ? static_cast<double>(m) / top : 1.0).code;
@@ -560,8 +629,16 @@ TEST_CASE_TEMPLATE("AVX-512 block scale codes are block_scale_nearest's of max /
                         CAPTURE(m);
                         CHECK(got[i] == want);
                     }
+                    // The parts: the code's value as 2^e * (1 + fraction / 1024).
+                    const std::int32_t fraction = parts[i] & 1023, e = (parts[i] - fraction) / 1024;
+                    if ((blocks % 2) && std::ldexp(1 + fraction / 1024.0, e) != grphi::detail::block_scale_value(f, got[i])) {
+                        CAPTURE(m);
+                        CAPTURE(parts[i]);
+                        CHECK(std::ldexp(1 + fraction / 1024.0, e) == grphi::detail::block_scale_value(f, got[i]));
+                    }
                 }
                 for (std::size_t i = blocks; i < got.size(); ++i) CHECK(got[i] == 0xBEEF);  // nothing past the blocks
+                for (std::size_t i = (blocks % 2) ? blocks : 0; i < parts.size(); ++i) CHECK(parts[i] == 0x7EEF);  // nothing else written
             }
         }
     }

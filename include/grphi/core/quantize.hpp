@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -453,6 +454,24 @@ struct scaled_view {
     }
 };
 
+// The n values scale * unit[j], then the n thresholds (threshold[0] = 0), of a scaled block into out.
+template <class T>
+void build_scaled_levels(const T* unit, std::size_t n, T scale, rounding round, T* out) {
+    T* value = out;
+    T* threshold = out + n;
+#if GRPHI_X86_DISPATCH
+    if constexpr (std::is_same_v<T, float>) {
+        if (n <= 16 && avx512_rows()) {
+            kernels::avx512::scaled_levels(unit, n, scale, round == rounding::log, value, threshold);
+            return;
+        }
+    }
+#endif
+    for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
+    threshold[0] = T(0);
+    for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
+}
+
 // Scaled levels per scale code for one channel window, built once per thread and reused by every block
 // with that code: codes repeat (a block's scale is its maximum over the window top, rounded to 11 or 4
 // bits), and building the thresholds costs far more than a block's weights. Direct-mapped; an entry is
@@ -542,21 +561,60 @@ private:
     }
 
     void build(std::size_t slot, std::uint64_t tag, const T* unit, block_scale format, std::uint16_t code, rounding round) {
-        T* value = data.data() + slot * 2 * n;
-        T* threshold = value + n;
-        const T scale = static_cast<T>(block_scale_value(format, code));
         tags[slot] = tag;
-#if GRPHI_X86_DISPATCH
-        if constexpr (std::is_same_v<T, float>) {
-            if (n <= 16 && avx512_rows()) {
-                kernels::avx512::scaled_levels(unit, n, scale, round == rounding::log, value, threshold);
-                return;
-            }
-        }
-#endif
-        for (std::size_t j = 0; j < n; ++j) value[j] = scale * unit[j];
-        threshold[0] = T(0);
-        for (std::size_t j = 1; j < n; ++j) threshold[j] = scaled_threshold(value[j - 1], value[j], round);
+        build_scaled_levels(unit, n, static_cast<T>(block_scale_value(format, code)), round, data.data() + slot * 2 * n);
+    }
+};
+
+// The scaled levels of one window for every scale mantissa. A scale 2^e * (1 + f / 1024) (every fp16 and
+// e4m3 value is one) has the values and thresholds of the scale 1 + f / 1024 times 2^e, exactly, while
+// all of them stay normal: so one entry per f serves every code with that fraction, and a block's kernel
+// shifts its magnitudes by e binades instead of looking its code up. Entries are built on first use and
+// kept across calls; the key is all a threshold depends on: the window's unit levels and the rounding.
+template <class T>
+struct scaled_mantissa_levels {
+    static constexpr std::size_t fractions = 1024;
+    using binades = kernels::avx512::binade_range;  // an entry not built yet: none
+    std::vector<T> unit;
+    rounding round = rounding::log;
+    std::vector<T> data;  // per fraction: n values, then n thresholds
+    std::vector<binades> exact;  // per fraction
+    std::vector<std::uint8_t> built;
+
+    bool serves(const std::vector<T>& u, rounding r) const {
+        return r == round && u.size() == unit.size() && std::memcmp(u.data(), unit.data(), u.size() * sizeof(T)) == 0;
+    }
+    void reset(const std::vector<T>& u, rounding r) {
+        unit = u;
+        round = r;
+        data.assign(fractions * 2 * u.size(), T(0));
+        exact.assign(fractions, binades{});
+        built.assign(fractions, 0);
+    }
+    // Builds entry f of the block with scale part (e * 1024 + f) if it was not yet; true when the block
+    // can take it: its values and thresholds times 2^e are normal. (Its magnitudes over 2^e then stay
+    // finite too: an absmax code keeps the block's largest magnitude within the code's rounding of
+    // scale * top, and top * (1 + f / 1024) < 2^(max - 2).)
+    bool build_for(std::int32_t part) {
+        const std::int32_t f = part & 1023, e = (part - f) / 1024;
+        if (!built[static_cast<std::size_t>(f)]) build(f);
+        const binades& r = exact[static_cast<std::size_t>(f)];
+        return static_cast<std::uint32_t>(e - r.lo) <= r.span;
+    }
+
+private:
+    void build(std::int32_t f) {
+        const std::size_t n = unit.size();
+        T* value = data.data() + static_cast<std::size_t>(f) * 2 * n;
+        build_scaled_levels(unit.data(), n, static_cast<T>(1 + f / 1024.0), round, value);
+        // Entry and scaled values two binades inside the normal range, so that each was rounded as a normal
+        // number (a product within an ulp of the smallest normal may round across it).
+        constexpr int digits = std::numeric_limits<T>::digits - 1;
+        constexpr int top_field = 2 * std::numeric_limits<T>::max_exponent - 1;  // 255 / 2047: Inf and NaN
+        const int low = static_cast<int>(to_bits(value[0]) >> digits), high = static_cast<int>(to_bits(value[n - 1]) >> digits);
+        if (low >= 2 && high <= top_field - 2)
+            exact[static_cast<std::size_t>(f)] = {2 - low, static_cast<std::uint32_t>((top_field - 2 - high) - (2 - low))};
+        built[static_cast<std::size_t>(f)] = 1;
     }
 };
 
@@ -614,6 +672,19 @@ private:
         std::vector<T> window_levels;
         std::vector<I> block_max;  // of a row's blocks (the AVX-512 route)
         std::vector<const T*> block_levels;  // per block of a row: its levels in the cache (the AVX-512 route)
+        std::vector<std::int32_t> block_parts;  // per block of a row: its scale as e * 1024 + f (the AVX-512 route)
+        std::vector<std::uint32_t> left;  // blocks of a row the mantissa levels did not take (the AVX-512 route)
+        scaled_mantissa_levels<T> mantissa[4];  // the windows seen last, replaced in turn
+        std::size_t next_mantissa = 0;
+
+        scaled_mantissa_levels<T>& mantissa_levels(rounding round) {
+            for (auto& m : mantissa)
+                if (m.serves(window_levels, round)) return m;
+            auto& m = mantissa[next_mantissa];
+            next_mantissa = (next_mantissa + 1) % std::size(mantissa);
+            m.reset(window_levels, round);
+            return m;
+        }
     };
     static scratch& thread_scratch(std::size_t size) {
         thread_local scratch s;
@@ -843,11 +914,36 @@ private:
         const auto size = static_cast<std::size_t>(o_.block_size);
         const std::size_t blocks = (n + size - 1) / size;
         const scale_code_fields f = code_fields(o_.block_format);
+        const std::size_t window = s.window_levels.size();
+        const bool flush = o_.under == underflow::flush;
+        if (kernels::avx512::scaled_search_steps<T>(window) >= 0) {
+            // Every block on its scale's mantissa entry; the rare block whose levels would leave the normal
+            // range when scaled takes its own levels afterwards.
+            if (s.block_parts.size() < blocks) s.block_parts.resize(blocks);
+            kernels::avx512::block_scale_codes<T>(s.block_max.data(), blocks, static_cast<double>(s.window_levels.back()),
+                                                  f.mantissa_bits, f.min_exponent, f.bias, out.scales, s.block_parts.data());
+            scaled_mantissa_levels<T>& m = s.mantissa_levels(o_.round);
+            if (s.left.size() < blocks) s.left.resize(blocks);
+            const std::int32_t* parts = s.block_parts.data();
+            const std::size_t left = kernels::avx512::scaled_blocks_by_mantissa(w, n, size, window, flush, out.lo, out.exps, out.signs,
+                                                                                m.data.data(), m.exact.data(), parts, s.left.data());
+            // Blocks on entries not built yet, or whose levels leave the normal range: on their own.
+            const channel_state c{out.lo, out.hi, 0};
+            for (std::size_t i = 0; i < left; ++i) {
+                const std::size_t b = s.left[i], start = b * size, len = std::min(n - start, size);
+                std::uint32_t none;
+                if (m.build_for(parts[b]))
+                    kernels::avx512::scaled_blocks_by_mantissa(w + start, len, size, window, flush, out.lo, out.exps + start,
+                                                               out.signs + start, m.data.data(), m.exact.data(), parts + b, &none);
+                else
+                    scaled_block(s.cache.levels(s.window_levels.data(), out.lo, out.hi, o_.block_format, out.scales[b], o_.round), c,
+                                 w + start, len, out.exps + start, out.signs + start, nullptr);
+            }
+            return;
+        }
         kernels::avx512::block_scale_codes<T>(s.block_max.data(), blocks, static_cast<double>(s.window_levels.back()),
                                               f.mantissa_bits, f.min_exponent, f.bias, out.scales);
         if (s.block_levels.size() < blocks) s.block_levels.resize(blocks);
-        const std::size_t window = s.window_levels.size();
-        const bool flush = o_.under == underflow::flush;
         std::size_t first = 0;  // of the run
         auto run_kernel = [&](std::size_t end) {
             const std::size_t start = first * size, stop = std::min(n, end * size);

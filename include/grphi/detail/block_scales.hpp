@@ -95,13 +95,16 @@ inline scale_choice block_scale_nearest(block_scale format, double v) {
     return {code, steps * power_of_two(quantum_exponent)};
 }
 
-// Exact predicates on positive finite T (float or double), for the thresholds of scaled levels.
+// Exact predicates on non-negative finite T (float or double), for the thresholds of scaled levels
+// (levels that underflowed are 0).
 // t * t >= a * b:
 template <class T>
 bool square_at_least(T t, T a, T b) {
     if constexpr (std::is_same_v<T, float>) {
         return double(t) * double(t) >= double(a) * double(b);  // 24-bit products are exact in double
     } else {
+        if (a == 0 || b == 0) return true;  // frexp's exponent of 0 would mislead the ratio below
+        if (t == 0) return false;
         int et = 0, ea = 0, eb = 0;
         const double mt = std::frexp(t, &et), ma = std::frexp(a, &ea), mb = std::frexp(b, &eb);  // in [0.5, 1)
         const int d = 2 * et - ea - eb;                 // t^2 / ab = (mt^2 / (ma mb)) * 2^d, the ratio in (1/4, 4)

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 
 #include "dispatch.hpp"
@@ -639,43 +640,68 @@ GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, c
 // sign. A zero weight, or under flush one below half the lowest level (bottom_bits), keeps exponent lo and
 // sign 0. Steps >= 0: n <= 2^Steps <= lanes, and the offset is found by binary search, one comparison per
 // halving (table s, lane L: threshold[L + 2^s], or +inf past the last, the one to compare once the offset
-// so far is L). Steps < 0: any n, a comparison per threshold.
+// so far is L). Steps < 0: any n, a comparison per threshold. A non-zero shift (e << mantissa bits, e <= 0)
+// compares the magnitudes' bits minus shift with the thresholds: the same as comparing them with the
+// thresholds times 2^e while those stay normal (the caller's check); bottom_bits is the scaled one.
 template <class T, int Steps = -1>
-GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void scaled_block_lanes(const T* w, std::size_t len, const T* threshold, std::size_t n,
-                                             bits_t<T> bottom_bits, bool flush, int lo, std::int16_t* exps,
-                                             std::int8_t* signs) {
+struct scaled_search {
     using zmm = zmm_bits<T>;
     using I = bits_t<T>;
+    using mask = typename zmm::mask;
     static_assert(Steps < 0 || (std::size_t(1) << Steps) <= zmm::lanes, "grphi: the search tables are one register");
-    const __m512i magnitude = zmm::set1(std::numeric_limits<I>::max()), one = zmm::set1(1), base = zmm::set1(lo);
-    const __m512i bottom = zmm::set1(bottom_bits);
+    const T* threshold;
+    std::size_t n;
+    bool flush;
+    __m512i magnitude, one, base, bottom, binades;
     __m512i table[Steps > 0 ? Steps : 1];
-    if constexpr (Steps > 0) {
-        table[Steps - 1] = zmm::set1(::grphi::detail::to_bits(threshold[std::size_t(1) << (Steps - 1)]));
-        for (int s = 0; s + 1 < Steps; ++s) {
-            const std::size_t stride = std::size_t(1) << s;
-            table[s] = zmm::load_or(threshold + stride, zmm::first(n - stride), magnitude);
+
+    GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) scaled_search(const T* threshold_, std::size_t n_, I bottom_bits,
+                                                                            bool flush_, int lo, I shift)
+        : threshold(threshold_), n(n_), flush(flush_), magnitude(zmm::set1(std::numeric_limits<I>::max())), one(zmm::set1(1)),
+          base(zmm::set1(lo)), bottom(zmm::set1(bottom_bits)), binades(zmm::set1(shift)) {
+        if constexpr (Steps > 0) {
+            table[Steps - 1] = zmm::set1(::grphi::detail::to_bits(threshold[std::size_t(1) << (Steps - 1)]));
+            for (int s = 0; s + 1 < Steps; ++s) {
+                const std::size_t stride = std::size_t(1) << s;
+                table[s] = zmm::load_or(threshold + stride, zmm::first(n - stride), magnitude);
+            }
         }
     }
-    for (std::size_t i = 0; i < len; i += zmm::lanes) {
-        const auto m = lanes_at<T>(i, len);
-        const __m512i bits = zmm::load(w + i, m);
+
+    // The lanes m of one register at w.
+    GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void lanes(const T* w, mask m, std::int16_t* exps,
+                                                                         std::int8_t* signs) const {
+        const __m512i bits = zmm::load(w, m);
         const __m512i mag = _mm512_and_si512(bits, magnitude);
+        const __m512i scaled = zmm::sub(mag, binades);  // the magnitude's bits against thresholds 2^shift-binades down
         __m512i k;
         if constexpr (Steps > 0) {
-            k = zmm::keep_only(zmm::ge(mag, table[Steps - 1]), zmm::set1(std::int64_t(1) << (Steps - 1)));
+            k = zmm::keep_only(zmm::ge(scaled, table[Steps - 1]), zmm::set1(std::int64_t(1) << (Steps - 1)));
             for (int s = Steps - 2; s >= 0; --s)
-                k = zmm::add_where(zmm::ge(mag, zmm::permute(table[s], k)), k, zmm::set1(std::int64_t(1) << s));
+                k = zmm::add_where(zmm::ge(scaled, zmm::permute(table[s], k)), k, zmm::set1(std::int64_t(1) << s));
         } else {
             k = zmm::set1(0);
             for (std::size_t j = 1; j < n; ++j)
-                k = zmm::add_where(zmm::ge(mag, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
+                k = zmm::add_where(zmm::ge(scaled, zmm::set1(::grphi::detail::to_bits(threshold[j]))), k, one);
         }
         auto kept = zmm::nonzero(mag);
         if (flush) kept = static_cast<decltype(kept)>(kept & zmm::ge(zmm::twice(mag), bottom));
-        zmm::store_int16(exps + i, m, zmm::add_where(kept, base, k));
-        zmm::store_int8(signs + i, m, zmm::or_where(kept, zmm::sign_fill(bits), one));
+        zmm::store_int16(exps, m, zmm::add_where(kept, base, k));
+        zmm::store_int8(signs, m, zmm::or_where(kept, zmm::sign_fill(bits), one));
     }
+
+    // A block of len weights.
+    GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void block(const T* w, std::size_t len, std::int16_t* exps,
+                                                                         std::int8_t* signs) const {
+        for (std::size_t i = 0; i < len; i += zmm::lanes) lanes(w + i, lanes_at<T>(i, len), exps + i, signs + i);
+    }
+};
+
+template <class T, int Steps = -1>
+GRPHI_TARGET_AVX512 inline __attribute__((always_inline)) void scaled_block_lanes(const T* w, std::size_t len, const T* threshold, std::size_t n,
+                                             bits_t<T> bottom_bits, bool flush, int lo, std::int16_t* exps,
+                                             std::int8_t* signs, bits_t<T> shift = 0) {
+    scaled_search<T, Steps>(threshold, n, bottom_bits, flush, lo, shift).block(w, len, exps, signs);
 }
 
 // The binary search's step count for a window of n levels: ceil(log2 n), or -1 when its tables would
@@ -736,6 +762,106 @@ struct scaled_row_kernel {
     }
 };
 
+// Every block of a row on the levels of its scale's mantissa (core's scaled_mantissa_levels): block b's
+// scale is 2^e * (1 + f / 1024) with parts[b] = e * 1024 + f, and entry f of `table` holds the `window`
+// values, then the `window` thresholds, of the scale 1 + f / 1024. The caller checked that every block's
+// levels stay normal when scaled by 2^e.
+// The binades e a mantissa entry is exact for: e - lo <= span as unsigned (none: span 0, lo out of reach).
+struct binade_range {
+    std::int32_t lo = 1 << 20;
+    std::uint32_t span = 0;
+};
+
+template <class T, int Steps>
+struct scaled_mantissa_row_kernel {
+    using zmm = zmm_bits<T>;
+    using I = bits_t<T>;
+    static constexpr I binade = I(1) << (std::numeric_limits<T>::digits - 1);  // one step of the exponent field
+
+    // Block b's search: its mantissa's entry, its magnitudes shifted by its binade.
+    GRPHI_TARGET_AVX512 static inline __attribute__((always_inline)) scaled_search<T, Steps> search(
+        const T* table, std::size_t window, bool flush, int lo, std::int32_t part) {
+        const T* value = table + static_cast<std::size_t>(part & 1023) * 2 * window;
+        const I shift = static_cast<I>((part - (part & 1023)) / 1024) * binade;
+        return {value + window, window, ::grphi::detail::to_bits(value[0]) + shift, flush, lo, shift};
+    }
+
+    // Whether block part's entry is exact at its binade.
+    GRPHI_TARGET_AVX512 static inline __attribute__((always_inline)) bool exact_at(const binade_range* exact, std::int32_t part) {
+        const binade_range r = exact[part & 1023];
+        return static_cast<std::uint32_t>((part - (part & 1023)) / 1024 - r.lo) <= r.span;
+    }
+
+    // Whole blocks of Registers registers each (unrolled, no tail masks), from block `first` up to `end`;
+    // returns the new count of blocks left to the caller.
+    template <std::size_t Registers>
+    GRPHI_TARGET_AVX512 static std::size_t whole_blocks(const T* w, std::size_t n, std::size_t first, std::size_t end, std::size_t window,
+                                                        bool flush, int lo, std::int16_t* exps, std::int8_t* signs, const T* table,
+                                                        const binade_range* exact, const std::int32_t* parts, std::uint32_t* left,
+                                                        std::size_t count) {
+        constexpr std::size_t size = Registers * zmm::lanes;
+        for (std::size_t b = first; b < end; ++b) {
+            const std::size_t start = b * size;
+            if (!exact_at(exact, parts[b])) {
+                left[count++] = static_cast<std::uint32_t>(b);
+                continue;
+            }
+            const scaled_search<T, Steps> s = search(table, window, flush, lo, parts[b]);
+            for (std::size_t r = 0; r < Registers; ++r) {
+                const std::size_t i = start + r * zmm::lanes;
+                // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
+                _mm_prefetch(reinterpret_cast<const char*>(w + n + i), _MM_HINT_T1);
+                s.lanes(w + i, zmm::all, exps + i, signs + i);
+            }
+        }
+        return count;
+    }
+
+    GRPHI_TARGET_AVX512 static std::size_t run(const T* w, std::size_t n, std::size_t block_size, std::size_t window, bool flush,
+                                               int lo, std::int16_t* exps, std::int8_t* signs, const T* table,
+                                               const binade_range* exact, const std::int32_t* parts, std::uint32_t* left) {
+        std::size_t b = 0, count = 0;
+        const std::size_t whole = n / block_size;
+        switch (block_size % zmm::lanes == 0 ? block_size / zmm::lanes : 0) {
+        case 1: count = whole_blocks<1>(w, n, 0, whole, window, flush, lo, exps, signs, table, exact, parts, left, count); b = whole; break;
+        case 2: count = whole_blocks<2>(w, n, 0, whole, window, flush, lo, exps, signs, table, exact, parts, left, count); b = whole; break;
+        case 4: count = whole_blocks<4>(w, n, 0, whole, window, flush, lo, exps, signs, table, exact, parts, left, count); b = whole; break;
+        default: break;
+        }
+        for (std::size_t start = b * block_size; start < n; ++b, start += block_size) {
+            if (!exact_at(exact, parts[b])) {
+                left[count++] = static_cast<std::uint32_t>(b);
+                continue;
+            }
+            const std::size_t len = std::min(n - start, block_size);
+            for (std::size_t i = 0; i < len; i += zmm::lanes) _mm_prefetch(reinterpret_cast<const char*>(w + n + start + i), _MM_HINT_T1);
+            search(table, window, flush, lo, parts[b]).block(w + start, len, exps + start, signs + start);
+        }
+        return count;
+    }
+};
+
+// fp16/e4m3 block scales on a row whose codes are chosen, every block on its mantissa's entry of table
+// (see scaled_mantissa_row_kernel) where exact says the entry holds at the block's binade. The others
+// (entries not built, or levels that would leave the normal range) are left untouched and listed in
+// `left`; returns how many.
+template <class T>
+GRPHI_TARGET_AVX512 std::size_t scaled_blocks_by_mantissa(const T* w, std::size_t n, std::size_t block_size, std::size_t window,
+                                                          bool flush, int lo, std::int16_t* exps, std::int8_t* signs, const T* table,
+                                                          const binade_range* exact, const std::int32_t* parts, std::uint32_t* left) {
+    switch (scaled_search_steps<T>(window)) {
+    case 0: return scaled_mantissa_row_kernel<T, 0>::run(w, n, block_size, window, flush, lo, exps, signs, table, exact, parts, left);
+    case 1: return scaled_mantissa_row_kernel<T, 1>::run(w, n, block_size, window, flush, lo, exps, signs, table, exact, parts, left);
+    case 2: return scaled_mantissa_row_kernel<T, 2>::run(w, n, block_size, window, flush, lo, exps, signs, table, exact, parts, left);
+    case 3: return scaled_mantissa_row_kernel<T, 3>::run(w, n, block_size, window, flush, lo, exps, signs, table, exact, parts, left);
+    case 4:
+        if constexpr (zmm_bits<T>::lanes >= 16)
+            return scaled_mantissa_row_kernel<T, 4>::run(w, n, block_size, window, flush, lo, exps, signs, table, exact, parts, left);
+        [[fallthrough]];
+    default: throw std::logic_error("grphi: scaled_blocks_by_mantissa needs a window whose search fits a register");
+    }
+}
+
 // The scaled levels of a float block, branch-free (the level cache's miss path): value[j] = scale *
 // unit[j] for j < n <= 16, threshold[0] = 0 and, for j >= 1, scaled_threshold(value[j - 1], value[j]):
 // the smallest float t with t * t >= a * b (log) or t + t >= a + b (linear), exact in double. The float
@@ -770,10 +896,11 @@ GRPHI_TARGET_AVX512 inline void scaled_levels(const float* unit, std::size_t n, 
 
 // fp16/e4m3 block scale codes of `blocks` blocks from their largest magnitudes (bits), eight blocks per
 // register: block_scale_nearest(max / top) in double lanes (a zero block: the code of 1). The format's
-// fields: mantissa bits, smallest normal exponent, bias (detail::code_fields).
+// fields: mantissa bits, smallest normal exponent, bias (detail::code_fields). With parts, also every
+// code's value as 2^e * (1 + f / 1024), e * 1024 + f (exact for fp16 and e4m3, subnormal codes included).
 template <class T>
 GRPHI_TARGET_AVX512 void block_scale_codes(const bits_t<T>* block_max, std::size_t blocks, double top, int mantissa_bits,
-                                           int min_exponent, int bias, std::uint16_t* codes) {
+                                           int min_exponent, int bias, std::uint16_t* codes, std::int32_t* parts = nullptr) {
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd(), top_v = _mm512_set1_pd(top), round = _mm512_set1_pd(0x1p52);
     const __m512i code_of_one = _mm512_set1_epi64(std::int64_t(bias) << mantissa_bits);
     const __m512i code_of_zero = _mm512_set1_epi64(std::int64_t(bias - 1 - mantissa_bits) << mantissa_bits);
@@ -801,6 +928,19 @@ GRPHI_TARGET_AVX512 void block_scale_codes(const bits_t<T>* block_max, std::size
         code = _mm512_mask_blend_epi64(not_positive, code, code_of_zero);
         code = _mm512_mask_blend_epi64(at_least_one, code, code_of_one);
         _mm512_mask_cvtepi64_storeu_epi16(codes + b, m, code);
+        if (parts) {
+            // The code's value in double: significand (implicit bit unless subnormal) times 2^(binade - mantissa bits).
+            const __m512i field = _mm512_srlv_epi64(code, mantissa);
+            const __m512i fraction = _mm512_and_si512(code, _mm512_sub_epi64(implicit, unit));
+            const __mmask8 normal = _mm512_cmpneq_epi64_mask(field, _mm512_setzero_si512());
+            const __m512i significand = _mm512_mask_add_epi64(fraction, normal, fraction, implicit);
+            const __m512i power = _mm512_sub_epi64(_mm512_sub_epi64(_mm512_max_epi64(field, unit), code_bias), mantissa);
+            const __m512d scale = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(power, exponent_bias), 52));
+            const __m512i value = _mm512_castpd_si512(_mm512_mul_pd(_mm512_cvtepi64_pd(significand), scale));
+            const __m512i e = _mm512_sub_epi64(_mm512_srli_epi64(value, 52), exponent_bias);
+            const __m512i f = _mm512_and_si512(_mm512_srli_epi64(value, 42), _mm512_set1_epi64(1023));
+            _mm512_mask_cvtepi64_storeu_epi32(parts + b, m, _mm512_or_si512(_mm512_slli_epi64(e, 10), f));
+        }
     }
 }
 
