@@ -449,7 +449,7 @@ void check_block_paths_against_definition() {
             for (auto round : {grphi::rounding::log, grphi::rounding::linear})
                 for (auto under : {grphi::underflow::clamp, grphi::underflow::flush})
                     for (int variant = 0; variant < 3; ++variant)
-                        for (int block : {1, 7, 16, 32, 48}) {
+                        for (int block : {1, 7, 16, 32, 48, 64}) {
                             grphi::options o;
                             o.levels = variant == 2 ? 1 : 8;
                             o.block_size = block;

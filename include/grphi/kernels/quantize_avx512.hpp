@@ -613,14 +613,37 @@ GRPHI_TARGET_AVX512 std::size_t exponent_row_blocks(const T* w, std::size_t n, c
     row_lo = std::min(row_lo, static_cast<int>(zmm::reduce_min(lowest)));
     row_hi = std::max(row_hi, static_cast<int>(zmm::reduce_max(highest)));
     const I lo_r = t.lo;
-    // Whole-register blocks are written without a branch per block (the caller rewrites the exact ones).
+    // Whole-register blocks are written without a branch per block (the caller rewrites the exact ones);
+    // blocks of 1, 2 or 4 registers unrolled.
     const std::size_t whole = block_size % zmm::lanes == 0 ? n - n % block_size : 0;
     std::size_t b = 0, start = 0;
+    auto whole_blocks = [&](auto registers, auto flushed) GRPHI_TARGET_AVX512 {
+        constexpr std::size_t size = decltype(registers)::value * zmm::lanes;
+        for (; start < whole; ++b, start += size) {
+            const __m512i lo = zmm::set1(block_lo[b]);
+            __m512i keep = z.one;
+            if constexpr (decltype(flushed)::value) keep = zmm::set1(!exact[b] ? keep_from[block_lo[b] - lo_r] : I(1));
+            for (std::size_t r = 0; r < decltype(registers)::value; ++r) {
+                const std::size_t i = start + r * zmm::lanes;
+                // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
+                _mm_prefetch(reinterpret_cast<const char*>(w + n + i), _MM_HINT_T1);
+                exponent_block_lanes(z, w, i, zmm::all, lo, keep, exps, signs);
+            }
+        }
+    };
+    auto by_flush = [&](auto registers) GRPHI_TARGET_AVX512 {
+        if (keep_from) whole_blocks(registers, std::true_type{}); else whole_blocks(registers, std::false_type{});
+    };
+    switch (whole > 0 ? block_size / zmm::lanes : 0) {
+    case 1: by_flush(std::integral_constant<std::size_t, 1>{}); break;
+    case 2: by_flush(std::integral_constant<std::size_t, 2>{}); break;
+    case 4: by_flush(std::integral_constant<std::size_t, 4>{}); break;
+    default: break;
+    }
     for (; start < whole; ++b, start += block_size) {
         const __m512i lo = zmm::set1(block_lo[b]);
         const __m512i keep = zmm::set1(keep_from && !exact[b] ? keep_from[block_lo[b] - lo_r] : I(1));
         for (std::size_t i = start; i < start + block_size; i += zmm::lanes) {
-            // The next row (if rows are contiguous) into L2 while this compute-bound pass runs on cached data.
             _mm_prefetch(reinterpret_cast<const char*>(w + n + i), _MM_HINT_T1);
             exponent_block_lanes(z, w, i, zmm::all, lo, keep, exps, signs);
         }
